@@ -1,0 +1,3 @@
+from lightd.cli import main
+
+raise SystemExit(main())

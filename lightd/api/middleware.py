@@ -1,0 +1,85 @@
+"""The HTTP edge: the one place errors become HTTP responses, and the auth and vendor-header checks."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from lightd import keys
+from lightd.api.public import is_public
+from lightd.api.responses import json_response
+from lightd.errors import Forbidden, LightdError, PayloadTooLarge, Unauthorized
+
+log = logging.getLogger(__name__)
+
+VENDOR_MEDIA_TYPE = "application/vnd.pkglatv1+json"
+PRINCIPAL = "lightd.principal"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(exc: LightdError) -> web.Response:
+    return json_response(exc.to_dict(), status=exc.status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map the LightdError tree (and aiohttp's own HTTP errors) to `{"error", "details"?}` bodies."""
+    try:
+        return await handler(request)
+    except LightdError as exc:
+        return error_response(exc)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(PayloadTooLarge(f"request body is larger than {exc.max_size} bytes"))
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.empty_body:
+            raise
+        message = exc.reason if exc.text is None or exc.text.startswith(f"{exc.status}:") else exc.text
+        return json_response({"error": message}, status=exc.status, headers=_allowed(exc))
+    except Exception:
+        request_id = uuid.uuid4().hex[:12]
+        log.exception("unhandled error in %s %s (request %s)", request.method, request.rel_url.path, request_id)
+        return json_response({"error": "internal server error", "request_id": request_id}, status=500)
+
+
+def _allowed(exc: web.HTTPException) -> dict[str, str]:
+    allow = exc.headers.get("Allow")
+    return {"Allow": allow} if allow else {}
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+def accepts_vendor_type(accept_header: str) -> bool:
+    """True when one of the media types in Accept is ours (compared case-insensitively)."""
+    for part in accept_header.split(","):
+        if part.split(";", 1)[0].strip().lower() == VENDOR_MEDIA_TYPE:
+            return True
+    return False
+
+
+def container_of(request: web.Request) -> str | None:
+    return request.match_info.get("container_id")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every route but those in api/public.py needs a valid token (401) and the vendor Accept type (403)."""
+    if is_public(request):
+        return await handler(request)
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthorized("missing or malformed Authorization header (expected: Bearer lightd_<token>)")
+    tokens = request.config_dict[keys.TOKENS]
+    principal = await tokens.authenticate(token, purpose="api", container=container_of(request))
+    if not accepts_vendor_type(request.headers.get("Accept", "")):
+        raise Forbidden(f"missing vendor media type: send 'Accept: {VENDOR_MEDIA_TYPE}'")
+    request[PRINCIPAL] = principal
+    return await handler(request)

@@ -1,0 +1,103 @@
+"""/network/ports: the port pool."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from lightd import keys
+from lightd.api.responses import json_response, read_model, read_query
+from lightd.errors import ValidationFailed
+from lightd.ports import PortSpec, normalize_ip
+
+routes = web.RouteTableDef()
+
+
+class PortFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ip: str | None = None
+    protocol: Literal["tcp", "udp"] | None = None
+    in_use: bool | None = None
+
+    @field_validator("ip", mode="before")
+    @classmethod
+    def _ip(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_ip(value)
+
+
+class ProtocolQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    protocol: Literal["tcp", "udp"] | None = None
+
+
+class BulkDelete(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ports: list[PortSpec] = Field(min_length=1, max_length=10_000)
+
+
+def _address(request: web.Request) -> tuple[str, int]:
+    try:
+        ip = normalize_ip(request.match_info["ip"])
+    except ValueError:
+        raise ValidationFailed("ip: must be an IPv4 or IPv6 address", details={"field": "ip"}) from None
+    raw = request.match_info["port"]
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise ValidationFailed("port: must be an integer from 1 to 65535", details={"field": "port"})
+    return ip, int(raw)
+
+
+@routes.post("/network/ports")
+async def add_port(request: web.Request) -> web.Response:
+    spec = await read_model(request, PortSpec)
+    return json_response(await request.config_dict[keys.PORTS].add(spec), status=201)
+
+
+@routes.get("/network/ports")
+async def list_ports(request: web.Request) -> web.Response:
+    f = read_query(request, PortFilter)
+    ports = await request.config_dict[keys.PORTS].list(ip=f.ip, protocol=f.protocol, in_use=f.in_use)
+    return json_response({"ports": ports, "count": len(ports)})
+
+
+@routes.get("/network/ports/random")
+async def random_port(request: web.Request) -> web.Response:
+    f = read_query(request, PortFilter)
+    return json_response(await request.config_dict[keys.PORTS].random_available(ip=f.ip, protocol=f.protocol))
+
+
+@routes.post("/network/ports/bulk-delete")
+async def bulk_delete(request: web.Request) -> web.Response:
+    body = await read_model(request, BulkDelete)
+    return json_response(await request.config_dict[keys.PORTS].bulk_delete(body.ports))
+
+
+@routes.get("/network/ports/{ip}/{port}")
+async def get_port(request: web.Request) -> web.Response:
+    ip, port = _address(request)
+    q = read_query(request, ProtocolQuery)
+    return json_response(await request.config_dict[keys.PORTS].get(ip, port, q.protocol))
+
+
+@routes.put("/network/ports/{ip}/{port}/use")
+async def use_port(request: web.Request) -> web.Response:
+    ip, port = _address(request)
+    q = read_query(request, ProtocolQuery)
+    return json_response(await request.config_dict[keys.PORTS].set_in_use(ip, port, q.protocol, True))
+
+
+@routes.put("/network/ports/{ip}/{port}/release")
+@routes.delete("/network/ports/{ip}/{port}/use")
+async def release_port(request: web.Request) -> web.Response:
+    ip, port = _address(request)
+    q = read_query(request, ProtocolQuery)
+    return json_response(await request.config_dict[keys.PORTS].set_in_use(ip, port, q.protocol, False))
+
+
+@routes.delete("/network/ports/{ip}/{port}")
+async def delete_port(request: web.Request) -> web.Response:
+    ip, port = _address(request)
+    q = read_query(request, ProtocolQuery)
+    deleted = await request.config_dict[keys.PORTS].delete(ip, port, q.protocol)
+    return json_response({"deleted": deleted})

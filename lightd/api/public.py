@@ -1,0 +1,38 @@
+"""The only routes served without the node token. Anything not registered here is authenticated by
+`auth_middleware`. Self-authenticating routes (the console WebSocket takes `?token=` because browsers
+cannot set headers) are registered here too and check the token themselves."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from aiohttp import web
+
+from lightd import __version__
+from lightd.api.responses import json_response
+
+H = TypeVar("H", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
+_PUBLIC_HANDLERS: set[object] = set()
+
+
+def self_authenticated(handler: H) -> H:
+    """Mark a handler that checks its own credentials (the middleware lets it through)."""
+    _PUBLIC_HANDLERS.add(handler)
+    return handler
+
+
+def is_public(request: web.Request) -> bool:
+    return request.match_info.handler in _PUBLIC_HANDLERS or (
+        request.match_info.http_exception is not None
+    )
+
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/api/v1/public/ping")
+@self_authenticated
+async def ping(request: web.Request) -> web.Response:
+    return json_response({"status": "ok", "version": __version__, "time": time.time()})

@@ -1,0 +1,72 @@
+"""Reading requests into pydantic models and writing JSON answers (orjson)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from lightd.errors import ValidationFailed
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def dumps(data: Any) -> str:
+    return orjson.dumps(data, default=_default).decode()
+
+
+def json_response(data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data, default=_default), status=status, content_type="application/json", headers=headers
+    )
+
+
+def validation_error(exc: ValidationError, where: str = "") -> ValidationFailed:
+    """A 400 naming the first bad field, with every problem in details."""
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False):
+        field = ".".join(str(p) for p in err["loc"]) or "(body)"
+        problems.append({"field": field, "message": err["msg"]})
+    first = problems[0] if problems else {"field": "(body)", "message": "invalid"}
+    prefix = f"{where} " if where else ""
+    return ValidationFailed(f"{prefix}{first['field']}: {first['message']}", details=problems)
+
+
+async def read_json(request: web.Request, *, allow_empty: bool = False) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise ValidationFailed("request body must be a JSON object")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationFailed(f"malformed JSON: {exc}") from None
+
+
+async def read_model(request: web.Request, model: type[M], *, allow_empty: bool = False) -> M:
+    """Parse the JSON body into `model`; 400 naming the field on any problem."""
+    data = await read_json(request, allow_empty=allow_empty)
+    if not isinstance(data, dict):
+        raise ValidationFailed("request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def read_query(request: web.Request, model: type[M]) -> M:
+    """Parse the query string into `model`; 400 naming the parameter on any problem."""
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise validation_error(exc, "query") from None

@@ -1,0 +1,37 @@
+"""POST /auth/tokens: temporary tokens."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from lightd import keys
+from lightd.api.middleware import PRINCIPAL
+from lightd.api.responses import json_response, read_model
+from lightd.errors import Forbidden, NotFound
+
+routes = web.RouteTableDef()
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    container: str | None = Field(default=None, min_length=1, max_length=64)
+    """Scope the token to one container (its routes and its console socket)."""
+    purpose: str = "all"
+    """all | api | websocket"""
+    ttl_seconds: int | None = Field(default=None, strict=True)
+
+
+@routes.post("/auth/tokens")
+async def create_token(request: web.Request) -> web.Response:
+    if not request[PRINCIPAL].node:
+        raise Forbidden("only the node token can mint temporary tokens")
+    body = await read_model(request, TokenRequest, allow_empty=True)
+    if body.container is not None and await request.config_dict[keys.STORE].get_container(body.container) is None:
+        raise NotFound(f"container {body.container} not found")
+    token, expires_at = await request.config_dict[keys.TOKENS].issue(
+        container=body.container, purpose=body.purpose, ttl_seconds=body.ttl_seconds
+    )
+    return json_response(
+        {"token": token, "expires_at": expires_at, "purpose": body.purpose, "container": body.container}, status=201
+    )

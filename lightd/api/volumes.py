@@ -1,0 +1,5 @@
+"""/volumes routes (placeholder)."""
+
+from aiohttp import web
+
+routes = web.RouteTableDef()

@@ -1,0 +1,64 @@
+"""create_app(config): builds the services, the routes and the compat sub-apps; every long-lived resource
+is one cleanup_ctx generator, in dependency order."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from lightd import keys
+from lightd.api import middleware, ports as ports_api, public, tokens as tokens_api, volumes as volumes_api
+from lightd.auth import TokenService
+from lightd.config import Config
+from lightd.events import EventBus
+from lightd.ports import PortPool
+from lightd.store import Store
+from lightd.tasks import TaskOwner
+from lightd.volumes.service import VolumeService
+
+log = logging.getLogger(__name__)
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[keys.CONFIG]
+    store = Store(config.db_path)
+    await store.open()
+    app[keys.STORE] = store
+    yield
+    await store.close()
+
+
+async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[keys.CONFIG]
+    store = app[keys.STORE]
+    tasks = TaskOwner("lightd")
+    app[keys.TASKS] = tasks
+    app[keys.EVENTS] = EventBus(config.event_queue_size)
+    app[keys.TOKENS] = TokenService(store, config.token, config.tokens.default_ttl_seconds, config.tokens.max_ttl_seconds)
+    app[keys.PORTS] = PortPool(store)
+    volumes = VolumeService(config.volumes_dir, store, config.volumes)
+    await volumes.open()
+    app[keys.VOLUMES] = volumes
+    yield
+    await tasks.close()
+    app[keys.EVENTS].close()
+
+
+def create_app(config: Config, *, config_path: Path | None = None) -> web.Application:
+    """The whole daemon as one aiohttp application (nothing global)."""
+    app = web.Application(
+        middlewares=[middleware.error_middleware, middleware.auth_middleware],
+        client_max_size=config.api.max_body_bytes,
+    )
+    app[keys.CONFIG] = config
+    app[keys.CONFIG_PATH] = config_path
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_core_ctx)
+    app.add_routes(public.routes)
+    app.add_routes(tokens_api.routes)
+    app.add_routes(ports_api.routes)
+    app.add_routes(volumes_api.routes)
+    return app

@@ -1,0 +1,95 @@
+"""The `lightd` command: parse arguments and call into the package; nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from lightd.config import (
+    ConfigError,
+    generate_token,
+    is_valid_token_format,
+    load_config,
+    load_or_create_config,
+    resolve_config_path,
+    write_config,
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lightd", description="lightd game-server daemon")
+    parser.add_argument("--config", help="path of config.json (default: $LIGHTD_CONFIG or ./config.json)")
+    parser.add_argument(
+        "--token", nargs="+", metavar="ACTION",
+        help="'what' prints the node token; 'reset' makes a new one; 'set <token>' sets it",
+    )
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="run the daemon (the default)")
+    token = sub.add_parser("token", help="node token")
+    token.add_argument("action", choices=["show", "rotate"])
+    config = sub.add_parser("config", help="config.json")
+    config.add_argument("action", choices=["check", "init"])
+    return parser
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _token_command(path: Path, action: list[str]) -> int:
+    config, created = load_or_create_config(path)
+    if created:
+        _say(f"lightd: wrote a new config with a fresh token to {path.resolve()}")
+    verb = action[0]
+    if verb == "what" and len(action) == 1:
+        print(config.token)
+        return 0
+    if verb in ("reset", "rotate") and len(action) == 1:
+        config.token = generate_token()
+    elif verb == "set" and len(action) == 2:
+        if not is_valid_token_format(action[1]):
+            _say("lightd: a token must start with 'lightd_' and be at least 20 characters")
+            return 2
+        config.token = action[1]
+    else:
+        _say("lightd: --token takes 'what', 'reset' or 'set <token>'")
+        return 2
+    write_config(path, config)
+    print(config.token)
+    _say(f"lightd: token changed in {path.resolve()}; restart the daemon (or reload) for it to take effect")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    path = resolve_config_path(args.config)
+    try:
+        if args.token:
+            return _token_command(path, args.token)
+        if args.command == "token":
+            return _token_command(path, ["what" if args.action == "show" else "reset"])
+        if args.command == "config":
+            if args.action == "init":
+                _, created = load_or_create_config(path)
+                _say(f"lightd: {'wrote' if created else 'kept the existing'} {path.resolve()}")
+                return 0
+            config = load_config(path)
+            print(f"{path}: ok (api {config.api.host}:{config.api.port}, data_dir {config.data_dir})")
+            return 0
+        config, created = load_or_create_config(path)
+    except ConfigError as exc:
+        _say(f"lightd: {exc}")
+        return 2
+    if created:
+        _say(f"lightd: no config found; wrote {path.resolve()} (mode 0600) with a fresh token")
+    from lightd.server_main import run
+
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(config, path)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

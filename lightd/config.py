@@ -1,0 +1,210 @@
+"""config.json: the pydantic model, and how it is loaded, validated, created and written."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+TOKEN_PREFIX = "lightd_"
+TOKEN_MIN_LENGTH = 20
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def is_valid_token_format(token: str) -> bool:
+    """A node or temporary token is `lightd_` followed by enough characters (at least 20 in all)."""
+    return token.startswith(TOKEN_PREFIX) and len(token) >= TOKEN_MIN_LENGTH
+
+
+def generate_token() -> str:
+    """A fresh node token: `lightd_` and 43 url-safe characters (256 bits)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiConfig(_Section):
+    host: str = "0.0.0.0"
+    port: Port = 8070
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Bodies over this get 413 before they are read."""
+    trusted_proxies: list[str] = []
+
+
+class DockerConfig(_Section):
+    socket: str = "unix:///var/run/docker.sock"
+    network: str = "bridge"
+    """Docker network server containers join."""
+    container_prefix: str = "lightd-"
+    pids_limit: int = Field(default=512, ge=16)
+    memory_overhead_bytes: int = Field(default=0, ge=0)
+    log_max_size: str = "5m"
+    default_image: str = "lightd-test/busybox:latest"
+    """Image used by compat front ends when their API names no image we can map."""
+    image_map: dict[str, str] = {}
+    """Names foreign APIs use (e.g. `ubuntu:20.04`) -> the local image to run for them."""
+    allowed_mounts: list[str] = []
+    """Host directories a container's `mount` entries may come from (checked by path component)."""
+    pull_timeout_seconds: float = Field(default=600, gt=0)
+
+
+class RemoteConfig(_Section):
+    enabled: bool = False
+    url: str = ""
+    token: str = ""
+    retry_initial_seconds: float = Field(default=1.0, gt=0)
+    retry_max_seconds: float = Field(default=60.0, gt=0)
+    outbox_max_rows: int = Field(default=100_000, ge=100)
+    """Oldest undelivered updates are dropped (and counted) past this many."""
+    request_timeout_seconds: float = Field(default=10.0, gt=0)
+
+
+class CompatFrontEnd(_Section):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Port
+    require_token: bool = False
+
+
+class CompatConfig(_Section):
+    lxc_tools: CompatFrontEnd = CompatFrontEnd(port=5000)
+    proxicloud: CompatFrontEnd = CompatFrontEnd(port=8080)
+    lxd_panel: CompatFrontEnd = CompatFrontEnd(port=8000)
+    container_codes: CompatFrontEnd = CompatFrontEnd(port=8090)
+    mount_on_main: bool = True
+    """Also serve every front end under /compat/<name> on the main port (token required there)."""
+
+
+class VolumeLimits(_Section):
+    max_write_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    archive_max_entries: int = Field(default=100_000, ge=1)
+    archive_max_total_bytes: int = Field(default=4 * 1024 * 1024 * 1024, ge=1)
+    """Extraction stops with 400 when declared or actual sizes exceed this (archive bomb)."""
+
+
+class TokenConfig(_Section):
+    default_ttl_seconds: int = Field(default=600, ge=1)
+    max_ttl_seconds: int = Field(default=86_400, ge=1)
+
+
+class ConsoleConfig(_Section):
+    history_lines: int = Field(default=1000, ge=10)
+    history_bytes: int = Field(default=1024 * 1024, ge=1024)
+    line_max_bytes: int = Field(default=64 * 1024, ge=256)
+    throttle_lines: int = Field(default=2000, ge=0)
+    """Lines per window before output is dropped; 0 disables the throttle."""
+    throttle_window_ms: int = Field(default=100, ge=10)
+    max_sockets: int = Field(default=30, ge=1)
+    send_queue: int = Field(default=64, ge=1)
+    max_frame_bytes: int = Field(default=32 * 1024, ge=256)
+    inbound_rate: float = Field(default=5.0, gt=0)
+    inbound_burst: int = Field(default=10, ge=1)
+    auth_timeout_seconds: float = Field(default=10.0, gt=0)
+    stats_interval_seconds: float = Field(default=2.0, gt=0)
+
+
+class ServerDefaults(_Section):
+    stop_timeout_seconds: float = Field(default=30.0, gt=0)
+    start_timeout_seconds: float | None = None
+    crash_restart_guard_seconds: float = Field(default=60.0, ge=0)
+
+
+class Config(_Section):
+    token: str = Field(default_factory=generate_token)
+    data_dir: Path = Path("/var/lib/lightd")
+    api: ApiConfig = ApiConfig()
+    docker: DockerConfig = DockerConfig()
+    remote: RemoteConfig = RemoteConfig()
+    compat: CompatConfig = CompatConfig()
+    volumes: VolumeLimits = VolumeLimits()
+    tokens: TokenConfig = TokenConfig()
+    console: ConsoleConfig = ConsoleConfig()
+    servers: ServerDefaults = ServerDefaults()
+    event_queue_size: int = Field(default=1024, ge=16)
+    log_level: str = "INFO"
+
+    @field_validator("token")
+    @classmethod
+    def _token_format(cls, value: str) -> str:
+        if not is_valid_token_format(value):
+            raise ValueError(f"must start with {TOKEN_PREFIX!r} and be at least {TOKEN_MIN_LENGTH} characters")
+        return value
+
+    @property
+    def volumes_dir(self) -> Path:
+        return self.data_dir / "volumes"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "lightd.db"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+
+class ConfigError(Exception):
+    """config.json is missing, unreadable or invalid; the message is one line naming the key."""
+
+
+def resolve_config_path(cli_value: str | None) -> Path:
+    """`--config`, else `LIGHTD_CONFIG`, else `./config.json`."""
+    return Path(cli_value or os.environ.get("LIGHTD_CONFIG") or "config.json")
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(root)"
+    return f"{key}: {first['msg']}"
+
+
+def parse_config(raw: Any) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config: {describe_validation_error(exc)}") from None
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    try:
+        return parse_config(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def write_config(path: Path, config: Config) -> None:
+    """Write atomically with mode 0600: the file holds the node token."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    data = json.dumps(config.model_dump(mode="json"), indent=2) + "\n"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(data)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def load_or_create_config(path: Path) -> tuple[Config, bool]:
+    """Load the config; with none at `path`, write a fresh one (new random token). Returns (config, created)."""
+    if path.exists():
+        return load_config(path), False
+    config = Config()
+    write_config(path, config)
+    return config, True

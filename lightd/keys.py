@@ -1,0 +1,30 @@
+"""Every typed AppKey of lightd, in one place. Handlers read them from `request.config_dict` so
+sub-applications see the parent's services."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from lightd.auth import TokenService
+    from lightd.config import Config
+    from lightd.events import EventBus
+    from lightd.ports import PortPool
+    from lightd.servers.manager import ServerManager
+    from lightd.store import Store
+    from lightd.sync import RemoteSync
+    from lightd.tasks import TaskOwner
+    from lightd.volumes.service import VolumeService
+
+CONFIG = web.AppKey("config", "Config")
+CONFIG_PATH = web.AppKey("config_path", object)
+STORE = web.AppKey("store", "Store")
+TASKS = web.AppKey("tasks", "TaskOwner")
+EVENTS = web.AppKey("events", "EventBus")
+TOKENS = web.AppKey("tokens", "TokenService")
+PORTS = web.AppKey("ports", "PortPool")
+VOLUMES = web.AppKey("volumes", "VolumeService")
+SERVERS = web.AppKey("servers", "ServerManager")
+SYNC = web.AppKey("sync", "RemoteSync")

@@ -1,0 +1,55 @@
+"""Run the daemon: uvloop when available, the main app, and each compat front end on its own port."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from lightd.app import create_app
+from lightd.config import Config
+
+log = logging.getLogger("lightd")
+
+
+class MaskedAccessLogger(AbstractAccessLogger):
+    """Access log lines with every query-string value masked: `?token=` must never reach a log."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        query = "&".join(f"{name}=***" for name in request.query) if request.query_string else ""
+        target = request.path + (f"?{query}" if query else "")
+        self.logger.info(
+            '%s "%s %s" %d %s %.1fms', request.remote, request.method, target, response.status,
+            response.body_length, time * 1000,
+        )
+
+
+async def _serve(config: Config, config_path: Path) -> None:
+    app = create_app(config, config_path=config_path)
+    runner = web.AppRunner(app, access_log_class=MaskedAccessLogger, handle_signals=True)
+    await runner.setup()
+    site = web.TCPSite(runner, config.api.host, config.api.port)
+    await site.start()
+    log.info("lightd listening on http://%s:%d", config.api.host, config.api.port)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def run(config: Config, config_path: Path) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        uvloop = None
+    try:
+        if uvloop is not None:
+            uvloop.run(_serve(config, config_path))
+        else:  # pragma: no cover
+            asyncio.run(_serve(config, config_path))
+    except KeyboardInterrupt:
+        pass
+    return 0

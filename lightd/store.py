@@ -1,0 +1,361 @@
+"""SQLite persistence through aiosqlite: schema, forward migrations and every query. The only SQL in lightd.
+
+One connection in WAL mode; aiosqlite runs each call on its own worker thread so the event loop never
+blocks on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+# Each entry migrates the schema from version i to i + 1. Append only; never edit a released step.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE volumes (
+        id          TEXT PRIMARY KEY,
+        path        TEXT NOT NULL,
+        created_at  REAL NOT NULL
+    );
+    CREATE TABLE ports (
+        ip          TEXT NOT NULL,
+        port        INTEGER NOT NULL,
+        protocol    TEXT NOT NULL,
+        in_use      INTEGER NOT NULL DEFAULT 0,
+        container   TEXT,
+        created_at  REAL NOT NULL,
+        PRIMARY KEY (ip, port, protocol)
+    );
+    CREATE TABLE containers (
+        internal_id    TEXT PRIMARY KEY,
+        volume_id      TEXT NOT NULL,
+        spec           TEXT NOT NULL,
+        install_state  TEXT NOT NULL,
+        install_error  TEXT,
+        state          TEXT NOT NULL DEFAULT 'offline',
+        exit_code      INTEGER,
+        oom_killed     INTEGER NOT NULL DEFAULT 0,
+        docker_id      TEXT,
+        last_crash_at  REAL,
+        created_at     REAL NOT NULL,
+        updated_at     REAL NOT NULL
+    );
+    CREATE INDEX containers_volume ON containers(volume_id);
+    CREATE TABLE tokens (
+        hash        TEXT PRIMARY KEY,
+        container   TEXT,
+        purpose     TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        expires_at  REAL NOT NULL
+    );
+    CREATE TABLE outbox (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        server      TEXT NOT NULL,
+        server_seq  INTEGER NOT NULL,
+        payload     TEXT NOT NULL,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        created_at  REAL NOT NULL
+    );
+    CREATE INDEX outbox_server ON outbox(server, seq);
+    CREATE TABLE outbox_dropped (
+        seq         INTEGER PRIMARY KEY,
+        server      TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        dropped_at  REAL NOT NULL
+    );
+    """,
+]
+
+
+def _row(cursor_row: aiosqlite.Row | None) -> dict[str, Any] | None:
+    return dict(cursor_row) if cursor_row is not None else None
+
+
+class Store:
+    """All persistent state of the daemon."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+        # One writer at a time: a transaction spans awaits, and another coroutine's statement must not
+        # land inside it.
+        self._write_lock = asyncio.Lock()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: autocommit, transactions only where _Transaction opens one.
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        self._db.row_factory = aiosqlite.Row
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._db.execute("PRAGMA foreign_keys=ON")
+        await self._migrate()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def _migrate(self) -> None:
+        await self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        async with self.db.execute("SELECT version FROM schema_version") as cur:
+            row = await cur.fetchone()
+        version = row[0] if row else 0
+        if row is None:
+            await self.db.execute("INSERT INTO schema_version (version) VALUES (0)")
+        if version > len(MIGRATIONS):
+            raise RuntimeError(f"database schema {version} is newer than this lightd ({len(MIGRATIONS)})")
+        for step in range(version, len(MIGRATIONS)):
+            await self.db.executescript("BEGIN;" + MIGRATIONS[step] + f"UPDATE schema_version SET version = {step + 1};COMMIT;")
+
+    async def schema_version(self) -> int:
+        async with self.db.execute("SELECT version FROM schema_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0])
+
+    async def _fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        async with self.db.execute(sql, tuple(params)) as cur:
+            return [dict(r) for r in await cur.fetchall()]
+
+    async def _fetchone(self, sql: str, params: Iterable[Any] = ()) -> dict[str, Any] | None:
+        async with self.db.execute(sql, tuple(params)) as cur:
+            return _row(await cur.fetchone())
+
+    async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
+        async with self._write_lock:
+            cur = await self.db.execute(sql, tuple(params))
+            return cur.rowcount
+
+    # -- volumes -------------------------------------------------------------------------------------
+    async def insert_volume(self, volume_id: str, path: str) -> None:
+        await self._write("INSERT INTO volumes (id, path, created_at) VALUES (?, ?, ?)", (volume_id, path, time.time()))
+
+    async def get_volume(self, volume_id: str) -> dict[str, Any] | None:
+        return await self._fetchone("SELECT * FROM volumes WHERE id = ?", (volume_id,))
+
+    async def list_volumes(self) -> list[dict[str, Any]]:
+        return await self._fetchall("SELECT * FROM volumes ORDER BY created_at")
+
+    async def delete_volume(self, volume_id: str) -> bool:
+        return await self._write("DELETE FROM volumes WHERE id = ?", (volume_id,)) > 0
+
+    async def containers_using_volume(self, volume_id: str) -> list[str]:
+        rows = await self._fetchall("SELECT internal_id FROM containers WHERE volume_id = ?", (volume_id,))
+        return [r["internal_id"] for r in rows]
+
+    # -- ports ---------------------------------------------------------------------------------------
+    async def insert_port(self, ip: str, port: int, protocol: str) -> bool:
+        """False when that ip/port/protocol is already in the pool."""
+        return await self._write(
+            "INSERT OR IGNORE INTO ports (ip, port, protocol, created_at) VALUES (?, ?, ?, ?)",
+            (ip, port, protocol, time.time()),
+        ) > 0
+
+    async def list_ports(
+        self, *, ip: str | None = None, protocol: str | None = None, in_use: bool | None = None,
+        port: int | None = None,
+    ) -> list[dict[str, Any]]:
+        clauses, params = [], []
+        for column, value in (("ip", ip), ("protocol", protocol), ("port", port)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if in_use is not None:
+            clauses.append("in_use = ?")
+            params.append(int(in_use))
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        return await self._fetchall(f"SELECT * FROM ports{where} ORDER BY ip, port, protocol", params)
+
+    async def set_port_use(self, ip: str, port: int, protocol: str, in_use: bool, container: str | None) -> bool:
+        return await self._write(
+            "UPDATE ports SET in_use = ?, container = ? WHERE ip = ? AND port = ? AND protocol = ?",
+            (int(in_use), container, ip, port, protocol),
+        ) > 0
+
+    async def claim_ports(self, keys: list[tuple[str, int, str]], container: str) -> bool:
+        """Mark every port in use by `container` in one transaction; False (and nothing changed) if any is
+        missing or already used by another holder."""
+        try:
+            await self._claim_ports(keys, container)
+        except _Abort:
+            return False
+        return True
+
+    async def _claim_ports(self, keys: list[tuple[str, int, str]], container: str) -> None:
+        async with self._lock_write():
+            for ip, port, protocol in keys:
+                row = await self._fetchone(
+                    "SELECT in_use, container FROM ports WHERE ip = ? AND port = ? AND protocol = ?", (ip, port, protocol)
+                )
+                if row is None or (row["in_use"] and row["container"] != container):
+                    raise _Abort
+                await self.db.execute(
+                    "UPDATE ports SET in_use = 1, container = ? WHERE ip = ? AND port = ? AND protocol = ?",
+                    (container, ip, port, protocol),
+                )
+
+    async def release_ports_of(self, container: str, keep: list[tuple[str, int, str]] = ()) -> None:
+        rows = await self.list_ports()
+        keep_set = set(keep)
+        async with self._lock_write():
+            for row in rows:
+                key = (row["ip"], row["port"], row["protocol"])
+                if row["container"] == container and key not in keep_set:
+                    await self.db.execute(
+                        "UPDATE ports SET in_use = 0, container = NULL WHERE ip = ? AND port = ? AND protocol = ?", key
+                    )
+
+    async def delete_port(self, ip: str, port: int, protocol: str) -> bool:
+        return await self._write(
+            "DELETE FROM ports WHERE ip = ? AND port = ? AND protocol = ?", (ip, port, protocol)
+        ) > 0
+
+    def _lock_write(self) -> "_Transaction":
+        return _Transaction(self.db, self._write_lock)
+
+    # -- containers ----------------------------------------------------------------------------------
+    async def insert_container(self, internal_id: str, volume_id: str, spec: dict[str, Any], install_state: str) -> None:
+        now = time.time()
+        await self._write(
+            "INSERT INTO containers (internal_id, volume_id, spec, install_state, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (internal_id, volume_id, orjson.dumps(spec).decode(), install_state, now, now),
+        )
+
+    async def get_container(self, internal_id: str) -> dict[str, Any] | None:
+        row = await self._fetchone("SELECT * FROM containers WHERE internal_id = ?", (internal_id,))
+        return _decode_container(row) if row else None
+
+    async def list_containers(self) -> list[dict[str, Any]]:
+        return [_decode_container(r) for r in await self._fetchall("SELECT * FROM containers ORDER BY created_at")]
+
+    async def update_container(self, internal_id: str, **fields: Any) -> None:
+        if "spec" in fields:
+            fields["spec"] = orjson.dumps(fields["spec"]).decode()
+        if "oom_killed" in fields:
+            fields["oom_killed"] = int(bool(fields["oom_killed"]))
+        fields["updated_at"] = time.time()
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        await self._write(
+            f"UPDATE containers SET {assignments} WHERE internal_id = ?", (*fields.values(), internal_id)
+        )
+
+    async def delete_container(self, internal_id: str) -> bool:
+        return await self._write("DELETE FROM containers WHERE internal_id = ?", (internal_id,)) > 0
+
+    # -- temporary tokens ----------------------------------------------------------------------------
+    async def insert_token(self, token_hash: str, container: str | None, purpose: str, created_at: float, expires_at: float) -> None:
+        await self._write(
+            "INSERT INTO tokens (hash, container, purpose, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+            (token_hash, container, purpose, created_at, expires_at),
+        )
+
+    async def get_token(self, token_hash: str) -> dict[str, Any] | None:
+        return await self._fetchone("SELECT * FROM tokens WHERE hash = ?", (token_hash,))
+
+    async def delete_expired_tokens(self, now: float) -> int:
+        return await self._write("DELETE FROM tokens WHERE expires_at < ?", (now,))
+
+    async def delete_tokens_of(self, container: str) -> int:
+        return await self._write("DELETE FROM tokens WHERE container = ?", (container,))
+
+    # -- remote-sync outbox --------------------------------------------------------------------------
+    async def enqueue_update(self, server: str, payload: dict[str, Any], max_rows: int) -> tuple[int, int]:
+        """Append an update; returns (outbox seq, per-server seq). Past `max_rows` the oldest row is dropped
+        into outbox_dropped with reason 'overflow'."""
+        async with self._lock_write():
+            row = await self._fetchone(
+                "SELECT COALESCE(MAX(server_seq), 0) AS s FROM ("
+                " SELECT server_seq FROM outbox WHERE server = ?"
+                " UNION ALL SELECT json_extract(payload, '$.seq') FROM outbox_dropped WHERE server = ?)",
+                (server, server),
+            )
+            server_seq = int(row["s"]) + 1
+            payload = {**payload, "seq": server_seq}
+            cur = await self.db.execute(
+                "INSERT INTO outbox (server, server_seq, payload, created_at) VALUES (?, ?, ?, ?)",
+                (server, server_seq, orjson.dumps(payload).decode(), time.time()),
+            )
+            seq = cur.lastrowid
+            count = (await self._fetchone("SELECT COUNT(*) AS n FROM outbox"))["n"]
+            if count > max_rows:
+                oldest = await self._fetchone("SELECT * FROM outbox ORDER BY seq LIMIT 1")
+                await self._drop_outbox_row(oldest, "overflow")
+        return int(seq), server_seq
+
+    async def pending_updates(self, limit: int = 500) -> list[dict[str, Any]]:
+        rows = await self._fetchall("SELECT * FROM outbox ORDER BY seq LIMIT ?", (limit,))
+        for row in rows:
+            row["payload"] = orjson.loads(row["payload"])
+        return rows
+
+    async def outbox_depth(self) -> int:
+        return (await self._fetchone("SELECT COUNT(*) AS n FROM outbox"))["n"]
+
+    async def dropped_count(self) -> int:
+        return (await self._fetchone("SELECT COUNT(*) AS n FROM outbox_dropped"))["n"]
+
+    async def ack_update(self, seq: int) -> None:
+        await self._write("DELETE FROM outbox WHERE seq = ?", (seq,))
+
+    async def bump_attempts(self, seq: int) -> None:
+        await self._write("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", (seq,))
+
+    async def drop_update(self, seq: int, reason: str) -> None:
+        async with self._lock_write():
+            row = await self._fetchone("SELECT * FROM outbox WHERE seq = ?", (seq,))
+            if row is not None:
+                await self._drop_outbox_row(row, reason)
+
+    async def _drop_outbox_row(self, row: dict[str, Any], reason: str) -> None:
+        await self.db.execute(
+            "INSERT OR REPLACE INTO outbox_dropped (seq, server, payload, reason, dropped_at) VALUES (?, ?, ?, ?, ?)",
+            (row["seq"], row["server"], row["payload"], reason, time.time()),
+        )
+        await self.db.execute("DELETE FROM outbox WHERE seq = ?", (row["seq"],))
+
+
+class _Abort(Exception):
+    """Raised inside a transaction to roll it back."""
+
+
+class _Transaction:
+    """`async with`: holds the write lock, commits on success, rolls back on error. Use `self.db.execute`
+    inside (never `_write`, which would wait for the lock held here)."""
+
+    def __init__(self, db: aiosqlite.Connection, lock: asyncio.Lock) -> None:
+        self.db = db
+        self.lock = lock
+
+    async def __aenter__(self) -> None:
+        await self.lock.acquire()
+        try:
+            await self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.lock.release()
+            raise
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            await self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            self.lock.release()
+
+
+def _decode_container(row: dict[str, Any]) -> dict[str, Any]:
+    row["spec"] = orjson.loads(row["spec"])
+    row["oom_killed"] = bool(row["oom_killed"])
+    return row

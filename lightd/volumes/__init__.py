@@ -1,0 +1,1 @@
+"""Volumes: directories on disk with a sandboxed file API."""
