@@ -10,11 +10,15 @@ from pathlib import Path
 from aiohttp import web
 
 from lightd import keys
+from lightd.api import containers as containers_api
 from lightd.api import middleware, ports as ports_api, public, tokens as tokens_api, volumes as volumes_api
 from lightd.auth import TokenService
 from lightd.config import Config
+from lightd.docker.client import DockerClient
+from lightd.docker.environment import DockerEnvironment
 from lightd.events import EventBus
 from lightd.ports import PortPool
+from lightd.servers.manager import ServerManager
 from lightd.store import Store
 from lightd.tasks import TaskOwner
 from lightd.volumes.service import VolumeService
@@ -47,6 +51,23 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.EVENTS].close()
 
 
+async def _servers_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[keys.CONFIG]
+    client = DockerClient(config.docker.socket)
+    manager = ServerManager(
+        config=config, store=app[keys.STORE], env=DockerEnvironment(client, config.docker), events=app[keys.EVENTS],
+        tasks=app[keys.TASKS], ports=app[keys.PORTS], volumes=app[keys.VOLUMES],
+    )
+    app[keys.SERVERS] = manager
+    await manager.load()
+    monitor = app[keys.TASKS].spawn(manager.watch_engine(config.docker.engine_poll_seconds), name="engine-monitor")
+    yield
+    # Daemon shutdown never stops containers: only our tasks and connections end.
+    monitor.cancel()
+    await app[keys.TASKS].close()
+    await client.close()
+
+
 def create_app(config: Config, *, config_path: Path | None = None) -> web.Application:
     """The whole daemon as one aiohttp application (nothing global)."""
     app = web.Application(
@@ -57,8 +78,10 @@ def create_app(config: Config, *, config_path: Path | None = None) -> web.Applic
     app[keys.CONFIG_PATH] = config_path
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_core_ctx)
+    app.cleanup_ctx.append(_servers_ctx)
     app.add_routes(public.routes)
     app.add_routes(tokens_api.routes)
     app.add_routes(ports_api.routes)
     app.add_routes(volumes_api.routes)
+    app.add_routes(containers_api.routes)
     return app

@@ -75,3 +75,69 @@ class Api:
 @pytest.fixture
 def api(client: TestClient, auth_headers: dict[str, str]) -> Api:
     return Api(client, auth_headers)
+
+
+# -- real Docker engine --------------------------------------------------------------------------------
+import asyncio  # noqa: E402
+import secrets  # noqa: E402
+import subprocess  # noqa: E402
+
+TEST_IMAGE = "lightd-test/busybox:latest"
+REGISTRY = "127.0.0.1:5055"
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> str:
+    """The real engine, set up by scripts/setup-docker.sh (run here if the engine is not up yet)."""
+    if subprocess.run(["docker", "image", "inspect", TEST_IMAGE], capture_output=True).returncode != 0:
+        root = Path(__file__).resolve().parents[1]
+        result = subprocess.run(["bash", str(root / "scripts" / "setup-docker.sh")], capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.fail(f"Docker engine not available: {result.stderr[-2000:]}")
+    return TEST_IMAGE
+
+
+def remove_containers(prefix: str) -> None:
+    ids = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=lightd.prefix={prefix}"], capture_output=True, text=True
+    ).stdout.split()
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+
+
+@pytest.fixture
+def container_prefix(docker_engine: str) -> Any:
+    """A unique container name prefix for one test; everything made under it is removed afterwards,
+    also when the test fails."""
+    prefix = f"lightdtest-{secrets.token_hex(3)}-"
+    yield prefix
+    remove_containers(prefix)
+
+
+@pytest.fixture
+def docker_config(make_config: Callable[..., Config], container_prefix: str) -> Config:
+    return make_config(docker={"container_prefix": container_prefix, "engine_poll_seconds": 1.0})
+
+
+@pytest.fixture
+async def dclient(aiohttp_client: Callable[..., Any], docker_config: Config) -> TestClient:
+    return await aiohttp_client(create_app(docker_config))
+
+
+@pytest.fixture
+def dapi(dclient: TestClient, auth_headers: dict[str, str]) -> Api:
+    return Api(dclient, auth_headers)
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
+    """Poll `predicate` (sync or async) until it returns something truthy."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)

@@ -1,0 +1,107 @@
+"""/containers: servers and their power, install and network actions."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from lightd import keys
+from lightd.api.responses import json_response, read_model, read_query
+from lightd.servers.models import CommandRequest, ContainerSpec, RebindRequest, ReinstallRequest
+
+routes = web.RouteTableDef()
+PATH = "/containers/{container_id}"
+
+
+class StopQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    timeout: float | None = Field(default=None, gt=0, le=3600)
+
+
+class LogsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lines: int = Field(default=150, ge=1, le=10_000)
+
+
+def _id(request: web.Request) -> str:
+    return request.match_info["container_id"]
+
+
+def accepted(message: str, internal_id: str) -> web.Response:
+    return json_response({"message": message, "internal_id": internal_id}, status=202)
+
+
+@routes.post("/containers")
+async def create_container(request: web.Request) -> web.Response:
+    spec = await read_model(request, ContainerSpec)
+    view = await request.config_dict[keys.SERVERS].create(spec)
+    return json_response({"message": f"container {spec.internal_id} is installing", **view}, status=202)
+
+
+@routes.get("/containers")
+async def list_containers(request: web.Request) -> web.Response:
+    containers = await request.config_dict[keys.SERVERS].list()
+    return json_response({"containers": containers, "count": len(containers)})
+
+
+@routes.get(PATH)
+async def get_container(request: web.Request) -> web.Response:
+    return json_response(await request.config_dict[keys.SERVERS].view(_id(request)))
+
+
+@routes.delete(PATH)
+async def delete_container(request: web.Request) -> web.Response:
+    await request.config_dict[keys.SERVERS].delete(_id(request))
+    return json_response({"message": f"container {_id(request)} deleted", "internal_id": _id(request)})
+
+
+async def _power(request: web.Request, action: str) -> web.Response:
+    timeout = read_query(request, StopQuery).timeout if action in ("stop", "restart") else None
+    message = await request.config_dict[keys.SERVERS].power(_id(request), action, timeout)
+    return accepted(message, _id(request))
+
+
+@routes.post(PATH + "/start")
+async def start(request: web.Request) -> web.Response:
+    return await _power(request, "start")
+
+
+@routes.post(PATH + "/stop")
+async def stop(request: web.Request) -> web.Response:
+    return await _power(request, "stop")
+
+
+@routes.post(PATH + "/restart")
+async def restart(request: web.Request) -> web.Response:
+    return await _power(request, "restart")
+
+
+@routes.post(PATH + "/kill")
+async def kill(request: web.Request) -> web.Response:
+    return await _power(request, "kill")
+
+
+@routes.post(PATH + "/reinstall")
+async def reinstall(request: web.Request) -> web.Response:
+    body = await read_model(request, ReinstallRequest, allow_empty=True)
+    return accepted(await request.config_dict[keys.SERVERS].reinstall(_id(request), body), _id(request))
+
+
+@routes.post(PATH + "/rebind-network")
+async def rebind_network(request: web.Request) -> web.Response:
+    body = await read_model(request, RebindRequest)
+    return accepted(await request.config_dict[keys.SERVERS].rebind(_id(request), body), _id(request))
+
+
+@routes.get(PATH + "/logs")
+async def logs(request: web.Request) -> web.Response:
+    q = read_query(request, LogsQuery)
+    lines = request.config_dict[keys.SERVERS].logs(_id(request), q.lines)
+    return json_response({"internal_id": _id(request), "lines": lines})
+
+
+@routes.post(PATH + "/commands")
+async def send_command(request: web.Request) -> web.Response:
+    body = await read_model(request, CommandRequest)
+    await request.config_dict[keys.SERVERS].send_command(_id(request), body.command)
+    return accepted("command sent", _id(request))

@@ -1,0 +1,207 @@
+"""DockerClient: the one boundary over aiodocker. It translates aiodocker's errors into lightd's error
+tree and its payloads into plain values; nothing outside lightd/docker/ imports aiodocker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiodocker
+import aiohttp
+from aiodocker.exceptions import DockerError
+
+from lightd.errors import Conflict, DockerUnavailable, LightdError, NotFound, ValidationFailed
+
+log = logging.getLogger(__name__)
+
+
+class DockerOperationFailed(LightdError):
+    """The engine refused an operation (a 5xx or an unexpected answer from it)."""
+
+    status = 502
+    code = "docker_error"
+
+
+def translate(exc: BaseException, what: str) -> LightdError:
+    """Map an aiodocker/aiohttp failure during `what` onto lightd's error tree."""
+    if isinstance(exc, DockerError):
+        message = exc.message if isinstance(exc.message, str) else str(exc.message)
+        if exc.status == 404:
+            return NotFound(f"{what}: {message}")
+        if exc.status == 409:
+            return Conflict(f"{what}: {message}")
+        if exc.status == 400:
+            return ValidationFailed(f"{what}: {message}")
+        if exc.status >= 900:  # aiodocker's own code for "could not connect"
+            return DockerUnavailable(f"Docker engine unreachable ({what})")
+        return DockerOperationFailed(f"{what}: {message}")
+    if isinstance(exc, (aiohttp.ClientConnectionError, ConnectionError, FileNotFoundError, asyncio.TimeoutError)):
+        return DockerUnavailable(f"Docker engine unreachable ({what})")
+    if isinstance(exc, aiohttp.ClientError):
+        return DockerUnavailable(f"Docker engine error ({what}): {exc}")
+    return DockerOperationFailed(f"{what}: {exc}")
+
+
+class DockerClient:
+    """Async access to one Docker engine."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._docker: aiodocker.Docker | None = None
+
+    @property
+    def raw(self) -> aiodocker.Docker:
+        if self._docker is None:
+            self._docker = aiodocker.Docker(url=self.url)
+        return self._docker
+
+    async def close(self) -> None:
+        if self._docker is not None:
+            await self._docker.close()
+            self._docker = None
+
+    async def _call(self, what: str, coro: Any) -> Any:
+        try:
+            return await coro
+        except LightdError:
+            raise
+        except (DockerError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise translate(exc, what) from exc
+
+    async def ping(self) -> bool:
+        """True when the engine answers."""
+        try:
+            await asyncio.wait_for(self.raw.version(), timeout=5)
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not reachable"
+            # A broken session (engine restarted) is rebuilt on the next call.
+            await self.close()
+            return False
+
+    async def info(self) -> dict[str, Any]:
+        return await self._call("info", self.raw.system.info())
+
+    # -- images --------------------------------------------------------------------------------------
+    async def image_exists(self, image: str) -> bool:
+        try:
+            await self._call(f"inspect image {image}", self.raw.images.inspect(image))
+            return True
+        except NotFound:
+            return False
+
+    async def list_images(self) -> list[dict[str, Any]]:
+        return await self._call("list images", self.raw.images.list())
+
+    async def pull(self, image: str) -> AsyncIterator[dict[str, Any]]:
+        """Pull `image`, yielding Docker's progress records; raises on an error record."""
+        name, tag = split_image_tag(image)
+        try:
+            async for record in self.raw.images.pull(name, tag=tag, stream=True):
+                if "error" in record:
+                    raise NotFound(f"pull {image}: {record.get('error')}")
+                yield record
+        except LightdError:
+            raise
+        except (DockerError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise translate(exc, f"pull {image}") from exc
+
+    # -- containers ----------------------------------------------------------------------------------
+    async def create_container(self, name: str, config: dict[str, Any]) -> str:
+        container = await self._call(f"create container {name}", self.raw.containers.create(config, name=name))
+        return container.id
+
+    async def inspect_container(self, name: str) -> dict[str, Any] | None:
+        """The container's inspect document, or None when it does not exist."""
+        try:
+            container = self.raw.containers.container(name)
+            return await self._call(f"inspect {name}", container.show())
+        except NotFound:
+            return None
+
+    async def list_containers(self, label: str) -> list[dict[str, Any]]:
+        return await self._call(
+            "list containers", self._list(label)
+        )
+
+    async def _list(self, label: str) -> list[dict[str, Any]]:
+        containers = await self.raw.containers.list(all=True, filters={"label": [label]})
+        return [c._container for c in containers]
+
+    async def start_container(self, name: str) -> None:
+        await self._call(f"start {name}", self.raw.containers.container(name).start())
+
+    async def kill_container(self, name: str, signal: str = "SIGKILL") -> None:
+        """Send `signal`; a container that is not running is not an error here."""
+        try:
+            await self._call(f"kill {name}", self.raw.containers.container(name).kill(signal=signal))
+        except Conflict:
+            pass
+
+    async def remove_container(self, name: str) -> None:
+        """Force-remove; a container that does not exist is not an error."""
+        try:
+            await self._call(f"remove {name}", self.raw.containers.container(name).delete(force=True, v=False))
+        except NotFound:
+            pass
+
+    async def wait_container(self, name: str) -> int:
+        """Block until the container is not running; its exit code."""
+        result = await self._call(
+            f"wait {name}", self.raw.containers.container(name).wait(timeout=None)
+        )
+        return int(result.get("StatusCode", -1))
+
+    def attach(self, name: str, *, logs: bool = False) -> Any:
+        """An aiodocker attach Stream (stdin, stdout, stderr); the caller inits and closes it."""
+        return self.raw.containers.container(name).attach(stdin=True, stdout=True, stderr=True, logs=logs)
+
+    async def tail_logs(self, name: str, lines: int) -> list[str]:
+        """The last `lines` output lines Docker kept for the container."""
+        chunks = await self._call(
+            f"logs {name}",
+            self.raw.containers.container(name).log(stdout=True, stderr=True, tail=lines),
+        )
+        return "".join(chunks).splitlines()
+
+    def stats_stream(self, name: str) -> AsyncIterator[dict[str, Any]]:
+        return self.raw.containers.container(name).stats(stream=True)
+
+    async def exec(self, name: str, cmd: list[str], *, stdin: bytes | None = None, user: str = "") -> tuple[int, str]:
+        """Run `cmd` in the container (no shell); returns (exit code, combined output)."""
+        async def run() -> tuple[int, str]:
+            container = self.raw.containers.container(name)
+            execution = await container.exec(cmd, stdin=stdin is not None, stdout=True, stderr=True, user=user)
+            output = bytearray()
+            async with execution.start(detach=False) as stream:
+                if stdin is not None:
+                    await stream.write_in(stdin)
+                    transport = stream._resp.connection.transport  # half-close so the command sees EOF
+                    if transport is not None and transport.can_write_eof():
+                        transport.write_eof()
+                while (message := await stream.read_out()) is not None:
+                    output.extend(message.data)
+            info = await execution.inspect()
+            return int(info.get("ExitCode") or 0), output.decode("utf-8", "replace")
+
+        return await self._call(f"exec in {name}", run())
+
+    # -- networks ------------------------------------------------------------------------------------
+    async def network_exists(self, name: str) -> bool:
+        try:
+            await self._call(f"inspect network {name}", self.raw.networks.get(name))
+            return True
+        except NotFound:
+            return False
+
+
+def split_image_tag(image: str) -> tuple[str, str]:
+    """`repo[:tag]` -> (repo, tag); a port in the registry host is not a tag."""
+    if "@" in image:
+        return image, ""
+    last = image.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo, tag = image.rsplit(":", 1)
+        return repo, tag
+    return image, "latest"

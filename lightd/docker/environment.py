@@ -1,0 +1,244 @@
+"""DockerEnvironment: the Environment protocol on a Docker engine. Builds hardened container configs,
+runs one-shot install containers, attaches consoles and reads stats."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from lightd.config import DockerConfig
+from lightd.docker.client import DockerClient, translate
+from lightd.docker.stats import sample_from_stats
+from lightd.errors import LightdError, NotFound
+from lightd.servers.environment import ContainerStatus, ExitStatus, StatsSample
+from lightd.servers.models import ContainerSpec
+
+log = logging.getLogger(__name__)
+
+CONTAINER_HOME = "/home/container"
+DATA_DIR = "/app/data"
+# Wings' list: capabilities a game server never needs.
+DROPPED_CAPABILITIES = [
+    "SETPCAP", "MKNOD", "AUDIT_WRITE", "NET_RAW", "DAC_OVERRIDE", "FOWNER", "FSETID",
+    "NET_BIND_SERVICE", "SYS_CHROOT", "SETFCAP",
+]
+LABEL_MANAGED = "lightd.managed"
+LABEL_ID = "lightd.internal_id"
+LABEL_ROLE = "lightd.role"
+
+
+class AttachedConsole:
+    """ConsoleStream over an aiodocker attach stream."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    async def read(self) -> bytes | None:
+        try:
+            message = await self._stream.read_out()
+        except Exception as exc:  # noqa: BLE001 - the engine went away mid-stream
+            log.debug("console stream ended with %r", exc)
+            return None
+        return None if message is None else message.data
+
+    async def write(self, data: bytes) -> None:
+        try:
+            await self._stream.write_in(data)
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, "write to console") from exc
+
+    async def close(self) -> None:
+        try:
+            await self._stream.close()
+        except Exception:  # noqa: BLE001 - closing a dead stream
+            pass
+
+
+class DockerEnvironment:
+    """Servers as Docker containers named `{prefix}{internal_id}`."""
+
+    def __init__(self, client: DockerClient, config: DockerConfig) -> None:
+        self.client = client
+        self.config = config
+
+    def name_of(self, internal_id: str) -> str:
+        return f"{self.config.container_prefix}{internal_id}"
+
+    def installer_name_of(self, internal_id: str) -> str:
+        return f"{self.config.container_prefix}{internal_id}-installer"
+
+    async def available(self) -> bool:
+        return await self.client.ping()
+
+    async def ensure_image(self, image: str, on_progress: Callable[[dict[str, Any]], None]) -> bool:
+        if await self.client.image_exists(image):
+            return False
+        async with asyncio.timeout(self.config.pull_timeout_seconds):
+            async for record in self.client.pull(image):
+                on_progress(record)
+        if not await self.client.image_exists(image):
+            raise NotFound(f"image {image} could not be pulled")
+        return True
+
+    def _labels(self, spec: ContainerSpec, role: str) -> dict[str, str]:
+        return {LABEL_MANAGED: "true", LABEL_ID: spec.internal_id, LABEL_ROLE: role,
+                "lightd.prefix": self.config.container_prefix}
+
+    def _hardening(self, spec: ContainerSpec) -> dict[str, Any]:
+        limits = spec.limits
+        host: dict[str, Any] = {
+            "SecurityOpt": ["no-new-privileges"],
+            "CapDrop": DROPPED_CAPABILITIES,
+            "PidsLimit": limits.pids or self.config.pids_limit,
+            "Tmpfs": {"/tmp": "rw,exec,nosuid,size=100m"},
+            "Privileged": False,
+            "Init": True,  # docker-init as PID 1: signals reach the server, zombies are reaped
+            "LogConfig": {"Type": "local", "Config": {"max-size": self.config.log_max_size, "max-file": "1", "compress": "false"}},
+        }
+        if limits.memory:
+            host["Memory"] = limits.memory + self.config.memory_overhead_bytes
+            host["MemorySwap"] = host["Memory"]
+        if limits.cpu:
+            host["NanoCpus"] = int(limits.cpu * 1_000_000_000)
+        return host
+
+    def _binds(self, spec: ContainerSpec, volume_path: Path, data_path: Path) -> list[str]:
+        binds = [f"{volume_path}:{CONTAINER_HOME}:rw", f"{data_path}:{DATA_DIR}:ro"]
+        binds += [f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mount]
+        return binds
+
+    def server_config(self, spec: ContainerSpec, volume_path: Path, data_path: Path) -> dict[str, Any]:
+        """The Docker create body of a server container."""
+        exposed: dict[str, dict[str, Any]] = {}
+        bindings: dict[str, list[dict[str, str]]] = {}
+        for port in spec.ports:
+            key = f"{port.port}/{port.protocol}"
+            exposed[key] = {}
+            bindings.setdefault(key, []).append({"HostIp": port.ip, "HostPort": str(port.port)})
+        env = {**spec.environment, "STARTUP": spec.startup_command, "HOME": CONTAINER_HOME,
+               "SERVER_MEMORY": str((spec.limits.memory or 0) // (1024 * 1024))}
+        if spec.ports:
+            env.setdefault("SERVER_PORT", str(spec.ports[0].port))
+            env.setdefault("SERVER_IP", spec.ports[0].ip)
+        host = {
+            **self._hardening(spec),
+            "Binds": self._binds(spec, volume_path, data_path),
+            "PortBindings": bindings,
+            "NetworkMode": self.config.network,
+        }
+        return {
+            "Image": spec.image,
+            "Cmd": ["/bin/sh", f"{DATA_DIR}/entrypoint.sh"],
+            "WorkingDir": CONTAINER_HOME,
+            "Env": [f"{k}={v}" for k, v in env.items()],
+            "Labels": self._labels(spec, "server"),
+            "ExposedPorts": exposed,
+            "OpenStdin": True,
+            "StdinOnce": False,
+            "AttachStdin": True,
+            "AttachStdout": True,
+            "AttachStderr": True,
+            "Tty": False,
+            "HostConfig": host,
+        }
+
+    async def create(self, spec: ContainerSpec, volume_path: Path, data_path: Path) -> str:
+        name = self.name_of(spec.internal_id)
+        await self.client.remove_container(name)
+        return await self.client.create_container(name, self.server_config(spec, volume_path, data_path))
+
+    async def remove(self, internal_id: str) -> None:
+        await self.client.remove_container(self.name_of(internal_id))
+        await self.client.remove_container(self.installer_name_of(internal_id))
+
+    async def status(self, internal_id: str) -> ContainerStatus:
+        doc = await self.client.inspect_container(self.name_of(internal_id))
+        if doc is None:
+            return ContainerStatus(exists=False)
+        state = doc.get("State") or {}
+        return ContainerStatus(
+            exists=True,
+            running=bool(state.get("Running")),
+            exit_code=state.get("ExitCode"),
+            oom_killed=bool(state.get("OOMKilled")),
+            started_at=state.get("StartedAt"),
+        )
+
+    async def attach(self, internal_id: str) -> AttachedConsole:
+        stream = self.client.attach(self.name_of(internal_id))
+        try:
+            await stream._init()  # connect now: output must be attached before the start
+        except LightdError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"attach {internal_id}") from exc
+        return AttachedConsole(stream)
+
+    async def start(self, internal_id: str) -> None:
+        await self.client.start_container(self.name_of(internal_id))
+
+    async def signal(self, internal_id: str, signal: str) -> None:
+        await self.client.kill_container(self.name_of(internal_id), signal)
+
+    async def wait(self, internal_id: str) -> ExitStatus:
+        name = self.name_of(internal_id)
+        code = await self.client.wait_container(name)
+        doc = await self.client.inspect_container(name)
+        oom = bool(((doc or {}).get("State") or {}).get("OOMKilled"))
+        return ExitStatus(exit_code=code, oom_killed=oom)
+
+    async def tail_logs(self, internal_id: str, lines: int) -> list[str]:
+        return await self.client.tail_logs(self.name_of(internal_id), lines)
+
+    async def run_install(
+        self, spec: ContainerSpec, volume_path: Path, data_path: Path, on_output: Callable[[bytes], None]
+    ) -> int:
+        name = self.installer_name_of(spec.internal_id)
+        await self.client.remove_container(name)
+        script = spec.install_script or ""
+        # A script with a shebang runs with its own interpreter; anything else with /bin/sh.
+        cmd = [f"{DATA_DIR}/install.sh"] if script.startswith("#!") else ["/bin/sh", f"{DATA_DIR}/install.sh"]
+        host = {**self._hardening(spec), "Binds": self._binds(spec, volume_path, data_path),
+                "NetworkMode": self.config.network}
+        host.pop("Init", None)
+        config = {
+            "Image": spec.install_image or spec.image,
+            "Cmd": cmd,
+            "WorkingDir": CONTAINER_HOME,
+            "Env": [f"{k}={v}" for k, v in spec.environment.items()] + [f"HOME={CONTAINER_HOME}"],
+            "Labels": self._labels(spec, "installer"),
+            "AttachStdout": True,
+            "AttachStderr": True,
+            "Tty": False,
+            "HostConfig": host,  # never privileged (Wings advisory: privileged installer = escape)
+        }
+        await self.client.create_container(name, config)
+        try:
+            stream = self.client.attach(name)
+            await stream._init()
+            console = AttachedConsole(stream)
+            try:
+                await self.client.start_container(name)
+                while (chunk := await console.read()) is not None:
+                    on_output(chunk)
+            finally:
+                await console.close()
+            return await self.client.wait_container(name)
+        finally:
+            await self.client.remove_container(name)
+
+    async def stats(self, internal_id: str) -> AsyncIterator[StatsSample]:
+        try:
+            async for doc in self.client.stats_stream(self.name_of(internal_id)):
+                if not doc.get("read", "").startswith("0001"):
+                    yield sample_from_stats(doc)
+        except LightdError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"stats {internal_id}") from exc
+
+    async def exec(self, internal_id: str, cmd: list[str], stdin: bytes | None = None) -> tuple[int, str]:
+        return await self.client.exec(self.name_of(internal_id), cmd, stdin=stdin)

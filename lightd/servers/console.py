@@ -1,0 +1,134 @@
+"""Console output: bytes to lines, the bounded history of a server, and the output throttle."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+from collections.abc import Iterable
+
+ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def strip_ansi(line: str) -> str:
+    return ANSI_ESCAPE.sub("", line)
+
+
+class LineSplitter:
+    """Turns a byte stream into text lines: LF and CR end a line, a line is cut at `max_bytes`."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> list[str]:
+        self._buffer.extend(chunk)
+        lines: list[str] = []
+        while True:
+            cut = _first_break(self._buffer)
+            if cut < 0:
+                break
+            raw = bytes(self._buffer[:cut])
+            skip = 2 if self._buffer[cut:cut + 2] == b"\r\n" else 1
+            del self._buffer[:cut + skip]
+            lines.extend(self._decode(raw))
+        if len(self._buffer) >= self.max_bytes:
+            raw = bytes(self._buffer[: self.max_bytes])
+            del self._buffer[: self.max_bytes]
+            lines.extend(self._decode(raw))
+        return lines
+
+    def flush(self) -> list[str]:
+        """What remains at end of stream (a last line without a newline)."""
+        if not self._buffer:
+            return []
+        raw = bytes(self._buffer)
+        self._buffer.clear()
+        return self._decode(raw)
+
+    def _decode(self, raw: bytes) -> list[str]:
+        if len(raw) <= self.max_bytes:
+            return [raw.decode("utf-8", "replace")]
+        return [raw[i:i + self.max_bytes].decode("utf-8", "replace") for i in range(0, len(raw), self.max_bytes)]
+
+
+def _first_break(buffer: bytearray) -> int:
+    lf = buffer.find(b"\n")
+    cr = buffer.find(b"\r")
+    if lf < 0:
+        return cr
+    if cr < 0:
+        return lf
+    return min(lf, cr)
+
+
+class ConsoleHistory:
+    """The last lines of a server's console, bounded by line count and by bytes (oldest dropped)."""
+
+    def __init__(self, max_lines: int, max_bytes: int) -> None:
+        self.max_lines = max_lines
+        self.max_bytes = max_bytes
+        self._lines: deque[str] = deque()
+        self._bytes = 0
+
+    def append(self, line: str) -> None:
+        self._lines.append(line)
+        self._bytes += len(line)
+        while len(self._lines) > self.max_lines or (self._bytes > self.max_bytes and len(self._lines) > 1):
+            self._bytes -= len(self._lines.popleft())
+
+    def extend(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.append(line)
+
+    def tail(self, count: int) -> list[str]:
+        if count <= 0:
+            return []
+        if count >= len(self._lines):
+            return list(self._lines)
+        return list(self._lines)[-count:]
+
+    def clear(self) -> None:
+        self._lines.clear()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+
+class OutputThrottle:
+    """Fixed-window line budget (Wings: 2000 lines per 100 ms). `admit` says whether a line may be
+    published; `take_notice` is True once per window in which lines were dropped."""
+
+    def __init__(self, lines_per_window: int, window_ms: int) -> None:
+        self.limit = lines_per_window
+        self.window = window_ms / 1000.0
+        self._window_start = 0.0
+        self._count = 0
+        self._noticed = False
+        self.dropped_total = 0
+
+    def reset(self) -> None:
+        self._window_start = 0.0
+        self._count = 0
+        self._noticed = False
+
+    def admit(self, now: float | None = None) -> bool:
+        if self.limit <= 0:
+            return True
+        now = time.monotonic() if now is None else now
+        if now - self._window_start >= self.window:
+            self._window_start = now
+            self._count = 0
+            self._noticed = False
+        self._count += 1
+        if self._count <= self.limit:
+            return True
+        self.dropped_total += 1
+        return False
+
+    def take_notice(self) -> bool:
+        if self._noticed:
+            return False
+        self._noticed = True
+        return True

@@ -1,0 +1,83 @@
+"""The Environment protocol: what the server domain needs from a container runtime. The domain owns this
+interface; lightd/docker/environment.py implements it on a Docker engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from lightd.servers.models import ContainerSpec
+
+
+@dataclass(frozen=True, slots=True)
+class ExitStatus:
+    exit_code: int
+    oom_killed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerStatus:
+    exists: bool
+    running: bool = False
+    exit_code: int | None = None
+    oom_killed: bool = False
+    started_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatsSample:
+    memory_bytes: int
+    memory_limit_bytes: int
+    cpu_absolute: float
+    rx_bytes: int
+    tx_bytes: int
+
+
+class ConsoleStream(Protocol):
+    """A live attachment to a container's stdin and output."""
+
+    async def read(self) -> bytes | None:
+        """The next output chunk (stdout and stderr interleaved), None at end of stream."""
+
+    async def write(self, data: bytes) -> None:
+        """Write to the container's stdin."""
+
+    async def close(self) -> None: ...
+
+
+class Environment(Protocol):
+    """A place where servers run. Every method raises lightd errors (DockerUnavailable, NotFound...)."""
+
+    def name_of(self, internal_id: str) -> str: ...
+
+    async def available(self) -> bool: ...
+
+    async def ensure_image(self, image: str, on_progress: Callable[[dict[str, Any]], None]) -> bool:
+        """Make `image` present, pulling it if missing; True when a pull happened."""
+
+    async def create(self, spec: ContainerSpec, volume_path: Path, data_path: Path) -> str: ...
+
+    async def remove(self, internal_id: str) -> None: ...
+
+    async def status(self, internal_id: str) -> ContainerStatus: ...
+
+    async def attach(self, internal_id: str) -> ConsoleStream: ...
+
+    async def start(self, internal_id: str) -> None: ...
+
+    async def signal(self, internal_id: str, signal: str) -> None: ...
+
+    async def wait(self, internal_id: str) -> ExitStatus: ...
+
+    async def tail_logs(self, internal_id: str, lines: int) -> list[str]: ...
+
+    async def run_install(
+        self, spec: ContainerSpec, volume_path: Path, data_path: Path, on_output: Callable[[bytes], None]
+    ) -> int:
+        """Run the install script in a one-shot container; its exit code."""
+
+    def stats(self, internal_id: str) -> AsyncIterator[StatsSample]: ...
+
+    async def exec(self, internal_id: str, cmd: list[str], stdin: bytes | None = None) -> tuple[int, str]: ...

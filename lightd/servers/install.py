@@ -1,0 +1,126 @@
+"""Install: pull the image, create the server container, run the install script in a one-shot
+container, write the entrypoint. Publishes each lifecycle step."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from lightd.errors import LightdError
+from lightd.servers.console import LineSplitter
+from lightd.servers.server import Server
+
+log = logging.getLogger(__name__)
+
+INSTALL_LOG_TAIL = 50
+
+
+class InstallLog:
+    """The install output: published line by line and kept in `install.log` next to the entrypoint."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.path: Path = server.data_path / "install.log"
+        self.lines: list[str] = []
+        self._splitter = LineSplitter(server.config.console.line_max_bytes)
+
+    def feed(self, chunk: bytes) -> None:
+        for line in self._splitter.feed(chunk):
+            self._add(line)
+
+    def finish(self) -> None:
+        for line in self._splitter.flush():
+            self._add(line)
+
+    def _add(self, line: str) -> None:
+        self.lines.append(line)
+        if len(self.lines) > 10_000:
+            del self.lines[:1000]
+        self.server.events.publish("install_log", self.server.id, line)
+
+    def tail(self, count: int = INSTALL_LOG_TAIL) -> str:
+        return "\n".join(self.lines[-count:])
+
+    async def save(self) -> None:
+        text = "\n".join(self.lines) + ("\n" if self.lines else "")
+        await asyncio.to_thread(self.path.write_text, text)
+
+
+async def install(server: Server) -> bool:
+    """Run the whole install of `server`; True when it ends `ready`, False when `failed`."""
+    spec = server.spec
+    step = lambda name: server.publish_event("install_step", step=name)  # noqa: E731
+    await server.set_install_state("installing")
+    step("Started")
+    log_ = InstallLog(server)
+    try:
+        await asyncio.to_thread(server.data_path.mkdir, parents=True, exist_ok=True)
+        for image in dict.fromkeys(filter(None, [spec.image, spec.install_script and spec.install_image])):
+            await _ensure_image(server, image)
+        step("CreatingContainer")
+        await server.write_entrypoint()
+        await server.env.create(spec, server.volume_path, server.data_path)
+        server.container_missing = False
+        step("ContainerCreated")
+        if spec.install_script:
+            step("RunningInstallScript")
+            await asyncio.to_thread(_write_script, server.data_path / "install.sh", spec.install_script)
+            code = await server.env.run_install(spec, server.volume_path, server.data_path, log_.feed)
+            log_.finish()
+            await log_.save()
+            if code != 0:
+                raise InstallFailed(f"install script exited with code {code}", log_.tail())
+            step("InstallScriptComplete")
+        step("SettingUpEntrypoint")
+        await server.write_entrypoint()
+    except asyncio.CancelledError:
+        await _fail(server, "install was cancelled", log_.tail())
+        raise
+    except InstallFailed as exc:
+        await _fail(server, exc.reason, exc.log_tail)
+        return False
+    except LightdError as exc:
+        await _fail(server, str(exc), log_.tail())
+        return False
+    except Exception as exc:  # noqa: BLE001 - an install failure must end in `failed`, not a stuck state
+        log.exception("%s: install failed", server.id)
+        await _fail(server, f"internal error: {exc}", log_.tail())
+        return False
+    step("Ready")
+    await server.set_install_state("ready")
+    return True
+
+
+class InstallFailed(Exception):
+    def __init__(self, reason: str, log_tail: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.log_tail = log_tail
+
+
+async def _fail(server: Server, reason: str, log_tail: str) -> None:
+    server.publish_event("install_step", step="Error", error=reason)
+    details = reason + (f"\n--- install log (tail) ---\n{log_tail}" if log_tail else "")
+    await server.set_install_state("failed", details)
+
+
+async def _ensure_image(server: Server, image: str) -> None:
+    last: dict[str, Any] = {}
+
+    def progress(record: dict[str, Any]) -> None:
+        status = record.get("status", "")
+        server.publish_event("pull_progress", image=image, status=status, id=record.get("id"),
+                             progress=record.get("progressDetail") or {})
+        if status and status != last.get("status"):
+            server.daemon_message(f"Pulling {image}: {status}")
+        last.update(record)
+
+    if await server.env.ensure_image(image, progress):
+        server.daemon_message(f"Pulled image {image}")
+
+
+def _write_script(path: Path, script: str) -> None:
+    path.write_text(script.replace("\r\n", "\n"))
+    path.chmod(0o755)

@@ -1,0 +1,313 @@
+"""ServerManager: all servers — create, list, power, reinstall, rebind, delete, and reconciling the store
+with the engine at start-up and whenever the engine comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from lightd.config import Config
+from lightd.errors import Conflict, DockerUnavailable, LightdError, NotFound, ValidationFailed
+from lightd.events import EventBus
+from lightd.ports import PortPool
+from lightd.servers.environment import Environment
+from lightd.servers.install import install
+from lightd.servers.models import ContainerSpec, RebindRequest, ReinstallRequest, container_view
+from lightd.servers.server import Server
+from lightd.store import Store
+from lightd.tasks import TaskOwner
+from lightd.volumes.service import VolumeService
+
+log = logging.getLogger(__name__)
+
+POWER_ACTIONS = ("start", "stop", "restart", "kill")
+
+
+def mount_allowed(source: str, allowed: list[str]) -> bool:
+    """True when `source` is one of `allowed` or below one, compared by path component
+    (`/srv/shared` admits `/srv/shared/x`, never `/srv/shared-secret`)."""
+    parts = PurePosixPath(source).parts
+    for root in allowed:
+        root_parts = PurePosixPath(root).parts
+        if len(root_parts) > 1 and parts[: len(root_parts)] == root_parts:
+            return True
+    return False
+
+
+class ServerManager:
+    """Every server of this node, by internal id."""
+
+    def __init__(
+        self, *, config: Config, store: Store, env: Environment, events: EventBus, tasks: TaskOwner,
+        ports: PortPool, volumes: VolumeService,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.env = env
+        self.events = events
+        self.tasks = tasks
+        self.ports = ports
+        self.volumes = volumes
+        self.servers: dict[str, Server] = {}
+        self.engine_up = False
+        self._creating: set[str] = set()
+
+    def _data_path(self, internal_id: str) -> Path:
+        return self.config.data_dir / "servers" / internal_id
+
+    def _build(self, record: dict[str, Any]) -> Server:
+        return Server(
+            record, env=self.env, store=self.store, events=self.events, tasks=self.tasks, config=self.config,
+            volume_path=self.volumes.path_of(record["volume_id"]), data_path=self._data_path(record["internal_id"]),
+        )
+
+    # -- queries -------------------------------------------------------------------------------------
+    def get(self, internal_id: str) -> Server:
+        """The server, or NotFound."""
+        server = self.servers.get(internal_id)
+        if server is None:
+            raise NotFound(f"container {internal_id} not found")
+        return server
+
+    async def view(self, internal_id: str) -> dict[str, Any]:
+        """The public shape of one server."""
+        server = self.get(internal_id)
+        record = await self.store.get_container(internal_id)
+        if record is None:
+            raise NotFound(f"container {internal_id} not found")
+        return container_view(record, server.runtime())
+
+    async def list(self) -> list[dict[str, Any]]:
+        """Every server's public shape."""
+        records = await self.store.list_containers()
+        return [container_view(r, self.servers[r["internal_id"]].runtime()) for r in records if r["internal_id"] in self.servers]
+
+    def logs(self, internal_id: str, lines: int) -> list[str]:
+        """The last `lines` console lines."""
+        return self.get(internal_id).history.tail(lines)
+
+    # -- engine --------------------------------------------------------------------------------------
+    async def require_engine(self) -> None:
+        if not await self.env.available():
+            self.engine_up = False
+            raise DockerUnavailable("Docker engine unreachable")
+
+    # -- create / delete -----------------------------------------------------------------------------
+    async def create(self, spec: ContainerSpec) -> dict[str, Any]:
+        """Validate, reserve ports, record the server and start its install in the background."""
+        if spec.internal_id in self.servers or spec.internal_id in self._creating:
+            raise Conflict(f"container {spec.internal_id} already exists")
+        for mount in spec.mount:
+            if not mount_allowed(mount.source, self.config.docker.allowed_mounts):
+                raise ValidationFailed(f"mount: {mount.source} is not under an allowed mount directory",
+                                       details={"field": "mount"})
+        try:
+            await self.volumes.get(spec.volume_id)
+        except NotFound:
+            raise ValidationFailed(f"volume_id: volume {spec.volume_id} not found", details={"field": "volume_id"}) from None
+        self._creating.add(spec.internal_id)
+        try:
+            await self.require_engine()
+            await self.ports.claim(spec.ports, spec.internal_id)
+            try:
+                await self.store.insert_container(spec.internal_id, spec.volume_id, spec.model_dump(mode="json"), "installing")
+            except Exception:
+                await self.ports.release_all(spec.internal_id)
+                raise
+            record = await self.store.get_container(spec.internal_id)
+            server = self._build(record)
+            self.servers[spec.internal_id] = server
+        finally:
+            self._creating.discard(spec.internal_id)
+        server.lock.try_acquire("install")
+        server.install_task = self.tasks.spawn(self._install(server), name=f"install:{server.id}")
+        return container_view(record, server.runtime())
+
+    async def _install(self, server: Server) -> None:
+        try:
+            await install(server)
+        finally:
+            server.lock.release()
+
+    async def delete(self, internal_id: str) -> None:
+        """Kill, remove the Docker container, free the ports, drop the record. The volume stays."""
+        server = self.get(internal_id)
+        await self.require_engine()
+        server.deleted = True
+        task = server.install_task
+        if task is not None and not task.done():
+            # Deleting a server cancels its install (and so its one-shot container).
+            task.cancel()
+            await asyncio.wait([task], timeout=30)
+        try:
+            if server.state != "offline":
+                try:
+                    await server.kill()
+                except Conflict:
+                    pass
+            await self.env.remove(internal_id)
+        except LightdError:
+            server.deleted = False
+            raise
+        await self.ports.release_all(internal_id)
+        await self.store.delete_tokens_of(internal_id)
+        await self.store.delete_container(internal_id)
+        self.servers.pop(internal_id, None)
+        server.publish_event("deleted")
+
+    # -- power ---------------------------------------------------------------------------------------
+    async def power(self, internal_id: str, action: str, timeout: float | None = None) -> str:
+        """Check and begin a power action; it runs on in the background. Returns the accepted message."""
+        if action not in POWER_ACTIONS:
+            raise ValidationFailed(f"action: must be one of {', '.join(POWER_ACTIONS)}", details={"field": "action"})
+        server = self.get(internal_id)
+        if action == "kill":
+            await self.require_engine()
+            if server.state == "offline":
+                raise Conflict(f"server {internal_id} is not running")
+            self.tasks.spawn(server.kill(), name=f"kill:{internal_id}")
+            return f"kill signal sent to {internal_id}"
+        if action == "start":
+            server.check_can_start()
+        elif action == "stop" and server.state == "offline":
+            raise Conflict(f"server {internal_id} is not running")
+        elif action == "restart":
+            server.check_installed()
+            if server.install_state != "ready":
+                raise Conflict(f"server {internal_id} is {server.install_state}, not ready")
+        await self.require_engine()
+        server.lock.try_acquire(action)
+        self.tasks.spawn(self._run_power(server, action, timeout), name=f"{action}:{internal_id}")
+        return f"{action} of {internal_id} accepted"
+
+    async def _run_power(self, server: Server, action: str, timeout: float | None) -> None:
+        try:
+            if action == "start":
+                await server.start()
+            elif action == "stop":
+                await server.stop(timeout)
+            elif action == "restart":
+                await server.restart(timeout)
+        except LightdError as exc:
+            log.warning("%s: %s failed: %s", server.id, action, exc)
+            server.publish_event("error", action=action, message=str(exc))
+            server.daemon_message(f"{action} failed: {exc}")
+        finally:
+            server.lock.release()
+
+    async def send_command(self, internal_id: str, command: str) -> None:
+        """Write a command line to the server's stdin."""
+        await self.get(internal_id).send_command(command)
+
+    # -- reinstall / rebind --------------------------------------------------------------------------
+    async def reinstall(self, internal_id: str, request: ReinstallRequest) -> str:
+        """Stop the server, drop its Docker container and run the install again; volume data stays."""
+        server = self.get(internal_id)
+        server.check_installed()
+        await self.require_engine()
+        changes = request.model_dump(exclude_none=True)
+        spec = ContainerSpec.model_validate({**server.spec.model_dump(mode="json"), **changes})
+        server.lock.try_acquire("reinstall")
+        server.install_task = self.tasks.spawn(self._reinstall(server, spec), name=f"reinstall:{internal_id}")
+        return f"reinstall of {internal_id} accepted"
+
+    async def _reinstall(self, server: Server, spec: ContainerSpec) -> None:
+        try:
+            await self._stop_for_change(server)
+            await self.env.remove(server.id)
+            await self._set_spec(server, spec)
+            await install(server)
+        except LightdError as exc:
+            server.publish_event("error", action="reinstall", message=str(exc))
+        finally:
+            server.lock.release()
+
+    async def rebind(self, internal_id: str, request: RebindRequest) -> str:
+        """Move the server to new ports (validated and claimed now); the container is recreated."""
+        server = self.get(internal_id)
+        server.check_installed()
+        await self.require_engine()
+        server.lock.try_acquire("rebind")
+        try:
+            old_keys = {p.key for p in server.spec.ports}
+            await self.ports.claim([p for p in request.ports if p.key not in old_keys], internal_id)
+        except LightdError:
+            server.lock.release()
+            raise
+        spec = server.spec.model_copy(update={"ports": request.ports})
+        self.tasks.spawn(self._rebind(server, spec), name=f"rebind:{internal_id}")
+        return f"rebind of {internal_id} accepted"
+
+    async def _rebind(self, server: Server, spec: ContainerSpec) -> None:
+        try:
+            was_running = server.state != "offline"
+            await self._stop_for_change(server)
+            await self.ports.release_all(server.id, keep=spec.ports)
+            await self._set_spec(server, spec)
+            if server.install_state == "ready":
+                await server.write_entrypoint()
+                await self.env.create(spec, server.volume_path, server.data_path)
+            server.publish_event("network_rebound", ports=[p.model_dump() for p in spec.ports])
+            if was_running:
+                await server.start()
+        except LightdError as exc:
+            server.publish_event("error", action="rebind", message=str(exc))
+        finally:
+            server.lock.release()
+
+    async def _stop_for_change(self, server: Server) -> None:
+        if server.state != "offline":
+            await server.stop()
+
+    async def _set_spec(self, server: Server, spec: ContainerSpec) -> None:
+        await self.store.update_container(server.id, spec=spec.model_dump(mode="json"))
+        fresh = self._build(await self.store.get_container(server.id))
+        # Keep identity (sockets and the lock hold this object); take the new spec.
+        server.spec = fresh.spec
+        server._pattern = fresh._pattern
+
+    # -- start-up and engine recovery ----------------------------------------------------------------
+    async def load(self) -> None:
+        """Build every server from the store; reconcile with the engine if it is up."""
+        for record in await self.store.list_containers():
+            server = self._build(record)
+            self.servers[server.id] = server
+            if record["install_state"] == "installing":
+                # The daemon stopped mid-install: the install cannot be trusted.
+                await server.set_install_state("failed", "install was interrupted by a daemon restart")
+        if await self.env.available():
+            self.engine_up = True
+            await self.reconcile()
+        else:
+            log.warning("Docker engine unreachable at start-up; servers are re-attached when it is back")
+
+    async def reconcile(self) -> None:
+        """Re-attach running containers, mark vanished ones; never start or stop anything."""
+        for server in list(self.servers.values()):
+            if server.lock.locked or server.deleted:
+                continue
+            try:
+                status = await self.env.status(server.id)
+                server.container_missing = not status.exists and server.install_state == "ready"
+                if status.running and server._console is None:
+                    record = await self.store.get_container(server.id)
+                    await server.reattach(assume_state=record["state"] if record else "running")
+                elif not status.running and server.state != "offline" and server._console is None:
+                    await server.set_state("offline")
+            except LightdError as exc:
+                log.warning("%s: reconcile failed: %s", server.id, exc)
+
+    async def watch_engine(self, interval: float = 5.0) -> None:
+        """Poll the engine; when it comes back after being away, reconcile."""
+        while True:
+            await asyncio.sleep(interval)
+            up = await self.env.available()
+            if up and not self.engine_up:
+                log.info("Docker engine is reachable again; reconciling")
+                self.engine_up = True
+                await self.reconcile()
+            elif not up and self.engine_up:
+                log.warning("Docker engine became unreachable")
+                self.engine_up = False

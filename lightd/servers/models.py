@@ -1,0 +1,206 @@
+"""The shapes of a server (a lightd container): what clients send, what is stored, what is shown."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from lightd.ports import PortSpec
+
+INTERNAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# A Docker image reference: [registry[:port]/]path[:tag][@digest], lowercase path components.
+_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+_REGISTRY = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?/)"
+IMAGE_REFERENCE = re.compile(
+    rf"^{_REGISTRY}?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?(?:@sha256:[a-f0-9]{{64}})?$"
+)
+
+InstallState = Literal["installing", "ready", "failed"]
+RuntimeState = Literal["offline", "starting", "running", "stopping"]
+SIGNALS = ("SIGINT", "SIGTERM", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2")
+
+
+def validate_image(value: str) -> str:
+    if not isinstance(value, str) or len(value) > 255 or not IMAGE_REFERENCE.match(value):
+        raise ValueError("not a valid image reference (e.g. 'debian:12' or 'registry:5000/team/game:1.2')")
+    # The first component is a registry host only when it has a dot, a colon or is localhost; such a
+    # host may carry upper case, the rest of the reference may not.
+    first, _, rest = value.partition("/")
+    path = rest if rest and ("." in first or ":" in first or first == "localhost") else value
+    if path.split("@", 1)[0].rsplit(":", 1)[0] != path.split("@", 1)[0].rsplit(":", 1)[0].lower():
+        raise ValueError("repository names must be lowercase")
+    return value
+
+
+class Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    memory: int | None = Field(default=None, gt=0, strict=True)
+    """Bytes."""
+    cpu: float | None = Field(default=None, gt=0, le=1024)
+    """Cores (1.0 = one core)."""
+    pids: int | None = Field(default=None, ge=16, le=1_000_000, strict=True)
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_floor(cls, value: int | None) -> int | None:
+        if value is not None and value < 6 * 1024 * 1024:
+            raise ValueError("must be at least 6291456 bytes (6 MiB), Docker's minimum")
+        return value
+
+
+class StopConfig(BaseModel):
+    """How a graceful stop asks the process to end: a console command, or a signal."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["command", "signal"] = "signal"
+    value: str = "SIGTERM"
+
+    @model_validator(mode="after")
+    def _check(self) -> StopConfig:
+        if self.type == "signal" and self.value.upper() not in SIGNALS:
+            raise ValueError(f"signal must be one of {', '.join(SIGNALS)}")
+        if self.type == "signal":
+            self.value = self.value.upper()
+        if self.type == "command" and (not 0 < len(self.value) <= 1024 or "\n" in self.value or "\x00" in self.value):
+            raise ValueError("command must be one line of 1 to 1024 characters")
+        return self
+
+
+class Mount(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str = Field(min_length=1, max_length=4096)
+    target: str = Field(min_length=1, max_length=4096)
+    read_only: bool = True
+
+    @field_validator("source", "target")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/") or "\x00" in value or any(p == ".." for p in value.split("/")):
+            raise ValueError("must be an absolute path without '..'")
+        return value
+
+
+class ContainerSpec(BaseModel):
+    """Everything a server is made from; stored as JSON and replayed on reinstall and recovery."""
+
+    model_config = ConfigDict(extra="forbid")
+    internal_id: str
+    image: str
+    volume_id: str = Field(min_length=1, max_length=64)
+    startup_command: str = Field(min_length=1, max_length=16_384)
+    start_pattern: str | None = Field(default=None, max_length=1024)
+    ports: list[PortSpec] = Field(default_factory=list, max_length=256)
+    limits: Limits = Field(default_factory=Limits)
+    install_script: str | None = Field(default=None, max_length=1024 * 1024)
+    install_image: str | None = None
+    mount: list[Mount] = Field(default_factory=list, max_length=32)
+    environment: dict[str, str] = Field(default_factory=dict, max_length=256)
+    stop: StopConfig = Field(default_factory=StopConfig)
+    restart_on_crash: bool = False
+    start_timeout_seconds: float | None = Field(default=None, gt=0, le=86_400)
+    description: str = Field(default="", max_length=1024)
+
+    @field_validator("internal_id")
+    @classmethod
+    def _internal_id(cls, value: str) -> str:
+        if not INTERNAL_ID.match(value):
+            raise ValueError("1-63 characters: letters, digits, '_', '.', '-', starting with a letter or digit")
+        return value
+
+    @field_validator("image", "install_image")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        return None if value is None else validate_image(value)
+
+    @field_validator("start_pattern")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @field_validator("environment")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, val in value.items():
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", key) or "\x00" in val:
+                raise ValueError(f"bad environment variable {key!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_ports(self) -> ContainerSpec:
+        keys = [p.key for p in self.ports]
+        if len(keys) != len(set(keys)):
+            raise ValueError("ports: the same ip/port/protocol is listed twice")
+        return self
+
+
+class ReinstallRequest(BaseModel):
+    """What may change on reinstall; anything left out keeps its current value."""
+
+    model_config = ConfigDict(extra="forbid")
+    image: str | None = None
+    install_script: str | None = Field(default=None, max_length=1024 * 1024)
+    install_image: str | None = None
+    startup_command: str | None = Field(default=None, max_length=16_384)
+    start_pattern: str | None = Field(default=None, max_length=1024)
+
+    _image = field_validator("image", "install_image")(ContainerSpec._image.__func__)  # type: ignore[attr-defined]
+    _pattern = field_validator("start_pattern")(ContainerSpec._pattern.__func__)  # type: ignore[attr-defined]
+
+
+class RebindRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ports: list[PortSpec] = Field(max_length=256)
+
+    @model_validator(mode="after")
+    def _unique(self) -> RebindRequest:
+        keys = [p.key for p in self.ports]
+        if len(keys) != len(set(keys)):
+            raise ValueError("ports: the same ip/port/protocol is listed twice")
+        return self
+
+
+class CommandRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    command: str = Field(min_length=1, max_length=4096)
+
+    @field_validator("command")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("must not contain NUL")
+        return value
+
+
+def container_view(record: dict[str, Any], runtime: dict[str, Any]) -> dict[str, Any]:
+    """The public shape of one server."""
+    spec = record["spec"]
+    return {
+        "internal_id": record["internal_id"],
+        "name": runtime.get("docker_name"),
+        "image": spec["image"],
+        "volume_id": record["volume_id"],
+        "startup_command": spec.get("startup_command", ""),
+        "start_pattern": spec.get("start_pattern"),
+        "ports": spec.get("ports", []),
+        "limits": spec.get("limits", {}),
+        "mount": spec.get("mount", []),
+        "stop": spec.get("stop"),
+        "restart_on_crash": spec.get("restart_on_crash", False),
+        "description": spec.get("description", ""),
+        "install_state": record["install_state"],
+        "install_error": record.get("install_error"),
+        "state": runtime.get("state", record["state"]),
+        "exit_code": record.get("exit_code"),
+        "oom_killed": record.get("oom_killed", False),
+        "container_missing": runtime.get("container_missing", False),
+        "created_at": record["created_at"],
+        "updated_at": record["updated_at"],
+    }
