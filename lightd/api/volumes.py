@@ -1,5 +1,178 @@
-"""/volumes routes (placeholder)."""
+"""/volumes: volumes and the sandboxed file API inside them."""
+
+from __future__ import annotations
+
+from typing import Literal
 
 from aiohttp import web
+from aiohttp.helpers import content_disposition_header
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lightd import keys
+from lightd.api.responses import json_response, read_model, read_query
 
 routes = web.RouteTableDef()
+
+ArchiveFormat = Literal["zip", "tar", "tar.gz", "tar.bz2"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WriteFile(_Body):
+    path: str = Field(min_length=1)
+    content: str
+    encoding: Literal["utf8", "base64"] = "utf8"
+    mode: str | None = Field(default=None, pattern=r"^0?[0-7]{3,4}$", description="octal, e.g. 0644")
+
+
+class PathBody(_Body):
+    path: str = Field(min_length=1)
+
+
+class Move(_Body):
+    source: str = Field(min_length=1)
+    destination: str = Field(min_length=1)
+
+
+class Compress(_Body):
+    paths: list[str] | None = Field(default=None, min_length=1, max_length=10_000)
+    path: str | None = None
+    format: ArchiveFormat = "tar.gz"
+    destination: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Compress":
+        if (self.paths is None) == (self.path is None):
+            raise ValueError("give either paths (a list) or path (one folder or file)")
+        return self
+
+    @property
+    def sources(self) -> list[str]:
+        return self.paths if self.paths is not None else [self.path or ""]
+
+
+class Decompress(_Body):
+    path: str = Field(min_length=1)
+    destination: str | None = None
+
+
+class PathQuery(_Body):
+    path: str = ""
+
+
+class RequiredPathQuery(_Body):
+    path: str = Field(min_length=1)
+
+
+def _volume_id(request: web.Request) -> str:
+    return request.match_info["volume_id"]
+
+
+@routes.post("/volumes")
+async def create_volume(request: web.Request) -> web.Response:
+    volume = await request.config_dict[keys.VOLUMES].create()
+    return json_response(volume, status=201)
+
+
+@routes.get("/volumes")
+async def list_volumes(request: web.Request) -> web.Response:
+    volumes = await request.config_dict[keys.VOLUMES].list()
+    return json_response({"volumes": volumes, "count": len(volumes)})
+
+
+@routes.get("/volumes/{volume_id}")
+async def get_volume(request: web.Request) -> web.Response:
+    return json_response(await request.config_dict[keys.VOLUMES].get(_volume_id(request)))
+
+
+@routes.delete("/volumes/{volume_id}")
+async def delete_volume(request: web.Request) -> web.Response:
+    return json_response({"deleted": await request.config_dict[keys.VOLUMES].delete(_volume_id(request))})
+
+
+@routes.get("/volumes/{volume_id}/usage")
+async def volume_usage(request: web.Request) -> web.Response:
+    volume_id = _volume_id(request)
+    usage = await request.config_dict[keys.VOLUMES].disk_usage(volume_id)
+    return json_response({"volume_id": volume_id, **usage})
+
+
+@routes.post("/volumes/{volume_id}/files")
+async def write_file(request: web.Request) -> web.Response:
+    body = await read_model(request, WriteFile)
+    mode = int(body.mode, 8) if body.mode is not None else None
+    result = await request.config_dict[keys.VOLUMES].write_file(
+        _volume_id(request), body.path, body.content, body.encoding, mode
+    )
+    return json_response(result, status=201)
+
+
+@routes.get("/volumes/{volume_id}/files")
+async def list_files(request: web.Request) -> web.Response:
+    query = read_query(request, PathQuery)
+    return json_response(await request.config_dict[keys.VOLUMES].list_dir(_volume_id(request), query.path))
+
+
+@routes.get("/volumes/{volume_id}/files/content")
+async def read_file(request: web.Request) -> web.StreamResponse:
+    query = read_query(request, RequiredPathQuery)
+    stream = await request.config_dict[keys.VOLUMES].read_file(_volume_id(request), query.path)
+    try:
+        response = web.StreamResponse(headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Disposition": content_disposition_header("attachment", filename=stream.name),
+        })
+        response.content_length = stream.size
+        await response.prepare(request)
+        async for chunk in stream.chunks():
+            await response.write(chunk)
+        if not stream.complete:
+            response.force_close()  # the file shrank: drop the connection rather than send a short body
+        await response.write_eof()
+        return response
+    finally:
+        stream.close()
+
+
+@routes.delete("/volumes/{volume_id}/files")
+async def delete_path(request: web.Request) -> web.Response:
+    query = read_query(request, RequiredPathQuery)
+    return json_response(await request.config_dict[keys.VOLUMES].delete_path(_volume_id(request), query.path))
+
+
+@routes.post("/volumes/{volume_id}/folders")
+async def make_folder(request: web.Request) -> web.Response:
+    body = await read_model(request, PathBody)
+    result = await request.config_dict[keys.VOLUMES].mkdir(_volume_id(request), body.path)
+    return json_response(result, status=201 if result["created"] else 200)
+
+
+@routes.post("/volumes/{volume_id}/copy")
+async def copy(request: web.Request) -> web.Response:
+    body = await read_model(request, Move)
+    result = await request.config_dict[keys.VOLUMES].copy(_volume_id(request), body.source, body.destination)
+    return json_response(result, status=201)
+
+
+@routes.post("/volumes/{volume_id}/rename")
+async def rename(request: web.Request) -> web.Response:
+    body = await read_model(request, Move)
+    return json_response(await request.config_dict[keys.VOLUMES].rename(_volume_id(request), body.source, body.destination))
+
+
+@routes.post("/volumes/{volume_id}/compress")
+async def compress(request: web.Request) -> web.Response:
+    body = await read_model(request, Compress)
+    result = await request.config_dict[keys.VOLUMES].compress(
+        _volume_id(request), body.sources, body.format, body.destination
+    )
+    return json_response(result, status=201)
+
+
+@routes.post("/volumes/{volume_id}/decompress")
+async def decompress(request: web.Request) -> web.Response:
+    body = await read_model(request, Decompress)
+    result = await request.config_dict[keys.VOLUMES].decompress(_volume_id(request), body.path, body.destination)
+    return json_response(result)
