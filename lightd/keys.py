@@ -28,3 +28,7 @@ PORTS = web.AppKey("ports", "PortPool")
 VOLUMES = web.AppKey("volumes", "VolumeService")
 SERVERS = web.AppKey("servers", "ServerManager")
 SYNC = web.AppKey("sync", "RemoteSync")
+
+# Per-request values.
+PRINCIPAL = web.RequestKey("principal", object)
+"""The lightd.auth.Principal an authenticated request acts as."""

@@ -16,7 +16,6 @@ from lightd.errors import Forbidden, LightdError, PayloadTooLarge, Unauthorized
 log = logging.getLogger(__name__)
 
 VENDOR_MEDIA_TYPE = "application/vnd.pkglatv1+json"
-PRINCIPAL = "lightd.principal"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -81,5 +80,5 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     principal = await tokens.authenticate(token, purpose="api", container=container_of(request))
     if not accepts_vendor_type(request.headers.get("Accept", "")):
         raise Forbidden(f"missing vendor media type: send 'Accept: {VENDOR_MEDIA_TYPE}'")
-    request[PRINCIPAL] = principal
+    request[keys.PRINCIPAL] = principal
     return await handler(request)

@@ -6,7 +6,6 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from lightd import keys
-from lightd.api.middleware import PRINCIPAL
 from lightd.api.responses import json_response, read_model
 from lightd.errors import Forbidden, NotFound
 
@@ -24,7 +23,7 @@ class TokenRequest(BaseModel):
 
 @routes.post("/auth/tokens")
 async def create_token(request: web.Request) -> web.Response:
-    if not request[PRINCIPAL].node:
+    if not request[keys.PRINCIPAL].node:
         raise Forbidden("only the node token can mint temporary tokens")
     body = await read_model(request, TokenRequest, allow_empty=True)
     if body.container is not None and await request.config_dict[keys.STORE].get_container(body.container) is None:

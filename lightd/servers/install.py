@@ -76,7 +76,7 @@ async def install(server: Server) -> bool:
         step("SettingUpEntrypoint")
         await server.write_entrypoint()
     except asyncio.CancelledError:
-        await _fail(server, "install was cancelled", log_.tail())
+        await _fail(server, "install was interrupted (daemon shutdown or delete)", log_.tail())
         raise
     except InstallFailed as exc:
         await _fail(server, exc.reason, exc.log_tail)
