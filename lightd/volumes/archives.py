@@ -90,6 +90,8 @@ def compress(box: Sandbox, paths: list[str], fmt: str, destination: str, limits:
     if fmt not in FORMATS:
         raise ArchiveRejected(f"format: must be one of {', '.join(FORMATS)}")
     sources = [split_path(p) for p in paths]
+    for parts in sources:
+        box.lstat(display(parts) if parts else "")  # 404 / 400 before anything is created
     skips, counts = Skips(), {"files": 0, "directories": 0}
     with box.parent(destination, create=True) as (dst_fd, dst_name, dst_parts):
         if lstat_at(dst_fd, dst_name) is not None:

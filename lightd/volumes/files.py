@@ -209,24 +209,31 @@ def copy(box: Sandbox, source: str, destination: str) -> dict[str, Any]:
     _refuse_into_itself(src_parts, dst_parts)
     result = {"files": 0, "directories": 0, "bytes": 0}
     skips = Skips()
-    with box.parent(source) as (src_fd, src_name, _), box.parent(destination, create=True) as (dst_fd, dst_name, _):
+    with box.parent(source) as (src_fd, src_name, _):
         where = display(src_parts)
         st = lstat_at(src_fd, src_name)
         if st is None:
             raise NotFound(f"{where}: no such file or directory")
         if stat.S_ISLNK(st.st_mode):
             raise PathNotAllowed(f"{where}: is a symbolic link; links are not followed")  # SECURITY
-        if lstat_at(dst_fd, dst_name) is not None:
-            raise Conflict(f"{display(dst_parts)}: already exists")
-        try:
-            if stat.S_ISDIR(st.st_mode):
-                _copy_tree(src_fd, src_name, dst_fd, dst_name, src_parts, result, skips)
-            else:
-                result["bytes"] = copy_file_at(src_fd, src_name, dst_fd, dst_name, where)
-                result["files"] = 1
-        except OSError as exc:
-            raise os_error(exc, where) from None
+        with box.parent(destination, create=True) as (dst_fd, dst_name, _):
+            _copy_entry(src_fd, src_name, st, dst_fd, dst_name, src_parts, dst_parts, result, skips)
     return {**result, "skipped": skips.items, "skipped_count": skips.count}
+
+
+def _copy_entry(src_fd: int, src_name: str, st: os.stat_result, dst_fd: int, dst_name: str,
+                src_parts: tuple[str, ...], dst_parts: tuple[str, ...], result: dict[str, int], skips: Skips) -> None:
+    where = display(src_parts)
+    if lstat_at(dst_fd, dst_name) is not None:
+        raise Conflict(f"{display(dst_parts)}: already exists")
+    try:
+        if stat.S_ISDIR(st.st_mode):
+            _copy_tree(src_fd, src_name, dst_fd, dst_name, src_parts, result, skips)
+        else:
+            result["bytes"] = copy_file_at(src_fd, src_name, dst_fd, dst_name, where)
+            result["files"] = 1
+    except OSError as exc:
+        raise os_error(exc, where) from None
 
 
 def _copy_tree(src_fd: int, src_name: str, dst_fd: int, dst_name: str, src_parts: tuple[str, ...],

@@ -8,8 +8,9 @@ import threading
 
 import pytest
 
+from lightd.config import VolumeLimits
 from lightd.errors import BadRequest, Conflict, NotFound, PathNotAllowed
-from lightd.volumes import files
+from lightd.volumes import archives, files
 from lightd.volumes.sandbox import split_path
 
 
@@ -197,3 +198,12 @@ def test_deep_trees_are_walked_without_recursion(box, vol):
     assert files.usage(box).directories == 1501
     files.remove(box, "d")
     assert not (vol / "d").exists()
+
+
+def test_failed_copy_or_compress_creates_nothing(box, vol):
+    before = sorted(p.name for p in vol.rglob("*"))
+    with pytest.raises(NotFound):
+        files.copy(box, "missing", "new/parent/x")
+    with pytest.raises(NotFound):
+        archives.compress(box, ["missing"], "zip", "new/parent/x.zip", VolumeLimits())
+    assert sorted(p.name for p in vol.rglob("*")) == before
