@@ -30,8 +30,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except LightdError as exc:
         return error_response(exc)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(PayloadTooLarge(f"request body is larger than {exc.max_size} bytes"))
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[keys.CONFIG].api.max_body_bytes
+        return error_response(PayloadTooLarge(f"request body is larger than the limit of {limit} bytes"))
     except web.HTTPException as exc:
         if exc.status < 400 or exc.empty_body:
             raise

@@ -104,7 +104,7 @@ class ServerManager:
                 raise ValidationFailed(f"mount: {mount.source} is not under an allowed mount directory",
                                        details={"field": "mount"})
         try:
-            await self.volumes.get(spec.volume_id)
+            await self.volumes.record(spec.volume_id)
         except NotFound:
             raise ValidationFailed(f"volume_id: volume {spec.volume_id} not found", details={"field": "volume_id"}) from None
         self._creating.add(spec.internal_id)

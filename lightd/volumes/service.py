@@ -135,6 +135,10 @@ class VolumeService:
         """Every volume (without disk usage, which costs a walk each)."""
         return [self._view(row) for row in await self.store.list_volumes()]
 
+    async def record(self, volume_id: str) -> dict[str, Any]:
+        """The volume's stored record, without a disk walk; NotFound for an unknown or malformed id."""
+        return await self._row(volume_id)
+
     async def get(self, volume_id: str) -> dict[str, Any]:
         """One volume with its disk usage."""
         view = self._view(await self._row(volume_id))
