@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from lightd.app import create_app
+from lightd.compat.serving import start_front_ends
 from lightd.config import Config
 
 log = logging.getLogger("lightd")
@@ -34,9 +35,12 @@ async def _serve(config: Config, config_path: Path) -> None:
     site = web.TCPSite(runner, config.api.host, config.api.port)
     await site.start()
     log.info("lightd listening on http://%s:%d", config.api.host, config.api.port)
+    front_ends = await start_front_ends(app, config)
     try:
         await asyncio.Event().wait()
     finally:
+        for front_end in front_ends:
+            await front_end.cleanup()
         await runner.cleanup()
 
 

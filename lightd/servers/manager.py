@@ -132,7 +132,8 @@ class ServerManager:
             server.lock.release()
 
     async def delete(self, internal_id: str) -> None:
-        """Kill, remove the Docker container, free the ports, drop the record. The volume stays."""
+        """Kill, remove the Docker container, free the ports, drop the record. The volume stays, unless
+        it was made for this container (`owned_volume`)."""
         server = self.get(internal_id)
         await self.require_engine()
         server.deleted = True
@@ -156,10 +157,27 @@ class ServerManager:
         await self.store.delete_container(internal_id)
         self.servers.pop(internal_id, None)
         server.publish_event("deleted")
+        if server.spec.owned_volume:
+            try:
+                await self.volumes.delete(server.spec.volume_id)
+            except LightdError as exc:
+                log.warning("%s: its volume %s was not removed: %s", internal_id, server.spec.volume_id, exc)
 
     # -- power ---------------------------------------------------------------------------------------
     async def power(self, internal_id: str, action: str, timeout: float | None = None) -> str:
         """Check and begin a power action; it runs on in the background. Returns the accepted message."""
+        await self._begin_power(internal_id, action, timeout)
+        return f"{action} signal sent to {internal_id}" if action == "kill" else f"{action} of {internal_id} accepted"
+
+    async def power_and_wait(self, internal_id: str, action: str, timeout: float | None = None) -> None:
+        """Run a power action to its end (for APIs that answer only when it is done). The action runs in
+        an owned task: a client that disconnects does not cut it in half."""
+        task = await self._begin_power(internal_id, action, timeout)
+        error = await asyncio.shield(task)
+        if error is not None:
+            raise error
+
+    async def _begin_power(self, internal_id: str, action: str, timeout: float | None) -> asyncio.Task[Any]:
         if action not in POWER_ACTIONS:
             raise ValidationFailed(f"action: must be one of {', '.join(POWER_ACTIONS)}", details={"field": "action"})
         server = self.get(internal_id)
@@ -167,8 +185,7 @@ class ServerManager:
             await self.require_engine()
             if server.state == "offline":
                 raise Conflict(f"server {internal_id} is not running")
-            self.tasks.spawn(server.kill(), name=f"kill:{internal_id}")
-            return f"kill signal sent to {internal_id}"
+            return self.tasks.spawn(self._run_kill(server), name=f"kill:{internal_id}")
         if action == "start":
             server.check_can_start()
         elif action == "stop" and server.state == "offline":
@@ -179,10 +196,17 @@ class ServerManager:
                 raise Conflict(f"server {internal_id} is {server.install_state}, not ready")
         await self.require_engine()
         server.lock.try_acquire(action)
-        self.tasks.spawn(self._run_power(server, action, timeout), name=f"{action}:{internal_id}")
-        return f"{action} of {internal_id} accepted"
+        return self.tasks.spawn(self._run_power(server, action, timeout), name=f"{action}:{internal_id}")
 
-    async def _run_power(self, server: Server, action: str, timeout: float | None) -> None:
+    async def _run_kill(self, server: Server) -> LightdError | None:
+        try:
+            await server.kill()
+        except LightdError as exc:
+            return exc
+        return None
+
+    async def _run_power(self, server: Server, action: str, timeout: float | None) -> LightdError | None:
+        """Run a locked power action; its failure is published and returned, never raised into the owner."""
         try:
             if action == "start":
                 await server.start()
@@ -194,8 +218,10 @@ class ServerManager:
             log.warning("%s: %s failed: %s", server.id, action, exc)
             server.publish_event("error", action=action, message=str(exc))
             server.daemon_message(f"{action} failed: {exc}")
+            return exc
         finally:
             server.lock.release()
+        return None
 
     async def send_command(self, internal_id: str, command: str) -> None:
         """Write a command line to the server's stdin."""

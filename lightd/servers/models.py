@@ -101,6 +101,8 @@ class ContainerSpec(BaseModel):
     restart_on_crash: bool = False
     start_timeout_seconds: float | None = Field(default=None, gt=0, le=86_400)
     description: str = Field(default="", max_length=1024)
+    owned_volume: bool = False
+    """The volume was made for this container (by a compat front end) and is deleted with it."""
 
     @field_validator("internal_id")
     @classmethod

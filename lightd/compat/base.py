@@ -1,0 +1,122 @@
+"""What every compat front end shares: lazy access to the daemon's services, and the few composite
+operations foreign APIs need (create-and-start with defaults, delete with the volume, image mapping).
+Front ends translate shapes; the work is done by the same ServerManager, VolumeService and PortPool."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from lightd import keys
+from lightd.auth import TokenService
+from lightd.config import Config
+from lightd.errors import LightdError, NotFound, ValidationFailed
+from lightd.events import EventBus
+from lightd.ports import PortPool, PortSpec
+from lightd.servers.manager import ServerManager
+from lightd.servers.models import ContainerSpec, validate_image
+from lightd.servers.server import Server
+from lightd.volumes.service import VolumeService
+
+log = logging.getLogger(__name__)
+
+# Keeps a compat-created container alive like a booted system would; exits on SIGTERM (docker-init
+# forwards it), so a graceful stop is quick.
+KEEPALIVE_COMMAND = "echo container ready; while true; do sleep 3600; done"
+COMPAT_READY_TIMEOUT = 300.0
+
+
+class CompatServices:
+    """The daemon's services as seen by a front end. Resolved from the main app at request time, so a
+    front end can be built before start-up and served both under /compat/<name> and on its own port."""
+
+    def __init__(self, main_app: web.Application) -> None:
+        self._app = main_app
+
+    @property
+    def config(self) -> Config:
+        return self._app[keys.CONFIG]
+
+    @property
+    def servers(self) -> ServerManager:
+        return self._app[keys.SERVERS]
+
+    @property
+    def volumes(self) -> VolumeService:
+        return self._app[keys.VOLUMES]
+
+    @property
+    def ports(self) -> PortPool:
+        return self._app[keys.PORTS]
+
+    @property
+    def tokens(self) -> TokenService:
+        return self._app[keys.TOKENS]
+
+    @property
+    def events(self) -> EventBus:
+        return self._app[keys.EVENTS]
+
+    def tasks(self) -> Any:
+        return self._app[keys.TASKS]
+
+    async def resolve_image(self, name: str) -> str:
+        """A foreign image name -> the local image: the configured mapping first, then an image the
+        engine already has under that exact name; anything else is refused (400)."""
+        mapped = self.config.docker.image_map.get(name)
+        if mapped:
+            return mapped
+        try:
+            validate_image(name)
+        except ValueError:
+            raise ValidationFailed(f"Invalid image name: {name}") from None
+        if await self.servers.env.client.image_exists(name):  # type: ignore[attr-defined]
+            return name
+        known = ", ".join(sorted(self.config.docker.image_map)) or "none configured"
+        raise ValidationFailed(f"Unknown image {name!r} (known: {known})")
+
+    async def create_and_start(
+        self, name: str, image: str, *, description: str = "", ports: list[PortSpec] | None = None,
+        memory: int | None = None, cpu: float | None = None, start: bool = True,
+    ) -> Server:
+        """Create a lightd container with a fresh volume and a keep-alive command, wait for its install,
+        and start it. On failure nothing is left behind (container, ports, volume)."""
+        local_image = await self.resolve_image(image)
+        volume = await self.volumes.create()
+        limits: dict[str, Any] = {}
+        if memory:
+            limits["memory"] = memory
+        if cpu:
+            limits["cpu"] = cpu
+        try:
+            spec = ContainerSpec.model_validate({
+                "internal_id": name, "image": local_image, "volume_id": volume["volume_id"],
+                "startup_command": KEEPALIVE_COMMAND, "description": description,
+                "ports": [p.model_dump() for p in ports or []], "limits": limits, "owned_volume": True,
+            })
+        except Exception:
+            await self.volumes.delete(volume["volume_id"])
+            raise
+        try:
+            await self.servers.create(spec)
+        except LightdError:
+            await self.volumes.delete(volume["volume_id"])
+            raise
+        server = self.servers.get(name)
+        try:
+            if server.install_task is not None:
+                await asyncio.wait_for(asyncio.shield(server.install_task), COMPAT_READY_TIMEOUT)
+            if server.install_state != "ready":
+                record = await self.servers.store.get_container(name)
+                raise ValidationFailed(f"install failed: {(record or {}).get('install_error')}")
+            if start:
+                await self.servers.power_and_wait(name, "start")
+        except (LightdError, TimeoutError) as exc:
+            await self.servers.delete(name)
+            if isinstance(exc, TimeoutError):
+                raise LightdError("container did not become ready in time") from None
+            raise
+        return server

@@ -1,0 +1,106 @@
+"""Serving the compat front ends: each is one aiohttp application built by its `create_app(services)`,
+mounted on the main port under /compat/<name> (node token required there), and optionally served on its
+own port so an unmodified client of that API works with its default base URL."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from lightd import keys
+from lightd.api.middleware import bearer_token
+from lightd.compat.base import CompatServices
+from lightd.config import CompatFrontEnd, Config
+from lightd.errors import LightdError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FrontEnd:
+    name: str  # the key under config.compat
+    prefix: str  # where it is mounted on the main port
+    factory: str  # "module:function" taking CompatServices, returning a web.Application
+    env_host: str | None = None  # environment variables the original project honours
+    env_port: str | None = None
+
+    def build(self, services: CompatServices) -> web.Application:
+        module, _, function = self.factory.partition(":")
+        app: web.Application = getattr(importlib.import_module(module), function)(services)
+        app[keys.FRONT_END] = self.name
+        app[keys.COMPAT] = services
+        return app
+
+
+FRONT_ENDS: tuple[FrontEnd, ...] = (
+    FrontEnd("lxc_tools", "/compat/lxc-tools", "lightd.compat.lxc_tools.app:create_app", "LXC_API_HOST", "LXC_API_PORT"),
+    FrontEnd("lxd_panel", "/compat/lxd-panel", "lightd.compat.lxd_panel.app:create_app", "API_HOST", "API_PORT"),
+)
+
+
+def _available(front_end: FrontEnd) -> bool:
+    try:
+        importlib.import_module(front_end.factory.partition(":")[0])
+        return True
+    except ModuleNotFoundError:
+        return False
+
+
+def mount_front_ends(main_app: web.Application, config: Config) -> None:
+    """Mount every front end under its prefix on the main app."""
+    if not config.compat.mount_on_main:
+        return
+    services = CompatServices(main_app)
+    for front_end in FRONT_ENDS:
+        if _available(front_end):
+            main_app.add_subapp(front_end.prefix, front_end.build(services))
+
+
+def listen_address(front_end: FrontEnd, settings: CompatFrontEnd) -> tuple[str, int]:
+    """config.compat.<name>.{host,port}, overridden by the original project's environment variables."""
+    host = os.environ.get(front_end.env_host or "", "") or settings.host
+    port = os.environ.get(front_end.env_port or "", "")
+    return host, int(port) if port.isdigit() else settings.port
+
+
+def token_middleware(services: CompatServices) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """For a separate port with `require_token`: the node token (Bearer or ?token=) on every request."""
+
+    @web.middleware
+    async def require_token(request: web.Request, handler: Callable[..., Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        token = bearer_token(request) or request.query.get("token")
+        try:
+            await services.tokens.authenticate(token, purpose="api", container=None)
+        except LightdError as exc:
+            return web.json_response(exc.to_dict(), status=exc.status)
+        return await handler(request)
+
+    return require_token
+
+
+async def start_front_ends(main_app: web.Application, config: Config) -> list[web.AppRunner]:
+    """Start the front ends enabled in config on their own ports; the runners, for cleanup."""
+    runners: list[web.AppRunner] = []
+    services = CompatServices(main_app)
+    for front_end in FRONT_ENDS:
+        settings: CompatFrontEnd = getattr(config.compat, front_end.name)
+        if not settings.enabled or not _available(front_end):
+            continue
+        app = front_end.build(services)
+        if settings.require_token:
+            app.middlewares.insert(0, token_middleware(services))
+        elif settings.host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("compat %s listens on %s without a token: anyone who reaches it controls containers",
+                        front_end.name, settings.host)
+        runner = web.AppRunner(app, handle_signals=False)
+        await runner.setup()
+        host, port = listen_address(front_end, settings)
+        await web.TCPSite(runner, host, port).start()
+        log.info("compat front end %s listening on http://%s:%d", front_end.name, host, port)
+        runners.append(runner)
+    return runners
