@@ -11,6 +11,7 @@ from aiohttp import web
 
 from lightd import keys
 from lightd.api import containers as containers_api
+from lightd.api import remote as remote_api
 from lightd.api import middleware, ports as ports_api, public, tokens as tokens_api, volumes as volumes_api
 from lightd.auth import TokenService
 from lightd.config import Config
@@ -20,6 +21,7 @@ from lightd.events import EventBus
 from lightd.ports import PortPool
 from lightd.servers.manager import ServerManager
 from lightd.store import Store
+from lightd.sync import RemoteSync
 from lightd.tasks import TaskOwner
 from lightd.volumes.service import VolumeService
 
@@ -51,6 +53,16 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.EVENTS].close()
 
 
+async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Before _servers_ctx: the subscription then sees the state changes servers announce at load
+    # (reconcile, interrupted installs) and at shutdown (cancelled installs), and outlives them.
+    sync = RemoteSync(app[keys.CONFIG].remote, app[keys.STORE], app[keys.EVENTS])
+    app[keys.SYNC] = sync
+    await sync.start()
+    yield
+    await sync.close()
+
+
 async def _servers_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
     client = DockerClient(config.docker.socket)
@@ -78,10 +90,12 @@ def create_app(config: Config, *, config_path: Path | None = None) -> web.Applic
     app[keys.CONFIG_PATH] = config_path
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_core_ctx)
+    app.cleanup_ctx.append(_sync_ctx)
     app.cleanup_ctx.append(_servers_ctx)
     app.add_routes(public.routes)
     app.add_routes(tokens_api.routes)
     app.add_routes(ports_api.routes)
     app.add_routes(volumes_api.routes)
     app.add_routes(containers_api.routes)
+    app.add_routes(remote_api.routes)
     return app

@@ -71,6 +71,18 @@ MIGRATIONS: list[str] = [
         dropped_at  REAL NOT NULL
     );
     """,
+    # Per-server seq counter: MAX(server_seq) over the outbox fell back once acknowledged rows were deleted.
+    """
+    CREATE TABLE outbox_server_seq (
+        server      TEXT PRIMARY KEY,
+        last_seq    INTEGER NOT NULL
+    );
+    INSERT INTO outbox_server_seq (server, last_seq)
+        SELECT server, MAX(s) FROM (
+            SELECT server, server_seq AS s FROM outbox
+            UNION ALL SELECT server, json_extract(payload, '$.seq') FROM outbox_dropped
+        ) GROUP BY server;
+    """,
 ]
 
 
@@ -278,12 +290,11 @@ class Store:
         into outbox_dropped with reason 'overflow'."""
         async with self._lock_write():
             row = await self._fetchone(
-                "SELECT COALESCE(MAX(server_seq), 0) AS s FROM ("
-                " SELECT server_seq FROM outbox WHERE server = ?"
-                " UNION ALL SELECT json_extract(payload, '$.seq') FROM outbox_dropped WHERE server = ?)",
-                (server, server),
+                "INSERT INTO outbox_server_seq (server, last_seq) VALUES (?, 1)"
+                " ON CONFLICT(server) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq AS s",
+                (server,),
             )
-            server_seq = int(row["s"]) + 1
+            server_seq = int(row["s"])
             payload = {**payload, "seq": server_seq}
             cur = await self.db.execute(
                 "INSERT INTO outbox (server, server_seq, payload, created_at) VALUES (?, ?, ?, ?)",
@@ -307,6 +318,13 @@ class Store:
 
     async def dropped_count(self) -> int:
         return (await self._fetchone("SELECT COUNT(*) AS n FROM outbox_dropped"))["n"]
+
+    async def list_dropped(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recently dropped updates, newest first, with their reason."""
+        rows = await self._fetchall("SELECT * FROM outbox_dropped ORDER BY dropped_at DESC, seq DESC LIMIT ?", (limit,))
+        for row in rows:
+            row["payload"] = orjson.loads(row["payload"])
+        return rows
 
     async def ack_update(self, seq: int) -> None:
         await self._write("DELETE FROM outbox WHERE seq = ?", (seq,))
