@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,8 +42,38 @@ def auth_headers(node_token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {node_token}", "Accept": VENDOR}
 
 
+class _SlowCallbacks(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        # asyncio's debug mode reports every callback that held the loop too long. Test code may block
+        # (it runs docker CLI commands); lightd code, aiohttp and aiodocker must not.
+        if message.startswith("Executing") and " took " in message and "/tests/" not in message:
+            self.messages.append(message)
+
+
 @pytest.fixture
-async def client(aiohttp_client: Callable[..., Any], config: Config) -> TestClient:
+async def no_blocking_calls() -> Any:
+    """Fails the test when something other than test code blocked the event loop for over 0.5 s."""
+    loop = asyncio.get_running_loop()
+    handler = _SlowCallbacks()
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(handler)
+    previous = loop.get_debug(), loop.slow_callback_duration
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.5
+    yield
+    loop.set_debug(previous[0])
+    loop.slow_callback_duration = previous[1]
+    logger.removeHandler(handler)
+    assert not handler.messages, "the event loop was blocked:\n" + "\n".join(handler.messages)
+
+
+@pytest.fixture
+async def client(aiohttp_client: Callable[..., Any], config: Config, no_blocking_calls: None) -> TestClient:
     return await aiohttp_client(create_app(config))
 
 
@@ -78,7 +110,6 @@ def api(client: TestClient, auth_headers: dict[str, str]) -> Api:
 
 
 # -- real Docker engine --------------------------------------------------------------------------------
-import asyncio  # noqa: E402
 import secrets  # noqa: E402
 import subprocess  # noqa: E402
 
@@ -120,7 +151,7 @@ def docker_config(make_config: Callable[..., Config], container_prefix: str) -> 
 
 
 @pytest.fixture
-async def dclient(aiohttp_client: Callable[..., Any], docker_config: Config) -> TestClient:
+async def dclient(aiohttp_client: Callable[..., Any], docker_config: Config, no_blocking_calls: None) -> TestClient:
     return await aiohttp_client(create_app(docker_config))
 
 
