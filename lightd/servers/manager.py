@@ -312,7 +312,7 @@ class ServerManager:
     async def reconcile(self) -> None:
         """Re-attach running containers, mark vanished ones; never start or stop anything."""
         for server in list(self.servers.values()):
-            if server.lock.locked or server.deleted:
+            if server.lock.locked or server.deleted or server.stream_ending:
                 continue
             try:
                 status = await self.env.status(server.id)
@@ -326,12 +326,12 @@ class ServerManager:
                 log.warning("%s: reconcile failed: %s", server.id, exc)
 
     async def watch_engine(self, interval: float = 5.0) -> None:
-        """Poll the engine; when it comes back after being away, reconcile."""
+        """Poll the engine; when it is back after being away (or a stream was cut), reconcile."""
         while True:
             await asyncio.sleep(interval)
             up = await self.env.available()
-            if up and not self.engine_up:
-                log.info("Docker engine is reachable again; reconciling")
+            if up and (not self.engine_up or any(s.detached for s in self.servers.values())):
+                log.info("Docker engine reachable; reconciling servers")
                 self.engine_up = True
                 await self.reconcile()
             elif not up and self.engine_up:

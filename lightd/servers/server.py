@@ -59,6 +59,7 @@ class Server:
         self.install_task: asyncio.Task[Any] | None = None
         self._pattern = re.compile(self.spec.start_pattern) if self.spec.start_pattern else None
         self._console: ConsoleStream | None = None
+        self.stream_ending = False  # between the end of a console stream and the handling of the exit
         self._expect_exit = False
         self._exited = asyncio.Event()
         self._exited.set()
@@ -211,6 +212,12 @@ class Server:
         self._console = console
         self.tasks.spawn(self._read_console(console), name=f"console:{self.id}")
 
+    @property
+    def detached(self) -> bool:
+        """Looks alive but no console is attached and nothing is dealing with it (the engine went away)."""
+        return (self.state != "offline" and self._console is None and not self.stream_ending
+                and not self.lock.locked and not self.deleted)
+
     async def reattach(self, assume_state: str) -> None:
         """Attach to a container that is already running (daemon restart, engine back)."""
         try:
@@ -239,7 +246,11 @@ class Server:
             await console.close()
             if self._console is console:
                 self._console = None
-        await self._on_stream_end()
+        self.stream_ending = True
+        try:
+            await self._on_stream_end()
+        finally:
+            self.stream_ending = False
 
     async def _on_line(self, line: str) -> None:
         # Start detection runs before the throttle: it sees every line.
