@@ -75,10 +75,21 @@ class CompatFrontEnd(_Section):
     require_token: bool = False
 
 
+class LxcToolsFrontEnd(CompatFrontEnd):
+    authorized_keys_file: str = ""
+    """Public keys `POST /api/containers/{name}/authkey` deploys when the request names none (the real
+    tool copies the host root's authorized_keys); empty: such a request is refused with 400."""
+
+
+class LxdPanelFrontEnd(CompatFrontEnd):
+    monitor_interval_seconds: float = Field(default=5.0, gt=0)
+    """How often `WS /ws/monitor` pushes an update (the real panel: every 5 s)."""
+
+
 class CompatConfig(_Section):
-    lxc_tools: CompatFrontEnd = CompatFrontEnd(port=5000)
+    lxc_tools: LxcToolsFrontEnd = LxcToolsFrontEnd(port=5000)
     proxicloud: CompatFrontEnd = CompatFrontEnd(port=8080)
-    lxd_panel: CompatFrontEnd = CompatFrontEnd(port=8000)
+    lxd_panel: LxdPanelFrontEnd = LxdPanelFrontEnd(port=8000)
     container_codes: CompatFrontEnd = CompatFrontEnd(port=8090)
     mount_on_main: bool = True
     """Also serve every front end under /compat/<name> on the main port (token required there)."""

@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from lightd.api.console_ws import ConsoleSockets
     from lightd.auth import TokenService
     from lightd.config import Config
     from lightd.events import EventBus
     from lightd.ports import PortPool
     from lightd.servers.manager import ServerManager
+    from lightd.servers.stats import StatsSampler
     from lightd.store import Store
     from lightd.sync import RemoteSync
     from lightd.tasks import TaskOwner
@@ -28,6 +30,13 @@ PORTS = web.AppKey("ports", "PortPool")
 VOLUMES = web.AppKey("volumes", "VolumeService")
 SERVERS = web.AppKey("servers", "ServerManager")
 SYNC = web.AppKey("sync", "RemoteSync")
+STATS = web.AppKey("stats", "StatsSampler")
+CONSOLE_SOCKETS = web.AppKey("console_sockets", "ConsoleSockets")
+
+COMPAT = web.AppKey("compat", "CompatServices")
+"""On a compat front end's application: the daemon's services (lightd.compat.base.CompatServices)."""
+FRONT_END = web.AppKey("front_end", str)
+"""On a compat front end's application: its name (e.g. "lxc_tools")."""
 
 # Per-request values.
 PRINCIPAL = web.RequestKey("principal", object)
