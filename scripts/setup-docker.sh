@@ -37,6 +37,8 @@ mkdir -p "$STATE_DIR"
 if docker info >/dev/null 2>&1; then
   log "reusing the running Docker engine"
 else
+  # An engine that is shutting down still holds its pid file: let it finish first.
+  for _ in $(seq 1 100); do pgrep -x dockerd >/dev/null 2>&1 || break; sleep 0.2; done
   log "starting dockerd (log: $STATE_DIR/dockerd.log)"
   # setsid: the engine outlives this script and the shell that ran it.
   setsid dockerd >"$STATE_DIR/dockerd.log" 2>&1 < /dev/null &
