@@ -1,0 +1,116 @@
+"""LXC Tools compatibility front end (`Centralize/lxc` API): create_app(services), its error middleware,
+and the Socket.IO feed's lifetime.
+
+Served on its own port (default 5000, `compat.lxc_tools`, env `LXC_API_HOST`/`LXC_API_PORT`) with the
+Socket.IO endpoint at `/socket.io/`, and on the main port under `/compat/lxc-tools` (node token required)
+with the Socket.IO endpoint at `/compat/lxc-tools/socket.io/` (clients pass that as `socketio_path`).
+
+Status codes and error bodies (`{"error", "details"}`, as documented):
+- 400: malformed JSON, a missing field, an invalid container/image/rule name, an invalid SSH key, an
+  unknown image, no key for `authkey` (and none configured);
+- 404: unknown container. A deliberate deviation: the real server answers 500 for it (its `lxc` call
+  fails); 404 says what happened and clients treating non-2xx as failure behave the same.
+  `{"error": "Failed to <operation>", "details": "container X not found"}`;
+- 500: anything else the operation hits (busy, wrong state, engine unreachable, no free pool port),
+  `{"error": "Failed to <operation>", "details": <why>}`; an unexpected exception is
+  `{"error": "Internal server error", "details": "request <id>"}` and is logged.
+Deviations from the real tool, by design: `restart` keeps data (the real one re-creates the container),
+`portforward` publishes a free pool port (the real one forwards host 80 to container 80), `authkey`
+takes the key in the body (`{"key"}` or `{"keys"}`) and falls back to
+`compat.lxc_tools.authorized_keys_file`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import socketio
+from aiohttp import web
+
+from lightd.api.responses import json_response
+from lightd.compat.base import CompatServices
+from lightd.compat.lxc_tools.events import BUS_KIND, SUBSCRIPTION_SIZE, create_socketio, emit_updates
+from lightd.compat.lxc_tools.routes import routes
+from lightd.errors import BadRequest, Forbidden, LightdError, NotFound, Unauthorized
+from lightd.tasks import TaskOwner
+
+log = logging.getLogger(__name__)
+
+BODY_MAX = 256 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+FAILURES = {
+    "list_containers": "Failed to list containers",
+    "create_container": "Failed to create container",
+    "delete_container": "Failed to delete container",
+    "restart_container": "Failed to restart container",
+    "start_container": "Failed to start container",
+    "connect_container": "Failed to get container info",
+    "list_images": "Failed to list images",
+    "setup_network": "Failed to setup network",
+    "deploy_authkey": "Failed to deploy SSH keys",
+    "create_portforward": "Failed to create port forward",
+}
+
+
+def _body(error: str, details: object = None) -> dict[str, object]:
+    body: dict[str, object] = {"error": error}
+    if details is not None:
+        body["details"] = details
+    return body
+
+
+@web.middleware
+async def lxc_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The lightd error tree in this API's shape and codes (see the module docstring)."""
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return json_response(_body(exc.message, exc.details), status=400)
+    except (Unauthorized, Forbidden) as exc:
+        return json_response(_body(exc.message), status=exc.status)
+    except LightdError as exc:
+        failure = FAILURES.get(request.match_info.route.name or "", "Operation failed")
+        return json_response(_body(failure, exc.message), status=404 if isinstance(exc, NotFound) else 500)
+    except web.HTTPRequestEntityTooLarge:
+        return json_response(_body("Request body too large", f"at most {BODY_MAX} bytes"), status=413)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.empty_body:
+            raise
+        return json_response(_body(exc.reason), status=exc.status,
+                             headers={"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None)
+    except Exception:
+        request_id = uuid.uuid4().hex[:12]
+        log.exception("lxc_tools: unhandled error in %s %s (request %s)", request.method, request.rel_url.path, request_id)
+        return json_response(_body("Internal server error", f"request {request_id}"), status=500)
+
+
+def _updates_ctx(sio: socketio.AsyncServer, services: CompatServices) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def updates(app: web.Application) -> AsyncIterator[None]:
+        # One bus subscriber per application instance feeds that instance's Socket.IO clients.
+        subscription = services.events.subscribe(kinds={"event", BUS_KIND}, maxsize=SUBSCRIPTION_SIZE)
+        owner = TaskOwner("lxc_tools")
+        owner.spawn(emit_updates(sio, services, subscription), name="socketio-updates")
+        yield
+        subscription.close()
+        await owner.close(timeout=5)
+
+    return updates
+
+
+def create_app(services: CompatServices) -> web.Application:
+    """The LXC Tools API as one aiohttp application over the daemon's services."""
+    app = web.Application(middlewares=[lxc_errors], client_max_size=BODY_MAX)
+    app.add_routes(routes)
+    sio = create_socketio()
+    # The route is relative to this application: /socket.io/ on its own port,
+    # /compat/lxc-tools/socket.io/ when mounted on the main port.
+    sio.attach(app, socketio_path="socket.io")
+    app.cleanup_ctx.append(_updates_ctx(sio, services))
+
+    async def close_sockets(app: web.Application) -> None:
+        await sio.shutdown()
+
+    app.on_shutdown.append(close_sockets)
+    return app
