@@ -6,6 +6,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from lightd import keys
+from lightd.api.openapi import documented
 from lightd.api.responses import json_response, read_model, read_query
 from lightd.servers.models import CommandRequest, ContainerSpec, RebindRequest, ReinstallRequest
 
@@ -32,6 +33,7 @@ def accepted(message: str, internal_id: str) -> web.Response:
 
 
 @routes.post("/containers")
+@documented(body=ContainerSpec, status=202)
 async def create_container(request: web.Request) -> web.Response:
     spec = await read_model(request, ContainerSpec)
     view = await request.config_dict[keys.SERVERS].create(spec)
@@ -39,17 +41,20 @@ async def create_container(request: web.Request) -> web.Response:
 
 
 @routes.get("/containers")
+@documented()
 async def list_containers(request: web.Request) -> web.Response:
     containers = await request.config_dict[keys.SERVERS].list()
     return json_response({"containers": containers, "count": len(containers)})
 
 
 @routes.get(PATH)
+@documented()
 async def get_container(request: web.Request) -> web.Response:
     return json_response(await request.config_dict[keys.SERVERS].view(_id(request)))
 
 
 @routes.delete(PATH)
+@documented()
 async def delete_container(request: web.Request) -> web.Response:
     await request.config_dict[keys.SERVERS].delete(_id(request))
     return json_response({"message": f"container {_id(request)} deleted", "internal_id": _id(request)})
@@ -62,38 +67,45 @@ async def _power(request: web.Request, action: str) -> web.Response:
 
 
 @routes.post(PATH + "/start")
+@documented(status=202)
 async def start(request: web.Request) -> web.Response:
     return await _power(request, "start")
 
 
 @routes.post(PATH + "/stop")
+@documented(query=StopQuery, status=202)
 async def stop(request: web.Request) -> web.Response:
     return await _power(request, "stop")
 
 
 @routes.post(PATH + "/restart")
+@documented(query=StopQuery, status=202)
 async def restart(request: web.Request) -> web.Response:
     return await _power(request, "restart")
 
 
 @routes.post(PATH + "/kill")
+@documented(status=202)
 async def kill(request: web.Request) -> web.Response:
     return await _power(request, "kill")
 
 
 @routes.post(PATH + "/reinstall")
+@documented(body=ReinstallRequest, status=202)
 async def reinstall(request: web.Request) -> web.Response:
     body = await read_model(request, ReinstallRequest, allow_empty=True)
     return accepted(await request.config_dict[keys.SERVERS].reinstall(_id(request), body), _id(request))
 
 
 @routes.post(PATH + "/rebind-network")
+@documented(body=RebindRequest, status=202)
 async def rebind_network(request: web.Request) -> web.Response:
     body = await read_model(request, RebindRequest)
     return accepted(await request.config_dict[keys.SERVERS].rebind(_id(request), body), _id(request))
 
 
 @routes.get(PATH + "/logs")
+@documented(query=LogsQuery)
 async def logs(request: web.Request) -> web.Response:
     q = read_query(request, LogsQuery)
     lines = request.config_dict[keys.SERVERS].logs(_id(request), q.lines)
@@ -101,6 +113,7 @@ async def logs(request: web.Request) -> web.Response:
 
 
 @routes.post(PATH + "/commands")
+@documented(body=CommandRequest, status=202)
 async def send_command(request: web.Request) -> web.Response:
     body = await read_model(request, CommandRequest)
     await request.config_dict[keys.SERVERS].send_command(_id(request), body.command)

@@ -8,6 +8,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lightd import keys
+from lightd.api.openapi import documented
 from lightd.api.responses import json_response, read_model, read_query
 from lightd.errors import ValidationFailed
 from lightd.ports import PortSpec, normalize_ip
@@ -49,12 +50,14 @@ def _address(request: web.Request) -> tuple[str, int]:
 
 
 @routes.post("/network/ports")
+@documented(body=PortSpec, status=201)
 async def add_port(request: web.Request) -> web.Response:
     spec = await read_model(request, PortSpec)
     return json_response(await request.config_dict[keys.PORTS].add(spec), status=201)
 
 
 @routes.get("/network/ports")
+@documented(query=PortFilter)
 async def list_ports(request: web.Request) -> web.Response:
     f = read_query(request, PortFilter)
     ports = await request.config_dict[keys.PORTS].list(ip=f.ip, protocol=f.protocol, in_use=f.in_use)
@@ -62,18 +65,21 @@ async def list_ports(request: web.Request) -> web.Response:
 
 
 @routes.get("/network/ports/random")
+@documented(query=PortFilter)
 async def random_port(request: web.Request) -> web.Response:
     f = read_query(request, PortFilter)
     return json_response(await request.config_dict[keys.PORTS].random_available(ip=f.ip, protocol=f.protocol))
 
 
 @routes.post("/network/ports/bulk-delete")
+@documented(body=BulkDelete)
 async def bulk_delete(request: web.Request) -> web.Response:
     body = await read_model(request, BulkDelete)
     return json_response(await request.config_dict[keys.PORTS].bulk_delete(body.ports))
 
 
 @routes.get("/network/ports/{ip}/{port}")
+@documented(query=ProtocolQuery)
 async def get_port(request: web.Request) -> web.Response:
     ip, port = _address(request)
     q = read_query(request, ProtocolQuery)
@@ -81,6 +87,7 @@ async def get_port(request: web.Request) -> web.Response:
 
 
 @routes.put("/network/ports/{ip}/{port}/use")
+@documented(query=ProtocolQuery)
 async def use_port(request: web.Request) -> web.Response:
     ip, port = _address(request)
     q = read_query(request, ProtocolQuery)
@@ -89,6 +96,7 @@ async def use_port(request: web.Request) -> web.Response:
 
 @routes.put("/network/ports/{ip}/{port}/release")
 @routes.delete("/network/ports/{ip}/{port}/use")
+@documented(query=ProtocolQuery)
 async def release_port(request: web.Request) -> web.Response:
     ip, port = _address(request)
     q = read_query(request, ProtocolQuery)
@@ -96,6 +104,7 @@ async def release_port(request: web.Request) -> web.Response:
 
 
 @routes.delete("/network/ports/{ip}/{port}")
+@documented(query=ProtocolQuery)
 async def delete_port(request: web.Request) -> web.Response:
     ip, port = _address(request)
     q = read_query(request, ProtocolQuery)

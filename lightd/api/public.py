@@ -23,6 +23,10 @@ def self_authenticated(handler: H) -> H:
     return handler
 
 
+def is_public_handler(handler: object) -> bool:
+    return handler in _PUBLIC_HANDLERS
+
+
 def is_public(request: web.Request) -> bool:
     return request.match_info.handler in _PUBLIC_HANDLERS or (
         request.match_info.http_exception is not None

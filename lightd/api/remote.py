@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from lightd import keys
+from lightd.api.openapi import documented
 from lightd.api.responses import json_response
 from lightd.auth import mask_token
 from lightd.config import ConfigError, RemoteConfig, load_config
@@ -22,11 +23,13 @@ def remote_view(remote: RemoteConfig) -> dict[str, Any]:
 
 
 @routes.get("/remote/config")
+@documented()
 async def get_config(request: web.Request) -> web.Response:
     return json_response(remote_view(request.config_dict[keys.CONFIG].remote))
 
 
 @routes.post("/remote/config/reload")
+@documented()
 async def reload_config(request: web.Request) -> web.Response:
     path = request.config_dict[keys.CONFIG_PATH]
     if path is None:
@@ -43,5 +46,6 @@ async def reload_config(request: web.Request) -> web.Response:
 
 
 @routes.get("/remote/status")
+@documented()
 async def get_status(request: web.Request) -> web.Response:
     return json_response(await request.config_dict[keys.SYNC].status())

@@ -6,6 +6,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from lightd import keys
+from lightd.api.openapi import documented
 from lightd.api.responses import json_response, read_model
 from lightd.errors import Forbidden, NotFound
 
@@ -22,6 +23,7 @@ class TokenRequest(BaseModel):
 
 
 @routes.post("/auth/tokens")
+@documented(body=TokenRequest, status=201)
 async def create_token(request: web.Request) -> web.Response:
     if not request[keys.PRINCIPAL].node:
         raise Forbidden("only the node token can mint temporary tokens")

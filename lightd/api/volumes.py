@@ -9,6 +9,7 @@ from aiohttp.helpers import content_disposition_header
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lightd import keys
+from lightd.api.openapi import documented
 from lightd.api.responses import json_response, read_model, read_query
 
 routes = web.RouteTableDef()
@@ -71,28 +72,33 @@ def _volume_id(request: web.Request) -> str:
 
 
 @routes.post("/volumes")
+@documented(status=201)
 async def create_volume(request: web.Request) -> web.Response:
     volume = await request.config_dict[keys.VOLUMES].create()
     return json_response(volume, status=201)
 
 
 @routes.get("/volumes")
+@documented()
 async def list_volumes(request: web.Request) -> web.Response:
     volumes = await request.config_dict[keys.VOLUMES].list()
     return json_response({"volumes": volumes, "count": len(volumes)})
 
 
 @routes.get("/volumes/{volume_id}")
+@documented()
 async def get_volume(request: web.Request) -> web.Response:
     return json_response(await request.config_dict[keys.VOLUMES].get(_volume_id(request)))
 
 
 @routes.delete("/volumes/{volume_id}")
+@documented()
 async def delete_volume(request: web.Request) -> web.Response:
     return json_response({"deleted": await request.config_dict[keys.VOLUMES].delete(_volume_id(request))})
 
 
 @routes.get("/volumes/{volume_id}/usage")
+@documented()
 async def volume_usage(request: web.Request) -> web.Response:
     volume_id = _volume_id(request)
     usage = await request.config_dict[keys.VOLUMES].disk_usage(volume_id)
@@ -100,6 +106,7 @@ async def volume_usage(request: web.Request) -> web.Response:
 
 
 @routes.post("/volumes/{volume_id}/files")
+@documented(body=WriteFile, status=201)
 async def write_file(request: web.Request) -> web.Response:
     body = await read_model(request, WriteFile)
     mode = int(body.mode, 8) if body.mode is not None else None
@@ -110,12 +117,14 @@ async def write_file(request: web.Request) -> web.Response:
 
 
 @routes.get("/volumes/{volume_id}/files")
+@documented(query=PathQuery)
 async def list_files(request: web.Request) -> web.Response:
     query = read_query(request, PathQuery)
     return json_response(await request.config_dict[keys.VOLUMES].list_dir(_volume_id(request), query.path))
 
 
 @routes.get("/volumes/{volume_id}/files/content")
+@documented(query=RequiredPathQuery, binary=True)
 async def read_file(request: web.Request) -> web.StreamResponse:
     query = read_query(request, RequiredPathQuery)
     stream = await request.config_dict[keys.VOLUMES].read_file(_volume_id(request), query.path)
@@ -137,12 +146,14 @@ async def read_file(request: web.Request) -> web.StreamResponse:
 
 
 @routes.delete("/volumes/{volume_id}/files")
+@documented(query=RequiredPathQuery)
 async def delete_path(request: web.Request) -> web.Response:
     query = read_query(request, RequiredPathQuery)
     return json_response(await request.config_dict[keys.VOLUMES].delete_path(_volume_id(request), query.path))
 
 
 @routes.post("/volumes/{volume_id}/folders")
+@documented(body=PathBody, status=201)
 async def make_folder(request: web.Request) -> web.Response:
     body = await read_model(request, PathBody)
     result = await request.config_dict[keys.VOLUMES].mkdir(_volume_id(request), body.path)
@@ -150,6 +161,7 @@ async def make_folder(request: web.Request) -> web.Response:
 
 
 @routes.post("/volumes/{volume_id}/copy")
+@documented(body=Move, status=201)
 async def copy(request: web.Request) -> web.Response:
     body = await read_model(request, Move)
     result = await request.config_dict[keys.VOLUMES].copy(_volume_id(request), body.source, body.destination)
@@ -157,12 +169,14 @@ async def copy(request: web.Request) -> web.Response:
 
 
 @routes.post("/volumes/{volume_id}/rename")
+@documented(body=Move)
 async def rename(request: web.Request) -> web.Response:
     body = await read_model(request, Move)
     return json_response(await request.config_dict[keys.VOLUMES].rename(_volume_id(request), body.source, body.destination))
 
 
 @routes.post("/volumes/{volume_id}/compress")
+@documented(body=Compress, status=201)
 async def compress(request: web.Request) -> web.Response:
     body = await read_model(request, Compress)
     result = await request.config_dict[keys.VOLUMES].compress(
@@ -172,6 +186,7 @@ async def compress(request: web.Request) -> web.Response:
 
 
 @routes.post("/volumes/{volume_id}/decompress")
+@documented(body=Decompress)
 async def decompress(request: web.Request) -> web.Response:
     body = await read_model(request, Decompress)
     result = await request.config_dict[keys.VOLUMES].decompress(_volume_id(request), body.path, body.destination)

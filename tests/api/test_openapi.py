@@ -1,0 +1,75 @@
+"""The OpenAPI document is generated from the routes and models, and schemathesis finds no 5xx in it.
+
+The schemathesis run drives a real daemon process (with the real Docker engine behind it) with generated
+requests for every operation: valid and invalid bodies, queries and path parameters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+
+from lightd.app import create_app
+from lightd.api.openapi import build_document
+from tests.conftest import VENDOR, remove_containers
+from tests.reliability.daemon import Daemon
+
+
+async def test_document_lists_every_native_route(config):
+    document = build_document(create_app(config))
+    assert document["openapi"].startswith("3.")
+    paths = document["paths"]
+    for path, method in [("/containers", "post"), ("/containers/{container_id}/start", "post"),
+                         ("/volumes/{volume_id}/files", "post"), ("/network/ports/{ip}/{port}", "delete"),
+                         ("/auth/tokens", "post"), ("/remote/config/reload", "post")]:
+        assert method in paths[path], (path, method)
+    create = paths["/containers"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert create == {"$ref": "#/components/schemas/ContainerSpec"}
+    spec = document["components"]["schemas"]["ContainerSpec"]
+    assert "internal_id" in spec["required"] and "start_pattern" in spec["properties"]
+    assert paths["/api/v1/public/ping"]["get"]["security"] == []
+    assert not any(p.startswith("/compat/") for p in paths)
+
+
+async def test_document_is_served(client):
+    async with client.get("/openapi.json") as resp:
+        assert resp.status == 200
+        assert "/containers" in (await resp.json())["paths"]
+
+
+@pytest.fixture(scope="module")
+def live_daemon(tmp_path_factory: Any, docker_engine: str) -> Any:
+    tmp = tmp_path_factory.mktemp("schemathesis")
+    prefix = "lightdtest-schema-"
+    daemon = Daemon(tmp, "lightd_" + "s" * 40, docker={"container_prefix": prefix})
+    asyncio.run(daemon.start())
+    yield daemon
+    daemon.stop()
+    remove_containers(prefix)
+
+
+@pytest.fixture(scope="module")
+def api_schema(live_daemon: Daemon) -> Any:
+    with urllib.request.urlopen(live_daemon.url + "/openapi.json") as resp:
+        document = json.load(resp)
+    return schemathesis.openapi.from_dict(document)
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_server_errors(case: Any, live_daemon: Daemon) -> None:
+    case.call_and_validate(
+        base_url=live_daemon.url,
+        headers={"Authorization": f"Bearer {live_daemon.token}", "Accept": VENDOR},
+        checks=[not_a_server_error],
+        timeout=30,
+    )
