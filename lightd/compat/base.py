@@ -60,6 +60,11 @@ class CompatServices:
     def events(self) -> EventBus:
         return self._app[keys.EVENTS]
 
+    @property
+    def stats(self) -> Any:
+        """The StatsSampler (its `disk` cache walks a volume at most once a minute for the whole node)."""
+        return self._app[keys.STATS]
+
     def tasks(self) -> Any:
         return self._app[keys.TASKS]
 

@@ -1,0 +1,141 @@
+"""The LXD panel's routes (the seed `lxd-panel-api.md`, as `NX2406/lxd` at 42bb727 answers them): thin
+handlers over InstanceViews and the ServerManager. Operations answer HTTP 200 with `success` true or
+false, as the panel does; only detail and resources answer 404, and everything needing the engine 503
+while it is away."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import TypeAdapter, ValidationError
+
+from lightd import keys
+from lightd.api.responses import json_response
+from lightd.compat.base import CompatServices
+from lightd.compat.lxd_panel.monitor import MONITOR
+from lightd.compat.lxd_panel.views import VIEWS, now_iso
+from lightd.errors import Conflict, DockerUnavailable, LightdError
+
+routes = web.RouteTableDef()
+
+API_NAME = "LXD管理面板API"
+API_VERSION = "1.0.0"
+VERBS = {"start": "启动", "stop": "停止", "restart": "重启", "delete": "删除"}
+_BOOL = TypeAdapter(bool)
+
+
+class QueryInvalid(Exception):
+    """A query parameter FastAPI would refuse: answered 422 with its `{"detail": [...]}` list."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("invalid query")
+        self.errors = errors
+
+
+def _services(request: web.Request) -> CompatServices:
+    return request.config_dict[keys.COMPAT]
+
+
+def _outcome(success: bool, message: str) -> web.Response:
+    return json_response({"success": success, "message": message, "data": None})
+
+
+def query_bool(request: web.Request, name: str, default: bool = False) -> bool:
+    """A boolean query parameter parsed as FastAPI/pydantic do (true/false, 1/0, yes/no, on/off...)."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return _BOOL.validate_python(raw)
+    except ValidationError as exc:
+        errors = []
+        for error in exc.errors(include_context=False):
+            errors.append({**error, "loc": ["query", name, *error["loc"]]})
+        raise QueryInvalid(errors) from None
+
+
+@routes.get("/")
+async def root(request: web.Request) -> web.Response:
+    return json_response({"name": API_NAME, "version": API_VERSION, "status": "running", "timestamp": now_iso()})
+
+
+@routes.get("/api/health")
+async def health(request: web.Request) -> web.Response:
+    connected = await _services(request).servers.env.available()
+    return json_response({"status": "healthy", "lxd_connected": connected})
+
+
+@routes.get("/api/host/info")
+async def host_info(request: web.Request) -> web.Response:
+    return json_response(await request.config_dict[VIEWS].host())
+
+
+@routes.get("/api/instances")
+async def list_instances(request: web.Request) -> web.Response:
+    await _services(request).servers.require_engine()
+    return json_response([instance.info() for instance in await request.config_dict[VIEWS].instances()])
+
+
+@routes.get("/api/instances/{name}")
+async def instance_detail(request: web.Request) -> web.Response:
+    views = request.config_dict[VIEWS]
+    await _services(request).servers.require_engine()
+    instance = await views.instance(views.find(request.match_info["name"]))
+    return json_response(instance.detail())
+
+
+@routes.get("/api/instances/{name}/resources")
+async def instance_resources(request: web.Request) -> web.Response:
+    views = request.config_dict[VIEWS]
+    await _services(request).servers.require_engine()
+    return json_response(await views.resources(views.find(request.match_info["name"])))
+
+
+@routes.post("/api/instances/{name}/{action:start|stop|restart}")
+async def power(request: web.Request) -> web.Response:
+    name, action = request.match_info["name"], request.match_info["action"]
+    verb = VERBS[action]
+    manager = _services(request).servers
+    await manager.require_engine()
+    try:
+        server = request.config_dict[VIEWS].find(name)
+        # The panel's no-ops: start of a running instance, stop of a stopped one.
+        if not ((action == "start" and server.state in ("starting", "running"))
+                or (action == "stop" and server.state == "offline")):
+            await manager.power_and_wait(name, action)
+    except DockerUnavailable:
+        raise
+    except LightdError as exc:
+        return _outcome(False, f"实例 {name} {verb}失败: {exc.message}")
+    return _outcome(True, f"实例 {name} {verb}成功")
+
+
+@routes.delete("/api/instances/{name}")
+async def delete_instance(request: web.Request) -> web.Response:
+    force = query_bool(request, "force")
+    name = request.match_info["name"]
+    verb = VERBS["delete"]
+    manager = _services(request).servers
+    await manager.require_engine()
+    try:
+        server = request.config_dict[VIEWS].find(name)
+        if server.state != "offline":
+            if not force:
+                # LXD refuses to delete a running instance; the panel reports it as a failed operation.
+                return _outcome(False, f"实例 {name} {verb}失败: 实例正在运行，请先停止或使用 force=true")
+            try:
+                await manager.power_and_wait(name, "stop")
+            except Conflict:
+                pass  # busy with another action: the delete below kills it
+        await manager.delete(name)
+    except DockerUnavailable:
+        raise
+    except LightdError as exc:
+        return _outcome(False, f"实例 {name} {verb}失败: {exc.message}")
+    return _outcome(True, f"实例 {name} {verb}成功")
+
+
+@routes.get("/ws/monitor")
+async def monitor(request: web.Request) -> web.StreamResponse:
+    return await request.config_dict[MONITOR].serve(request)

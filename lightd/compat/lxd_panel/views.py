@@ -1,0 +1,225 @@
+"""The one builder of the LXD panel's shapes. An `Instance` is gathered once per server (state, address,
+resources, the description convention) and shaped from there: the list takes `info()`, the detail
+`detail()`, the resources route `resources`, the monitor `monitor_entry()`. Host info comes from psutil in
+a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import platform
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import psutil
+from aiohttp import web
+
+from lightd.errors import DockerUnavailable, LightdError, NotFound
+
+if TYPE_CHECKING:
+    from lightd.compat.base import CompatServices
+    from lightd.servers.server import Server
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+GIB = 1024 * 1024 * 1024
+DEFAULT_MEMORY_MB = 512
+"""The real panel's memory_total when the instance has no `limits.memory`."""
+DEFAULT_DISK_MB = 10240
+"""The real panel's disk_total when the root device has no size; lightd volumes have no quota."""
+LXD_STATUS = {"running": "Running", "starting": "Running", "stopping": "Running", "offline": "Stopped"}
+
+
+def now_iso() -> str:
+    """Local naive ISO time, as the panel's timestamps (`datetime.now().isoformat()`)."""
+    return datetime.now().isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class DescriptionFields:
+    """What the panel reads from an instance description `name sshport password natstart natend`."""
+
+    ssh_port: int | None = None
+    root_password: str | None = None
+    nat_ports: str | None = None
+
+
+def _ascii_digits(token: str) -> bool:
+    # str.isdigit() admits "²", which int() refuses.
+    return token.isascii() and token.isdigit()
+
+
+def parse_description(text: str) -> DescriptionFields:
+    """The panel's rules: under 3 tokens nothing; token 2 all digits -> ssh_port; token 3 -> password
+    (`-` means none); 5 tokens with token 4 not `0` -> nat_ports "start-end"."""
+    tokens = text.split()
+    if len(tokens) < 3:
+        return DescriptionFields()
+    ssh_port = int(tokens[1]) if _ascii_digits(tokens[1]) else None
+    password = None if tokens[2] == "-" else tokens[2]
+    nat_ports = f"{tokens[3]}-{tokens[4]}" if len(tokens) >= 5 and tokens[3] != "0" else None
+    return DescriptionFields(ssh_port, password, nat_ports)
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One server as the panel sees it."""
+
+    name: str
+    status: str
+    ipv4: str | None
+    architecture: str
+    created_at: str | None
+    description: str
+    resources: dict[str, Any]
+    fields: DescriptionFields
+
+    def info(self) -> dict[str, Any]:
+        """InstanceInfo."""
+        return {
+            "name": self.name, "status": self.status, "ipv4": self.ipv4, "ipv6": None,
+            "architecture": self.architecture, "created_at": self.created_at, "description": self.description,
+        }
+
+    def detail(self) -> dict[str, Any]:
+        """InstanceDetail."""
+        return {
+            "info": self.info(), "resources": self.resources, "ssh_port": self.fields.ssh_port,
+            "nat_ports": self.fields.nat_ports, "root_password": self.fields.root_password,
+        }
+
+    def monitor_entry(self) -> dict[str, Any]:
+        """One element of the monitor's `data.instances` (no password on the broadcast)."""
+        return {
+            "name": self.name, "status": self.status, "ipv4": self.ipv4, "resources": self.resources,
+            "ssh_port": self.fields.ssh_port, "nat_ports": self.fields.nat_ports,
+        }
+
+
+def collect_host_info() -> dict[str, Any]:
+    """psutil figures in the seed's units (memory MB, disk GB of "/"); run in a thread. `cpu_percent` is
+    measured against the previous call (primed at start-up), never by sleeping; `cpu_usage` is the key
+    the panel's next revision reads."""
+    cpu = psutil.cpu_percent(interval=None)
+    memory = psutil.virtual_memory()
+    disk = psutil.disk_usage("/")
+    return {
+        "cpu_cores": psutil.cpu_count() or 1,
+        "cpu_percent": cpu,
+        "cpu_usage": cpu,
+        "memory_total": memory.total // MIB,
+        "memory_used": memory.used // MIB,
+        "memory_percent": memory.percent,
+        "disk_total": disk.total // GIB,
+        "disk_used": disk.used // GIB,
+        "disk_percent": disk.percent,
+    }
+
+
+class InstanceViews:
+    """Builds `Instance`s from the shared services. Caches what does not change while a container runs
+    (its address, per start) and the engine's architecture; disk usage comes from the node-wide cache."""
+
+    def __init__(self, services: CompatServices) -> None:
+        self.services = services
+        self._addresses: dict[str, tuple[float | None, str | None]] = {}
+        self._architecture: str | None = None
+
+    async def host(self) -> dict[str, Any]:
+        """HostInfo."""
+        return await asyncio.to_thread(collect_host_info)
+
+    def find(self, name: str) -> Server:
+        """The server called `name`, or NotFound in the panel's words."""
+        server = self.services.servers.servers.get(name)
+        if server is None or server.deleted:
+            raise NotFound(f"实例 {name} 不存在")
+        return server
+
+    async def instances(self) -> list[Instance]:
+        """Every server, in creation order."""
+        servers = [s for s in list(self.services.servers.servers.values()) if not s.deleted]
+        self._forget_gone({s.id for s in servers})
+        return list(await asyncio.gather(*(self.instance(s) for s in servers)))
+
+    async def instance(self, server: Server) -> Instance:
+        """One server, with its resources."""
+        ipv4, architecture, resources = await asyncio.gather(
+            self._ipv4(server), self._engine_architecture(), self.resources(server)
+        )
+        description = server.spec.description
+        created = server.record.get("created_at")
+        return Instance(
+            name=server.id,
+            status=LXD_STATUS.get(server.state, "Stopped"),
+            ipv4=ipv4,
+            architecture=architecture,
+            created_at=datetime.fromtimestamp(created).isoformat(timespec="seconds") if created else None,
+            description=description,
+            resources=resources,
+            fields=parse_description(description),
+        )
+
+    async def resources(self, server: Server) -> dict[str, Any]:
+        """ResourceUsage: CPU % of one core (capped at 100 like the panel), memory and disk MB, network
+        MB. A stopped instance shows zeros, with its memory total and its volume's disk use."""
+        sample = server.latest_stats if server.state != "offline" else None
+        limit = server.spec.limits.memory
+        disk_bytes = await self.services.stats.disk.bytes_of(server.spec.volume_id)
+        return {
+            "cpu_percent": round(min(sample.cpu_absolute, 100.0), 2) if sample else 0.0,
+            "memory_used": sample.memory_bytes // MIB if sample else 0,
+            "memory_total": limit // MIB if limit else DEFAULT_MEMORY_MB,
+            "disk_used": disk_bytes // MIB,
+            "disk_total": DEFAULT_DISK_MB,
+            "network_rx": sample.rx_bytes // MIB if sample else 0,
+            "network_tx": sample.tx_bytes // MIB if sample else 0,
+        }
+
+    async def _ipv4(self, server: Server) -> str | None:
+        # LXD reports an address only while the instance runs; one inspect per start, then cached.
+        if server.state == "offline":
+            self._addresses.pop(server.id, None)
+            return None
+        cached = self._addresses.get(server.id)
+        if cached is not None and cached[0] == server.started_at and cached[1]:
+            return cached[1]
+        env = self.services.servers.env
+        try:
+            doc = await env.client.inspect_container(env.name_of(server.id))  # type: ignore[attr-defined]
+        except DockerUnavailable:
+            raise
+        except LightdError as exc:
+            log.debug("%s: no address: %s", server.id, exc)
+            return None
+        address = _address_of(doc)
+        self._addresses[server.id] = (server.started_at, address)
+        return address
+
+    async def _engine_architecture(self) -> str:
+        if self._architecture is None:
+            try:
+                info = await self.services.servers.env.client.info()  # type: ignore[attr-defined]
+                self._architecture = str(info.get("Architecture") or platform.machine())
+            except LightdError:
+                return platform.machine()
+        return self._architecture
+
+    def _forget_gone(self, alive: set[str]) -> None:
+        for name in [n for n in self._addresses if n not in alive]:
+            del self._addresses[name]
+
+
+def _address_of(doc: dict[str, Any] | None) -> str | None:
+    settings = (doc or {}).get("NetworkSettings") or {}
+    if settings.get("IPAddress"):
+        return str(settings["IPAddress"])
+    for network in (settings.get("Networks") or {}).values():
+        if network and network.get("IPAddress"):
+            return str(network["IPAddress"])
+    return None
+
+
+VIEWS = web.AppKey("lxd_panel_views", InstanceViews)
