@@ -78,7 +78,7 @@ class CompatServices:
             validate_image(name)
         except ValueError:
             raise ValidationFailed(f"Invalid image name: {name}") from None
-        if await self.servers.env.client.image_exists(name):  # type: ignore[attr-defined]
+        if await self.servers.env.image_exists(name):
             return name
         known = ", ".join(sorted(self.config.docker.image_map)) or "none configured"
         raise ValidationFailed(f"Unknown image {name!r} (known: {known})")

@@ -242,3 +242,23 @@ class DockerEnvironment:
 
     async def exec(self, internal_id: str, cmd: list[str], stdin: bytes | None = None) -> tuple[int, str]:
         return await self.client.exec(self.name_of(internal_id), cmd, stdin=stdin)
+
+    async def addresses(self, internal_id: str) -> tuple[str | None, str | None]:
+        doc = await self.client.inspect_container(self.name_of(internal_id))
+        settings = (doc or {}).get("NetworkSettings") or {}
+        networks = [n for n in (settings.get("Networks") or {}).values() if n]
+        ipv4 = settings.get("IPAddress") or next((n["IPAddress"] for n in networks if n.get("IPAddress")), None)
+        ipv6 = next((n["GlobalIPv6Address"] for n in networks if n.get("GlobalIPv6Address")), None)
+        return ipv4 or None, ipv6
+
+    async def engine_info(self) -> dict[str, Any]:
+        return await self.client.info()
+
+    async def list_images(self) -> list[dict[str, Any]]:
+        return await self.client.list_images()
+
+    async def image_exists(self, image: str) -> bool:
+        return await self.client.image_exists(image)
+
+    async def network_exists(self, name: str) -> bool:
+        return await self.client.network_exists(name)

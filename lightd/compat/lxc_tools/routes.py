@@ -77,12 +77,7 @@ async def run_operation(
 
 async def addresses(services: CompatServices, name: str) -> tuple[str | None, str | None]:
     """The container's IPv4 and global IPv6 address on its Docker network (None when it has none)."""
-    env = services.servers.env
-    doc = await env.client.inspect_container(env.name_of(name))  # type: ignore[attr-defined]
-    networks = ((doc or {}).get("NetworkSettings") or {}).get("Networks") or {}
-    ipv4 = next((n["IPAddress"] for n in networks.values() if n.get("IPAddress")), None)
-    ipv6 = next((n["GlobalIPv6Address"] for n in networks.values() if n.get("GlobalIPv6Address")), None)
-    return ipv4, ipv6
+    return await services.servers.env.addresses(name)
 
 
 def lxc_state(view: dict[str, Any]) -> str:
@@ -186,9 +181,9 @@ def _size(size: int) -> str:
 @routes.get("/api/images", name="list_images")
 async def list_images(request: web.Request) -> web.Response:
     services = _services(request)
-    client = services.servers.env.client  # type: ignore[attr-defined]
-    engine_images = await client.list_images()
-    architecture = (await client.info()).get("Architecture", "")
+    env = services.servers.env
+    engine_images = await env.list_images()
+    architecture = (await env.engine_info()).get("Architecture", "")
     by_tag: dict[str, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
     for image in engine_images:
@@ -216,7 +211,7 @@ async def setup_network(request: web.Request) -> web.Response:
     network = services.config.docker.network
 
     async def check() -> None:
-        if not await services.servers.env.client.network_exists(network):  # type: ignore[attr-defined]
+        if not await services.servers.env.network_exists(network):
             raise LightdError(f"Docker network {network!r} does not exist; create it (e.g. `docker network create "
                               f"-d macvlan -o parent=<interface> {network}`) and restart lightd")
 

@@ -186,22 +186,20 @@ class InstanceViews:
         cached = self._addresses.get(server.id)
         if cached is not None and cached[0] == server.started_at and cached[1]:
             return cached[1]
-        env = self.services.servers.env
         try:
-            doc = await env.client.inspect_container(env.name_of(server.id))  # type: ignore[attr-defined]
+            address, _ = await self.services.servers.env.addresses(server.id)
         except DockerUnavailable:
             raise
         except LightdError as exc:
             log.debug("%s: no address: %s", server.id, exc)
             return None
-        address = _address_of(doc)
         self._addresses[server.id] = (server.started_at, address)
         return address
 
     async def _engine_architecture(self) -> str:
         if self._architecture is None:
             try:
-                info = await self.services.servers.env.client.info()  # type: ignore[attr-defined]
+                info = await self.services.servers.env.engine_info()
                 self._architecture = str(info.get("Architecture") or platform.machine())
             except LightdError:
                 return platform.machine()
@@ -210,16 +208,6 @@ class InstanceViews:
     def _forget_gone(self, alive: set[str]) -> None:
         for name in [n for n in self._addresses if n not in alive]:
             del self._addresses[name]
-
-
-def _address_of(doc: dict[str, Any] | None) -> str | None:
-    settings = (doc or {}).get("NetworkSettings") or {}
-    if settings.get("IPAddress"):
-        return str(settings["IPAddress"])
-    for network in (settings.get("Networks") or {}).values():
-        if network and network.get("IPAddress"):
-            return str(network["IPAddress"])
-    return None
 
 
 VIEWS = web.AppKey("lxd_panel_views", InstanceViews)
