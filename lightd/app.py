@@ -10,9 +10,11 @@ from pathlib import Path
 from aiohttp import web
 
 from lightd import keys
+from lightd.api import console_ws
 from lightd.api import containers as containers_api
 from lightd.api import remote as remote_api
 from lightd.api import middleware, ports as ports_api, public, tokens as tokens_api, volumes as volumes_api
+from lightd.api import stats as stats_api
 from lightd.auth import TokenService
 from lightd.config import Config
 from lightd.docker.client import DockerClient
@@ -20,6 +22,7 @@ from lightd.docker.environment import DockerEnvironment
 from lightd.events import EventBus
 from lightd.ports import PortPool
 from lightd.servers.manager import ServerManager
+from lightd.servers.stats import StatsSampler
 from lightd.store import Store
 from lightd.sync import RemoteSync
 from lightd.tasks import TaskOwner
@@ -80,6 +83,21 @@ async def _servers_ctx(app: web.Application) -> AsyncIterator[None]:
     await client.close()
 
 
+async def _console_ctx(app: web.Application) -> AsyncIterator[None]:
+    # After _servers_ctx: the sampler follows the servers' states; sockets close in on_shutdown, before this.
+    config = app[keys.CONFIG]
+    manager = app[keys.SERVERS]
+    sampler = StatsSampler(
+        servers=manager, env=manager.env, events=app[keys.EVENTS], tasks=app[keys.TASKS], volumes=app[keys.VOLUMES],
+        interval=config.console.stats_interval_seconds,
+    )
+    app[keys.STATS] = sampler
+    app[keys.CONSOLE_SOCKETS] = console_ws.ConsoleSockets(config.console.max_sockets)
+    sampler.start()
+    yield
+    await sampler.close()
+
+
 def create_app(config: Config, *, config_path: Path | None = None) -> web.Application:
     """The whole daemon as one aiohttp application (nothing global)."""
     app = web.Application(
@@ -92,10 +110,14 @@ def create_app(config: Config, *, config_path: Path | None = None) -> web.Applic
     app.cleanup_ctx.append(_core_ctx)
     app.cleanup_ctx.append(_sync_ctx)
     app.cleanup_ctx.append(_servers_ctx)
+    app.cleanup_ctx.append(_console_ctx)
+    app.on_shutdown.append(console_ws.close_console_sockets)
     app.add_routes(public.routes)
     app.add_routes(tokens_api.routes)
     app.add_routes(ports_api.routes)
     app.add_routes(volumes_api.routes)
     app.add_routes(containers_api.routes)
+    app.add_routes(stats_api.routes)
+    app.add_routes(console_ws.routes)
     app.add_routes(remote_api.routes)
     return app

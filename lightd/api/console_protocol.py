@@ -1,0 +1,123 @@
+"""The console socket's wire format: inbound frames parsed into one `Inbound` (documented shapes and the
+"Also accepted" upstream and Wings-style ones), outbound frames, and the per-socket inbound rate limit."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+DEFAULT_LOG_LINES = 150
+MAX_LOG_LINES = 1000
+POWER_ACTIONS = ("start", "stop", "kill", "restart")
+
+# Every accepted event name -> the action it means.
+_EVENT_NAMES = {
+    "send_command": "send_command", "send command": "send_command",
+    "power": "power", "set state": "power",
+    "request_logs": "request_logs", "send logs": "request_logs", "logs": "request_logs",
+    "request_stats": "request_stats", "send stats": "request_stats",
+}
+# Upstream Lightd's code sends the event name as the only key: {"send_command": ["line"]}.
+_BARE_KEYS = ("send_command", "power", "logs")
+
+
+class ProtocolError(Exception):
+    """An inbound frame we cannot act on; the socket answers with an `error` frame and stays open."""
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    action: str  # send_command | power | request_logs | request_stats
+    value: Any = None  # the command line, the power action or the number of log lines
+
+
+def frame(event: str, data: Any, ts: float | None = None) -> str:
+    """One outbound frame: `{"event", "data", "ts"}` (unix ms)."""
+    return orjson.dumps({"event": event, "data": data, "ts": int((time.time() if ts is None else ts) * 1000)}).decode()
+
+
+def parse_inbound(text: str) -> Inbound:
+    """The action an inbound text frame asks for; ProtocolError for malformed JSON or unknown shapes."""
+    try:
+        message = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise ProtocolError("malformed JSON") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("a frame must be a JSON object")
+    if "event" in message:
+        name = message["event"]
+        payload = message["data"] if "data" in message else _first(message.get("args"))
+    else:
+        bare = [key for key in _BARE_KEYS if key in message]
+        if len(bare) != 1:
+            raise ProtocolError("unknown message: expected {\"event\": ..., \"data\": ...}")
+        name, payload = bare[0], _first(message[bare[0]])
+    if not isinstance(name, str) or name not in _EVENT_NAMES:
+        raise ProtocolError(f"unknown event: {str(name)[:64]}")
+    action = _EVENT_NAMES[name]
+    payload = _first(payload) if isinstance(payload, list) else payload
+    if action == "send_command":
+        return Inbound(action, _command(payload))
+    if action == "power":
+        if payload not in POWER_ACTIONS:
+            raise ProtocolError(f"power: must be one of {', '.join(POWER_ACTIONS)}")
+        return Inbound(action, payload)
+    if action == "request_logs":
+        return Inbound(action, _log_lines(payload))
+    return Inbound(action)
+
+
+def _first(value: Any) -> Any:
+    """Upstream and Wings carry arguments in a list: take the first."""
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+def _command(payload: Any) -> str:
+    if not isinstance(payload, str) or not payload.strip():
+        raise ProtocolError("send_command: data must be a non-empty string")
+    return payload.rstrip("\r\n")
+
+
+def _log_lines(payload: Any) -> int:
+    if isinstance(payload, dict):
+        payload = payload.get("lines")
+    if payload is None:
+        return DEFAULT_LOG_LINES
+    if isinstance(payload, str) and payload.strip().isdigit():
+        payload = int(payload)
+    if isinstance(payload, bool) or not isinstance(payload, int) or payload < 1:
+        raise ProtocolError("request_logs: lines must be a positive integer")
+    return min(payload, MAX_LOG_LINES)
+
+
+class TokenBucket:
+    """Inbound rate limit: `rate` messages a second, bursts of `burst`. `notice` is True for the first
+    refusal after an admitted message, so one `error` frame is sent per burst of excess."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._updated = time.monotonic()
+        self._refusing = False
+
+    def admit(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        self._tokens = min(self.burst, self._tokens + max(now - self._updated, 0.0) * self.rate)
+        self._updated = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            self._refusing = False
+            return True
+        return False
+
+    def take_notice(self) -> bool:
+        if self._refusing:
+            return False
+        self._refusing = True
+        return True

@@ -1,0 +1,260 @@
+"""GET /ws/{container_id}: the console WebSocket. The token is checked before the upgrade (401/403/404 as
+HTTP); after it, each socket has a bounded drop-oldest queue fed by the event bus and one writer task, so a
+slow client never slows the server or the other clients. Message shapes: shared/spec/lightd-protocol.md."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from lightd import keys
+from lightd.api.console_protocol import (
+    DEFAULT_LOG_LINES, Inbound, ProtocolError, TokenBucket, frame, parse_inbound,
+)
+from lightd.api.middleware import bearer_token
+from lightd.api.public import self_authenticated
+from lightd.auth import Principal
+from lightd.config import ConsoleConfig
+from lightd.errors import BadRequest, Conflict, LightdError
+from lightd.events import Event, Subscription
+from lightd.servers.server import Server
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+# Close codes (lightd-protocol.md).
+CLOSE_TOKEN_EXPIRED = 4401
+CLOSE_DELETED = 4404
+CLOSE_TOO_MANY = 4429
+CLOSE_GOING_AWAY = 1001
+CLOSE_SEND_FAILED = 1011
+
+# Bus kind -> outbound event name. Install output is console output of the install container.
+OUTBOUND = {"console": "console", "install_log": "console", "stats": "stats", "event": "event",
+            "daemon_message": "daemon_message"}
+WAKE = "_wake"  # a marker put in the queue when a direct reply is waiting
+REPLY_QUEUE = 32
+EXPIRY_WARNING_SECONDS = 60.0
+CLOSE_TIMEOUT = 5.0
+HEARTBEAT_SECONDS = 30.0
+
+
+def queue_size(console: ConsoleConfig) -> int:
+    """Per-socket queue bound. At least one throttle window: the bus publishes a chunk's lines without
+    yielding, so a smaller queue would drop lines of a burst the throttle admitted even for fast clients.
+    The lines are shared objects, so memory stays bounded per server, not per socket."""
+    return max(console.send_queue, console.throttle_lines)
+
+
+class ConsoleSockets:
+    """The open console sockets, by container: the per-container cap and the close at shutdown."""
+
+    def __init__(self, max_per_container: int) -> None:
+        self.max_per_container = max_per_container
+        self._by_server: dict[str, set[ConsoleSocket]] = collections.defaultdict(set)
+
+    def add(self, sock: ConsoleSocket) -> bool:
+        """Register `sock`; False when its container already has the maximum."""
+        current = self._by_server[sock.server.id]
+        if len(current) >= self.max_per_container:
+            return False
+        current.add(sock)
+        return True
+
+    def discard(self, sock: ConsoleSocket) -> None:
+        current = self._by_server.get(sock.server.id)
+        if current is not None:
+            current.discard(sock)
+            if not current:
+                del self._by_server[sock.server.id]
+
+    def count(self, server_id: str) -> int:
+        return len(self._by_server.get(server_id, ()))
+
+    async def close_all(self, code: int, reason: str) -> None:
+        """Close every socket (daemon shutdown)."""
+        socks = [s for group in self._by_server.values() for s in group]
+        for sock in socks:
+            sock.request_close(code, reason)
+        closing = [s.close_task for s in socks if s.close_task is not None]
+        if closing:
+            await asyncio.wait(closing, timeout=CLOSE_TIMEOUT + 1)
+
+
+class ConsoleSocket:
+    """One client's console connection: the bus subscription, the writer, the inbound handler."""
+
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse, server: Server, principal: Principal) -> None:
+        app = request.config_dict
+        self.ws = ws
+        self.server = server
+        self.principal = principal
+        self.config = app[keys.CONFIG].console
+        self.manager = app[keys.SERVERS]
+        self.sampler = app[keys.STATS]
+        self.events = app[keys.EVENTS]
+        self.tasks = app[keys.TASKS]
+        self.bucket = TokenBucket(self.config.inbound_rate, self.config.inbound_burst)
+        self.replies: collections.deque[str] = collections.deque(maxlen=REPLY_QUEUE)
+        self.sub: Subscription | None = None
+        self.close_task: asyncio.Task[None] | None = None
+
+    # -- outbound ------------------------------------------------------------------------------------
+    def reply(self, event: str, data: Any) -> None:
+        """Queue a frame for this socket only (answers, errors); sent before queued bus events."""
+        self.replies.append(frame(event, data))
+        if self.sub is not None:
+            self.sub.offer(Event(WAKE, self.server.id, None))
+
+    def error(self, message: str) -> None:
+        self.reply("error", {"message": message})
+
+    async def _write(self) -> None:
+        """The only task that sends data frames on this socket."""
+        assert self.sub is not None
+        try:
+            while True:
+                while self.replies:
+                    await self.ws.send_str(self.replies.popleft())
+                event = await self.sub.get()
+                if event is None:
+                    return
+                if event.kind == WAKE:
+                    continue
+                await self.ws.send_str(frame(OUTBOUND[event.kind], event.data, event.ts))
+                if event.kind == "event" and event.data.get("type") == "deleted":
+                    # SECURITY: a deleted server's sessions end; 4404 tells clients not to reconnect.
+                    self.request_close(CLOSE_DELETED, "container deleted")
+                    return
+        except (ConnectionError, RuntimeError) as exc:
+            # A send error closes that socket (and only that one).
+            log.debug("%s: console socket send failed: %r", self.server.id, exc)
+            self.request_close(CLOSE_SEND_FAILED, "send failed")
+
+    def request_close(self, code: int, reason: str) -> None:
+        """Close the socket with `code` (once; later requests are ignored)."""
+        if self.close_task is not None:
+            return
+        if self.sub is not None:
+            self.sub.close()
+        try:
+            self.close_task = self.tasks.spawn(self._close(code, reason), name=f"ws-close:{self.server.id}")
+        except RuntimeError:  # the task owner is closed: the daemon is past shutdown
+            pass
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            # Bounded: a client that never reads must not hold the close (or the shutdown) forever.
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:123]), CLOSE_TIMEOUT)
+        except (TimeoutError, ConnectionError, RuntimeError) as exc:
+            log.debug("%s: console socket close: %r", self.server.id, exc)
+
+    async def _expire(self, expires_at: float) -> None:
+        """Warn about a temporary token shortly before it expires, then close with 4401."""
+        warn_in = expires_at - time.time() - EXPIRY_WARNING_SECONDS
+        await asyncio.sleep(max(warn_in, 0))
+        remaining = max(expires_at - time.time(), 0)
+        self.reply("daemon_message", f"Your token expires in {remaining:.0f} seconds; reconnect with a new token")
+        await asyncio.sleep(max(expires_at - time.time(), 0))
+        self.request_close(CLOSE_TOKEN_EXPIRED, "token expired")
+
+    # -- session -------------------------------------------------------------------------------------
+    async def serve(self) -> None:
+        """Send the greeting (stats, then the log tail), then read inbound frames until the socket ends."""
+        self.sub = self.events.subscribe(server=self.server.id, kinds=set(OUTBOUND), maxsize=queue_size(self.config))
+        # Taken with no await since subscribing: every line is in the tail or in the queue, never both.
+        tail = self.server.history.tail(DEFAULT_LOG_LINES)
+        self.reply("stats", await self.sampler.payload(self.server))
+        self.reply("logs", {"lines": tail})
+        owned = [self.tasks.spawn(self._write(), name=f"ws-writer:{self.server.id}")]
+        if self.principal.expires_at is not None:
+            owned.append(self.tasks.spawn(self._expire(self.principal.expires_at), name=f"ws-expiry:{self.server.id}"))
+        try:
+            async for message in self.ws:
+                if message.type == WSMsgType.TEXT:
+                    await self._on_text(message.data)
+                elif message.type == WSMsgType.BINARY and self._admit():
+                    self.error("binary frames are not supported")
+        finally:
+            self.sub.close()
+            if self.close_task is not None:
+                await asyncio.wait([self.close_task], timeout=CLOSE_TIMEOUT + 1)
+            for task in owned:
+                task.cancel()
+            await asyncio.wait(owned, timeout=CLOSE_TIMEOUT)
+
+    def _admit(self) -> bool:
+        """Inbound rate limit: excess is dropped, with one `error` frame per burst of excess."""
+        if self.bucket.admit():
+            return True
+        if self.bucket.take_notice():
+            self.error("rate limited: message dropped")
+        return False
+
+    async def _on_text(self, text: str) -> None:
+        if not self._admit():
+            return
+        try:
+            inbound = parse_inbound(text)
+        except ProtocolError as exc:
+            self.error(str(exc))
+            return
+        await self._dispatch(inbound)
+
+    async def _dispatch(self, inbound: Inbound) -> None:
+        server_id = self.server.id
+        try:
+            if inbound.action == "send_command":
+                try:
+                    await self.manager.send_command(server_id, inbound.value)
+                except Conflict as exc:
+                    self.reply("daemon_message", f"Command not sent: {exc}")
+            elif inbound.action == "power":
+                # The action runs as an owned task: a client that disconnects does not cut it in half.
+                await self.manager.power(server_id, inbound.value)
+            elif inbound.action == "request_logs":
+                self.reply("logs", {"lines": self.server.history.tail(inbound.value)})
+            elif inbound.action == "request_stats":
+                self.reply("stats", await self.sampler.payload(self.server))
+        except LightdError as exc:
+            self.error(str(exc))
+
+
+@routes.get("/ws/{container_id}")
+@self_authenticated
+async def console_socket(request: web.Request) -> web.StreamResponse:
+    """Upgrade to the console socket of one container (token in `?token=` or `Authorization: Bearer`)."""
+    container_id = request.match_info["container_id"]
+    token = request.query.get("token") or bearer_token(request)
+    tokens = request.config_dict[keys.TOKENS]
+    principal = await tokens.authenticate(token, purpose="websocket", container=container_id)
+    server = request.config_dict[keys.SERVERS].get(container_id)
+    config = request.config_dict[keys.CONFIG].console
+    ws = web.WebSocketResponse(max_msg_size=config.max_frame_bytes, heartbeat=HEARTBEAT_SECONDS)
+    if not ws.can_prepare(request).ok:
+        raise BadRequest("expected a WebSocket upgrade")
+    sockets = request.config_dict[keys.CONSOLE_SOCKETS]
+    sock = ConsoleSocket(request, ws, server, principal)
+    if not sockets.add(sock):
+        # Upgrade first: a browser cannot read the status of a refused handshake, but it sees a close code.
+        await ws.prepare(request)
+        await ws.close(code=CLOSE_TOO_MANY, message=b"too many sockets for this container")
+        return ws
+    try:
+        await ws.prepare(request)
+        await sock.serve()
+    finally:
+        sockets.discard(sock)
+    return ws
+
+
+async def close_console_sockets(app: web.Application) -> None:
+    """on_shutdown: every console socket closes with 1001."""
+    sockets = app.get(keys.CONSOLE_SOCKETS)
+    if sockets is not None:
+        await sockets.close_all(CLOSE_GOING_AWAY, "daemon shutting down")
