@@ -13,9 +13,10 @@ from lightd import keys
 from lightd.api import console_ws
 from lightd.api import containers as containers_api
 from lightd.api import remote as remote_api
-from lightd.api import middleware, ports as ports_api, public, tokens as tokens_api, volumes as volumes_api
+from lightd.api import middleware, openapi, ports as ports_api, public, tokens as tokens_api, volumes as volumes_api
 from lightd.api import stats as stats_api
 from lightd.auth import TokenService
+from lightd.compat.serving import mount_front_ends
 from lightd.config import Config
 from lightd.docker.client import DockerClient
 from lightd.docker.environment import DockerEnvironment
@@ -113,6 +114,7 @@ def create_app(config: Config, *, config_path: Path | None = None) -> web.Applic
     app.cleanup_ctx.append(_console_ctx)
     app.on_shutdown.append(console_ws.close_console_sockets)
     app.add_routes(public.routes)
+    app.add_routes(openapi.routes)
     app.add_routes(tokens_api.routes)
     app.add_routes(ports_api.routes)
     app.add_routes(volumes_api.routes)
@@ -120,4 +122,5 @@ def create_app(config: Config, *, config_path: Path | None = None) -> web.Applic
     app.add_routes(stats_api.routes)
     app.add_routes(console_ws.routes)
     app.add_routes(remote_api.routes)
+    mount_front_ends(app, config)
     return app
