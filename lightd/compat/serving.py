@@ -43,22 +43,13 @@ FRONT_ENDS: tuple[FrontEnd, ...] = (
 )
 
 
-def _available(front_end: FrontEnd) -> bool:
-    try:
-        importlib.import_module(front_end.factory.partition(":")[0])
-        return True
-    except ModuleNotFoundError:
-        return False
-
-
 def mount_front_ends(main_app: web.Application, config: Config) -> None:
     """Mount every front end under its prefix on the main app."""
     if not config.compat.mount_on_main:
         return
     services = CompatServices(main_app)
     for front_end in FRONT_ENDS:
-        if _available(front_end):
-            main_app.add_subapp(front_end.prefix, front_end.build(services))
+        main_app.add_subapp(front_end.prefix, front_end.build(services))
 
 
 def listen_address(front_end: FrontEnd, settings: CompatFrontEnd) -> tuple[str, int]:
@@ -89,7 +80,7 @@ async def start_front_ends(main_app: web.Application, config: Config) -> list[we
     services = CompatServices(main_app)
     for front_end in FRONT_ENDS:
         settings: CompatFrontEnd = getattr(config.compat, front_end.name)
-        if not settings.enabled or not _available(front_end):
+        if not settings.enabled:
             continue
         app = front_end.build(services)
         if settings.require_token:
