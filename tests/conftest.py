@@ -173,3 +173,14 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def panel() -> Any:
+    """A fake panel (remote-sync receiver) listening on 127.0.0.1."""
+    from tests.panel import Panel
+
+    receiver = Panel()
+    await receiver.start()
+    yield receiver
+    await receiver.stop()

@@ -12,18 +12,10 @@ from lightd.app import create_app
 from lightd.events import Event
 from lightd.sync import Backoff, update_for
 from tests.conftest import Api, wait_for
-from tests.panel import REMOTE_TOKEN, Panel
+from tests.panel import REMOTE_TOKEN
 from tests.servers.helpers import create_server, wait_install, wait_state
 
 TEN = ["starting", "running", "stopping", "offline", "starting", "running", "crashed", "offline", "starting", "running"]
-
-
-@pytest.fixture
-async def panel():
-    p = Panel()
-    await p.start()
-    yield p
-    await p.stop()
 
 
 def publish(app, server: str, *types: str) -> None:

@@ -10,15 +10,7 @@ from lightd import keys
 from lightd.app import create_app
 from lightd.auth import mask_token
 from tests.conftest import Api, wait_for
-from tests.panel import REMOTE_TOKEN, Panel
-
-
-@pytest.fixture
-async def panel():
-    p = Panel()
-    await p.start()
-    yield p
-    await p.stop()
+from tests.panel import REMOTE_TOKEN
 
 
 def write(path, config) -> None:
