@@ -196,6 +196,9 @@ class ServerManager:
                 raise Conflict(f"server {internal_id} is {server.install_state}, not ready")
         await self.require_engine()
         server.lock.try_acquire(action)
+        if action in ("stop", "restart"):
+            # `stopping` shows at once: a client polling right after the answer sees the action begun.
+            await server.begin_stop()
         return self.tasks.spawn(self._run_power(server, action, timeout), name=f"{action}:{internal_id}")
 
     async def _run_kill(self, server: Server) -> LightdError | None:
@@ -236,6 +239,9 @@ class ServerManager:
         changes = request.model_dump(exclude_none=True)
         spec = ContainerSpec.model_validate({**server.spec.model_dump(mode="json"), **changes})
         server.lock.try_acquire("reinstall")
+        # Shown at once (announced when the install itself begins): a client polling sees it begun.
+        server.install_state = "installing"
+        await self.store.update_container(internal_id, install_state="installing", install_error=None)
         server.install_task = self.tasks.spawn(self._reinstall(server, spec), name=f"reinstall:{internal_id}")
         return f"reinstall of {internal_id} accepted"
 

@@ -157,8 +157,7 @@ class Server:
         if self.state == "offline":
             return
         timeout = self.config.servers.stop_timeout_seconds if timeout is None else timeout
-        self._expect_exit = True
-        await self.set_state("stopping")
+        await self.begin_stop()
         try:
             if self.spec.stop.type == "command" and self._console is not None:
                 await self._write_stdin(self.spec.stop.value)
@@ -174,6 +173,12 @@ class Server:
         except TimeoutError:
             self.daemon_message(f"Server did not stop within {timeout:g}s; killing it")
             await self.kill()
+
+    async def begin_stop(self) -> None:
+        """Enter `stopping` (the exit that follows is requested, not a crash)."""
+        if self.state != "offline":
+            self._expect_exit = True
+            await self.set_state("stopping")
 
     async def kill(self) -> None:
         """SIGKILL now; always allowed, whatever action holds the lock."""
