@@ -105,6 +105,12 @@ def ensure_engine() -> None:
         raise SystemExit(f"Docker engine or {TEST_IMAGE} not available: {result.stderr[-2000:]}")
 
 
+def dockerd_pid() -> int | None:
+    """The engine's pid, to notice another process restarting dockerd during a run (figures then invalid)."""
+    out = subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, text=True).stdout.split()
+    return int(out[0]) if out else None
+
+
 def remove_prefixed_containers(prefix: str) -> int:
     """Remove every container with our label or our name prefix; returns how many."""
     ids: set[str] = set()
@@ -274,6 +280,7 @@ def run(name: str, main: Callable[[Bench], Any]) -> None:
     signal.signal(signal.SIGTERM, on_term)
     bench = Bench(name)
     note(f"{name}: prefix {bench.prefix}, temp {bench.tmp}")
+    engine_pid = dockerd_pid()
     try:
         try:
             import uvloop  # the bench client on the same loop kind as the daemon
@@ -282,6 +289,9 @@ def run(name: str, main: Callable[[Bench], Any]) -> None:
         except ImportError:  # pragma: no cover
             asyncio.run(main(bench))
     finally:
+        if dockerd_pid() != engine_pid:
+            report("WARNING", f"dockerd was restarted during this run (pid {engine_pid} -> {dockerd_pid()}); "
+                              "the figures above are not valid")
         bench.cleanup()
 
 
