@@ -101,6 +101,7 @@ def profile(pid: int, seconds: int, out_path: str) -> dict[str, Any] | None:
         return None
     by_category: collections.Counter[str] = collections.Counter()
     by_leaf: collections.Counter[str] = collections.Counter()
+    by_lightd: collections.Counter[str] = collections.Counter()
     total = 0
     with open(out_path) as handle:
         for line in handle:
@@ -115,8 +116,11 @@ def profile(pid: int, seconds: int, out_path: str) -> dict[str, Any] | None:
                     break
             else:
                 by_category["other (HTTP server, event loop, aiohttp internals)"] += count
-            by_leaf[stack.split(";")[-1]] += count
-    return {"total": total, "seconds": seconds, "by_category": by_category, "by_leaf": by_leaf}
+            frames = stack.split(";")
+            by_leaf[frames[-1]] += count
+            own = [f for f in frames if "lightd/" in f and "/bench/" not in f]
+            by_lightd[own[-1] if own else "(no lightd frame)"] += count
+    return {"total": total, "seconds": seconds, "by_category": by_category, "by_leaf": by_leaf, "by_lightd": by_lightd}
 
 
 async def start_all(api: Api, ids: list[str], timeout: float, stall: float = 30.0) -> tuple[int, list[str]]:

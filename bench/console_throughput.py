@@ -1,0 +1,301 @@
+"""console_throughput: console lines/s lightd delivers over its WebSocket, against a raw Docker attach of
+the same container workload in the same run; and whether the default throttle holds while the API stays
+responsive.
+
+    python bench/console_throughput.py [--quick] [--lines N] [--clients50-lines N]
+
+Workload: `yes <60-char line> | head -n N` (N = 200000, --quick 50000), then the process exits.
+The raw baseline runs 10 N lines (N lines take a few ms through a raw attach: too short for a stable rate).
+
+1. Throttle off (`console.throttle_lines: 0`, `console.send_queue` N + 1000 so a fast client loses nothing,
+   `console.max_sockets` 64 so 50 sockets are allowed): lines/s to 1 WebSocket client, and to 50 clients
+   (each client receives every line; the 50-client run uses N/4 lines by default, see --clients50-lines),
+   from each client's first to last console frame. Raw baseline: the same container config (lightd's own
+   DockerEnvironment.server_config), attach-then-start with aiodocker from this process, counting lines.
+   Ratio lightd / raw; targets >= 0.8 (1 client) and >= 0.5 (50 clients). Every client's received count is
+   checked against the lines sent. The bench process parses only the first bytes of a console frame; its
+   own CPU is shown (on 2 cores the reader competes with the daemon).
+2. Default throttle (2000 lines / 100 ms): a flood of ~8 s of raw output (line count sized from the raw
+   rate measured in part 1); lines delivered to 1 client against the budget (2000 per 100 ms over the flood's
+   duration), and the API: p50/p99 of `GET /containers` (sequential, 1 connection) during the flood against
+   the same loop with the daemon idle, same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from typing import Any
+
+import common  # noqa: F401 - puts the repo root on sys.path
+from common import Api, Bench, median, note, parse_args, percentile, ratio, report, seed_store, verdict
+
+import aiodocker
+import aiohttp
+import orjson
+import psutil
+
+LINE = "lightd-console-throughput-benchmark-line-0123456789-abcdefgh"  # 60 characters
+assert len(LINE) == 60
+CONSOLE_PREFIX = '{"event":"console"'
+TARGET_1 = 0.8
+TARGET_50 = 0.5
+
+
+def workload(lines: int) -> str:
+    return f"yes {LINE} | head -n {lines}"
+
+
+class Reader:
+    """One console socket: counts console frames until the server's exit event."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.lines = 0
+        self.bad = 0
+        self.first = math.nan
+        self.last = math.nan
+        self.exit_at = math.nan
+        self.notices = 0
+
+    async def greeting(self) -> None:
+        """Skip the stats + logs frames sent on connect."""
+        for _ in range(2):
+            await self.ws.receive(timeout=10)
+
+    async def run(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = await self.ws.receive(timeout=max(deadline - time.monotonic(), 0.1))
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                raise RuntimeError(f"socket ended: {msg.type} {msg.data!r}")
+            data: str = msg.data
+            if data.startswith(CONSOLE_PREFIX):
+                now = time.perf_counter()
+                if self.lines == 0:
+                    self.first = now
+                self.last = now
+                self.lines += 1
+                if LINE not in data:
+                    self.bad += 1
+                continue
+            frame = orjson.loads(data)
+            if frame["event"] == "daemon_message":
+                self.notices += 1
+            elif frame["event"] == "event" and frame["data"].get("type") == "exit":
+                self.exit_at = time.perf_counter()
+                return
+        raise RuntimeError(f"no exit event within {timeout}s ({self.lines} lines so far)")
+
+    @property
+    def rate(self) -> float:
+        return self.lines / (self.last - self.first) if self.lines > 1 else math.nan
+
+
+async def lightd_run(api: Api, daemon: common.Daemon, server: str, clients: int, timeout: float,
+                     session: aiohttp.ClientSession) -> list[Reader]:
+    readers = []
+    for _ in range(clients):
+        ws = await session.ws_connect(f"{daemon.url}/ws/{server}?token={daemon.token}", max_msg_size=0)
+        readers.append(Reader(ws))
+    try:
+        await asyncio.gather(*(r.greeting() for r in readers))
+        tasks = [asyncio.create_task(r.run(timeout)) for r in readers]
+        await api.power(server, "start")
+        await asyncio.gather(*tasks)
+        await api.wait_state(server, {"offline"}, timeout=30)
+    finally:
+        for r in readers:
+            await r.ws.close()
+    return readers
+
+
+async def raw_run(container: Any, timeout: float) -> tuple[int, float]:
+    """attach, start, count lines until the output ends: (lines, lines/s first to last chunk)."""
+    stream = container.attach(stdin=False, stdout=True, stderr=True, logs=False)
+    await stream._init()
+    lines, first, last = 0, math.nan, math.nan
+    try:
+        await container.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = await asyncio.wait_for(stream.read_out(), timeout)
+            if message is None:
+                break
+            now = time.perf_counter()
+            if lines == 0:
+                first = now
+            last = now
+            lines += message.data.count(b"\n")
+    finally:
+        await stream.close()
+    await asyncio.wait_for(container.wait(), 30)
+    return lines, (lines / (last - first) if last > first else math.nan)
+
+
+async def api_loop(api: Api, stop: asyncio.Event, limit_s: float) -> list[float]:
+    """Sequential GET /containers until `stop` (bounded by `limit_s`): latencies in ms."""
+    times: list[float] = []
+    deadline = time.monotonic() + limit_s
+    while not stop.is_set() and time.monotonic() < deadline:
+        t0 = time.perf_counter()
+        status, _ = await api.call("GET", "/containers")
+        if status != 200:
+            raise RuntimeError(f"GET /containers: {status}")
+        times.append((time.perf_counter() - t0) * 1000)
+        await asyncio.sleep(0.005)
+    return times
+
+
+def cpu_of(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+async def main(bench: Bench) -> None:
+    args = ARGS
+    n = args.lines or (50_000 if args.quick else 200_000)
+    n50 = args.clients50_lines or max(n // 4, 1000)
+    # Raw docker attach is so fast that N lines last a few ms (a noisy rate): it gets 10 N lines.
+    raw_n = 10 * n
+    me = os.getpid()
+
+    fast = bench.daemon({"console": {"throttle_lines": 0, "send_queue": max(n, n50) + 1000, "max_sockets": 64}}, tag="nothrottle")
+    await seed_store(fast, [("flood1", workload(n)), ("flood50", workload(n50))])
+    await fast.start()
+    note(f"throttle-off daemon up on {fast.url}")
+
+    from lightd.config import DockerConfig
+    from lightd.docker.environment import DockerEnvironment
+    from lightd.servers.models import ContainerSpec
+    from lightd.servers.server import ENTRYPOINT
+
+    env = DockerEnvironment(None, DockerConfig(container_prefix=bench.prefix))  # type: ignore[arg-type]
+    docker = aiodocker.Docker()
+    raw_containers = {}
+    try:
+        for raw_id, lines in (("raw1", raw_n),):
+            vol, data = bench.tmp / raw_id / "volume", bench.tmp / raw_id / "data"
+            vol.mkdir(parents=True)
+            data.mkdir(parents=True)
+            (data / "entrypoint.sh").write_text(ENTRYPOINT)
+            spec = ContainerSpec.model_validate({"internal_id": raw_id, "image": common.TEST_IMAGE, "volume_id": "raw",
+                                                 "startup_command": workload(lines)})
+            raw_containers[raw_id] = await docker.containers.create(
+                env.server_config(spec, vol.absolute(), data.absolute()), name=env.name_of(raw_id))
+
+        timeout = 300.0
+        async with aiohttp.ClientSession() as session:
+            api = Api(session, fast)
+            # -- 1 client, alternating with raw, 2 rounds each ------------------------------------------------
+            raw1: list[float] = []
+            one: list[Reader] = []
+            one_cpu: list[tuple[float, float]] = []
+            for round_ in range(2):
+                for which in (("raw", "lightd") if round_ % 2 == 0 else ("lightd", "raw")):
+                    if which == "raw":
+                        count, rate = await raw_run(raw_containers["raw1"], timeout)
+                        if count != raw_n:
+                            note(f"raw run counted {count} lines, expected {raw_n}")
+                        raw1.append(rate)
+                        note(f"raw 1 reader: {rate:,.0f} lines/s ({count} lines)")
+                    else:
+                        d0, m0, w0 = cpu_of(fast.pid), cpu_of(me), time.perf_counter()
+                        (reader,) = await lightd_run(api, fast, "flood1", 1, timeout, session)
+                        wall = time.perf_counter() - w0
+                        one.append(reader)
+                        one_cpu.append(((cpu_of(fast.pid) - d0) / wall * 100, (cpu_of(me) - m0) / wall * 100,
+                                        (cpu_of(fast.pid) - d0) / max(reader.lines, 1) * 1e6))
+                        note(f"lightd 1 client: {reader.rate:,.0f} lines/s ({reader.lines}/{n} lines)")
+            raw_rate = median(raw1)
+            l1 = median(r.rate for r in one)
+            r1 = ratio(l1, raw_rate)
+            received1 = [r.lines for r in one]
+            report("console_throughput 1 client",
+                   f"lightd {l1:,.0f} lines/s, raw docker attach {raw_rate:,.0f} lines/s ({raw_n} lines), ratio {r1:.2f} "
+                   f"(target >= {TARGET_1}, {verdict(r1 >= TARGET_1)}); received {received1} of {n} sent per run, "
+                   f"{sum(r.bad for r in one)} malformed; throttle off; CPU daemon {median(c[0] for c in one_cpu):.0f}%, "
+                   f"bench client {median(c[1] for c in one_cpu):.0f}%; daemon CPU {median(c[2] for c in one_cpu):.1f} us per line")
+
+            # -- 50 clients ------------------------------------------------------------------------------
+            d0, m0, w0 = cpu_of(fast.pid), cpu_of(me), time.perf_counter()
+            readers = await lightd_run(api, fast, "flood50", 50, timeout, session)
+            wall = time.perf_counter() - w0
+            dsec = cpu_of(fast.pid) - d0
+            dcpu, mcpu = dsec / wall * 100, (cpu_of(me) - m0) / wall * 100
+            span = max(r.last for r in readers) - min(r.first for r in readers)
+            per_client = n50 / span if span > 0 else math.nan
+            r50 = ratio(per_client, raw_rate)
+            got = [r.lines for r in readers]
+            report("console_throughput 50 clients",
+                   f"lightd {per_client:,.0f} lines/s per client ({per_client * 50:,.0f} frames/s in all), raw docker "
+                   f"attach {raw_rate:,.0f} lines/s (1 reader, {raw_n} lines), ratio "
+                   f"{r50:.3f} (target >= {TARGET_50}, {verdict(r50 >= TARGET_50)}); "
+                   f"received min/max {min(got)}/{max(got)} of {n50} sent, {sum(1 for g in got if g == n50)}/50 clients "
+                   f"got every line; CPU daemon {dcpu:.0f}%, bench client {mcpu:.0f}%; daemon CPU "
+                   f"{dsec / max(sum(got), 1) * 1e6:.1f} us per delivered frame ({dsec / n50 * 1e6:.0f} us per line)")
+        fast.stop()
+
+        # -- default throttle ----------------------------------------------------------------------------
+        flood_seconds = 4 if args.quick else 8
+        m = int(min(raw_rate * flood_seconds, 5_000_000))
+        throttled = bench.daemon(tag="throttle")
+        await seed_store(throttled, [("flood", workload(m)), ("other", "sleep 1000")])
+        await throttled.start()
+        cfg = throttled.raw.get("console", {})
+        limit, window_ms = cfg.get("throttle_lines", 2000), cfg.get("throttle_window_ms", 100)
+        note(f"default-throttle daemon up on {throttled.url}; flood of {m} lines")
+        async with aiohttp.ClientSession() as session:
+            api = Api(session, throttled)
+            stop = asyncio.Event()
+            asyncio.get_running_loop().call_later(flood_seconds, stop.set)
+            idle_times = await api_loop(api, stop, flood_seconds + 5)
+            stop = asyncio.Event()
+            loop_task = asyncio.create_task(api_loop(api, stop, timeout))
+            prof_task = None
+            if not args.no_profile:
+                from idle_cost import profile
+
+                async def delayed_profile() -> Any:
+                    await asyncio.sleep(1)  # into the flood
+                    return await asyncio.to_thread(profile, throttled.pid, 3, str(bench.tmp / "flood.pyspy.txt"))
+
+                prof_task = asyncio.create_task(delayed_profile())
+            t0 = time.perf_counter()
+            (reader,) = await lightd_run(api, throttled, "flood", 1, timeout, session)
+            stop.set()
+            flood_times = await loop_task
+            prof = await prof_task if prof_task else None
+            duration = reader.exit_at - t0
+        windows = max(reader.last - reader.first, 0) / (window_ms / 1000)
+        budget = limit * (math.floor(windows) + 1)
+        report("console_throughput throttle",
+               f"delivered {reader.lines:,} of {m:,} lines sent in {reader.last - reader.first:.2f} s "
+               f"(first to last line); budget {limit} per {window_ms} ms = {budget:,} over that span; "
+               f"delivered/budget {reader.lines / budget:.2f} (holds: {verdict(reader.lines <= budget)}); "
+               f"{reader.notices} throttle notices; daemon read the whole flood in {duration:.2f} s "
+               f"({m / duration:,.0f} lines/s ingested, raw {raw_rate:,.0f})")
+        p50i, p99i = median(idle_times), percentile(idle_times, 99)
+        p50f, p99f = median(flood_times), percentile(flood_times, 99)
+        report("console_throughput api during flood",
+               f"GET /containers p50 {p50f:.1f} ms, p99 {p99f:.1f} ms during the flood (n={len(flood_times)}) vs idle "
+               f"p50 {p50i:.1f} ms, p99 {p99i:.1f} ms (n={len(idle_times)}); p99 ratio {ratio(p99f, p99i):.1f}")
+        if prof and prof["total"]:
+            total = prof["total"]
+            report("console_throughput flood profile",
+                   f"py-spy {prof['seconds']} s into the flood, innermost lightd frame: " + "; ".join(
+                       f"{name} {count / total * 100:.0f}%" for name, count in prof["by_lightd"].most_common(5)))
+    finally:
+        await docker.close()
+
+
+if __name__ == "__main__":
+    def _extra(parser: Any) -> None:
+        parser.add_argument("--lines", type=int, default=0, help="lines for the 1-client runs (default 200000, --quick 50000)")
+        parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile of the flood")
+        parser.add_argument("--clients50-lines", type=int, default=0, help="lines for the 50-client run (default lines/4)")
+
+    ARGS = parse_args(__doc__, _extra)
+    common.run("console_throughput", main)
