@@ -55,7 +55,7 @@ def test_schemathesis_finds_no_server_error(live_daemon: Daemon) -> None:
     """schemathesis' CLI (not its pytest plugin, which is tied to pytest internals) against the live daemon."""
     result = subprocess.run(
         [sys.executable, "-m", "schemathesis.cli", "run", live_daemon.url + "/openapi.json",
-         "--checks", "not_a_server_error", "--max-examples", "20", "--seed", "1", "--request-timeout", "30",
+         "--checks", "not_a_server_error", "--max-examples", "20", "--generation-database", "none", "--seed", "1", "--request-timeout", "30",
          "-H", f"Authorization: Bearer {live_daemon.token}", "-H", f"Accept: {VENDOR}", "--no-color"],
         capture_output=True, text=True, timeout=600,
     )
