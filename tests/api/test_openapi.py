@@ -51,13 +51,13 @@ def live_daemon(tmp_path_factory: Any, docker_engine: str) -> Any:
     remove_containers(prefix)
 
 
-def test_schemathesis_finds_no_server_error(live_daemon: Daemon) -> None:
+def test_schemathesis_finds_no_server_error(live_daemon: Daemon, tmp_path: Any) -> None:
     """schemathesis' CLI (not its pytest plugin, which is tied to pytest internals) against the live daemon."""
     result = subprocess.run(
         [sys.executable, "-m", "schemathesis.cli", "run", live_daemon.url + "/openapi.json",
          "--checks", "not_a_server_error", "--max-examples", "20", "--generation-database", "none", "--seed", "1", "--request-timeout", "30",
          "-H", f"Authorization: Bearer {live_daemon.token}", "-H", f"Accept: {VENDOR}", "--no-color"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,  # its crash cache stays out of the tree
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "passed" in result.stdout.lower()
