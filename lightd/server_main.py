@@ -8,6 +8,7 @@ from pathlib import Path
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_runner import GracefulExit
 
 from lightd.app import create_app
 from lightd.compat.serving import start_front_ends
@@ -54,6 +55,6 @@ def run(config: Config, config_path: Path) -> int:
             uvloop.run(_serve(config, config_path))
         else:  # pragma: no cover
             asyncio.run(_serve(config, config_path))
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, GracefulExit):
+        pass  # SIGINT/SIGTERM: a requested stop, exit 0 (systemd must not record it as a failure)
     return 0

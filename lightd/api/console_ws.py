@@ -92,6 +92,7 @@ class ConsoleSocket:
     def __init__(self, request: web.Request, ws: web.WebSocketResponse, server: Server, principal: Principal) -> None:
         app = request.config_dict
         self.ws = ws
+        self.transport = request.transport
         self.server = server
         self.principal = principal
         self.config = app[keys.CONFIG].console
@@ -153,6 +154,10 @@ class ConsoleSocket:
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:123]), CLOSE_TIMEOUT)
         except (TimeoutError, ConnectionError, RuntimeError) as exc:
             log.debug("%s: console socket close: %r", self.server.id, exc)
+            # A client that never reads never completes the closing handshake: drop the connection, or
+            # its handler (and a graceful shutdown) would wait for the heartbeat.
+            if self.transport is not None:
+                self.transport.abort()
 
     async def _expire(self, expires_at: float) -> None:
         """Warn about a temporary token shortly before it expires, then close with 4401."""

@@ -49,6 +49,16 @@ def _allowed(exc: web.HTTPException) -> dict[str, str]:
     return {"Allow": allow} if allow else {}
 
 
+@web.middleware
+async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A declared body over the limit is refused before any handler runs, whether or not it reads one
+    (bodies without a declared length are capped by aiohttp's client_max_size as they are read)."""
+    limit = request.app[keys.CONFIG].api.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
+    return await handler(request)
+
+
 def bearer_token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")

@@ -99,6 +99,14 @@ class ServerManager:
         """Validate, reserve ports, record the server and start its install in the background."""
         if spec.internal_id in self.servers or spec.internal_id in self._creating:
             raise Conflict(f"container {spec.internal_id} already exists")
+        # Reserved before the first await: a concurrent create of the same id must see it.
+        self._creating.add(spec.internal_id)
+        try:
+            return await self._create(spec)
+        finally:
+            self._creating.discard(spec.internal_id)
+
+    async def _create(self, spec: ContainerSpec) -> dict[str, Any]:
         for mount in spec.mount:
             if not mount_allowed(mount.source, self.config.docker.allowed_mounts):
                 raise ValidationFailed(f"mount: {mount.source} is not under an allowed mount directory",
@@ -107,20 +115,16 @@ class ServerManager:
             await self.volumes.record(spec.volume_id)
         except NotFound:
             raise ValidationFailed(f"volume_id: volume {spec.volume_id} not found", details={"field": "volume_id"}) from None
-        self._creating.add(spec.internal_id)
+        await self.require_engine()
+        await self.ports.claim(spec.ports, spec.internal_id)
         try:
-            await self.require_engine()
-            await self.ports.claim(spec.ports, spec.internal_id)
-            try:
-                await self.store.insert_container(spec.internal_id, spec.volume_id, spec.model_dump(mode="json"), "installing")
-            except Exception:
-                await self.ports.release_all(spec.internal_id)
-                raise
-            record = await self.store.get_container(spec.internal_id)
-            server = self._build(record)
-            self.servers[spec.internal_id] = server
-        finally:
-            self._creating.discard(spec.internal_id)
+            await self.store.insert_container(spec.internal_id, spec.volume_id, spec.model_dump(mode="json"), "installing")
+        except Exception:
+            await self.ports.release_all(spec.internal_id)
+            raise
+        record = await self.store.get_container(spec.internal_id)
+        server = self._build(record)
+        self.servers[spec.internal_id] = server
         server.lock.try_acquire("install")
         server.install_task = self.tasks.spawn(self._install(server), name=f"install:{server.id}")
         return container_view(record, server.runtime())

@@ -64,7 +64,8 @@ class Daemon:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
 
-    def stop(self) -> None:
+    def stop(self) -> int | None:
+        """SIGTERM and wait; the exit code (None if it never ran)."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -72,6 +73,7 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        return None if self.process is None else self.process.returncode
 
     async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
         async with aiohttp.ClientSession(headers=self.headers) as session:

@@ -331,11 +331,6 @@ async def test_oversized_bodies_are_413_on_every_body_route(aiohttp_client, make
     assert status == 200 and body["entries"] == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "api.max_body_bytes is enforced only where a handler calls request.read() (aiohttp's client_max_size); routes "
-    "that read no body answer as if it were not there: POST /volumes with a 5 MB body over a 1 KiB limit is 201 "
-    "and creates a volume (README: 'larger request bodies get 413 before they are read'). A middleware comparing "
-    "request.content_length with the limit (lightd/api/middleware.py) would refuse them up front"))
 async def test_oversized_bodies_are_413_also_on_routes_that_read_no_body(aiohttp_client, make_config, container_prefix,
                                                                          auth_headers, no_blocking_calls):
     config = make_config(docker={"container_prefix": container_prefix}, api={"max_body_bytes": 1024})
@@ -715,11 +710,6 @@ async def test_refused_creates_leave_no_record_port_or_docker_container(dapi, co
     assert not failures, "\n".join(failures)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "concurrent POST /containers with one internal_id: the second gets 500 (sqlite IntegrityError: UNIQUE "
-    "constraint failed: containers.internal_id) instead of 409, and its rollback (`ports.release_all(id)`) frees "
-    "the ports the FIRST create claimed. ServerManager.create (lightd/servers/manager.py) checks "
-    "`internal_id in self._creating` but adds the id only after `await self.volumes.record(...)`"))
 async def test_concurrent_creates_of_one_id_are_one_202_and_one_409(dapi, container_prefix):
     volume_id = await make_volume(dapi)
     assert (await dapi.post("/network/ports", json={"ip": "127.0.0.1", "port": 40001}))[0] == 201

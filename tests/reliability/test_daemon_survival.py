@@ -144,3 +144,10 @@ async def test_engine_away_is_503_and_servers_reattach(tmp_path, node_token, con
         daemon.stop()
         if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
             dockerd("start")
+
+
+async def test_sigterm_is_a_clean_exit(tmp_path, node_token, container_prefix):
+    """systemd must not record a requested stop as a failure."""
+    daemon = Daemon(tmp_path, node_token, docker={"container_prefix": container_prefix})
+    await daemon.start()
+    assert daemon.stop() == 0, daemon.log_path.read_text()[-2000:]

@@ -332,11 +332,6 @@ async def test_sockets_that_never_read_do_not_block_others(dapi, dclient, node_t
     await wait_for(lambda: dclient.app[keys.CONSOLE_SOCKETS].count("stuck") == 0, timeout=10)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "graceful shutdown is held by console sockets that never read: on_shutdown's close of each socket gives up "
-    "after CLOSE_TIMEOUT (5 s) in ConsoleSocket._close (lightd/api/console_ws.py) but leaves the connection "
-    "open, so the handler stays in `async for message in self.ws` and AppRunner.cleanup() waits for aiohttp's "
-    "shutdown_timeout (60 s) instead of ~6 s; the connection should be aborted when the close times out"))
 async def test_stuck_sockets_do_not_hold_the_graceful_shutdown(dapi, dclient, node_token):
     stuck, readers, _, _ = await stuck_and_readers(dapi, dclient, node_token)
     closing = asyncio.ensure_future(dclient.server.close())
