@@ -76,6 +76,7 @@ async def measure(pid: int, seconds: float) -> dict[str, float]:
         "rss_max": rss_max,
         "dockerd_cpu": (cpu_seconds(engine) - e0) / wall * 100 if engine else float("nan"),
         "fds": float(proc.num_fds()),
+        "unix": float(len(proc.net_connections(kind="unix"))),
         "threads": float(proc.num_threads()),
     }
 
@@ -222,6 +223,12 @@ async def main(bench: Bench) -> None:
            f"lightd {loaded['cpu']:.2f}% of one core (max 1 s {loaded['cpu_max_1s']:.1f}%) with {where}; baseline "
            f"0 servers {base['cpu']:.2f}%; ratio {ratio(loaded['cpu'], base['cpu']):.1f}; "
            f"{(loaded['cpu'] - base['cpu']) / max(running, 1) * 1000:.1f} milli-% per server; target < {TARGET_CPU:.0f}% {verdict(ok_cpu)}")
+    log = daemon.log_path.read_text(errors="replace") if daemon.log_path.exists() else ""
+    crashed = len(re.findall(r"ERROR lightd\.tasks: task lightd:console:\S+ failed", log))
+    report("idle_cost streams",
+           f"daemon holds {loaded['unix']:.0f} unix-socket connections (Docker) for {running} 'running' servers "
+           f"(expected ~2 each: console attach + stats stream); {crashed} console reader tasks failed "
+           f"(\"task lightd:console:<id> failed\" in the daemon log)")
     report("idle_cost dockerd",
            f"dockerd {loaded['dockerd_cpu']:.1f}% of one core with {running} servers attached vs {base['dockerd_cpu']:.1f}% with 0 "
            f"(the engine's side of the attach + stats streams); daemon fds {loaded['fds']:.0f}")
