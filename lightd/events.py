@@ -22,6 +22,8 @@ class Event:
     server: str | None
     data: Any
     ts: float = field(default_factory=time.time)
+    encoded: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    """Serialized forms, made once and shared by every consumer (e.g. the console WebSocket frame)."""
 
 
 class Subscription:

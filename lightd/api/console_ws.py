@@ -127,7 +127,10 @@ class ConsoleSocket:
                     return
                 if event.kind == WAKE:
                     continue
-                await self.ws.send_str(frame(OUTBOUND[event.kind], event.data, event.ts))
+                text = event.encoded.get("ws")
+                if text is None:  # encoded once per event, not once per socket
+                    text = event.encoded["ws"] = frame(OUTBOUND[event.kind], event.data, event.ts)
+                await self.ws.send_str(text)
                 if event.kind == "event" and event.data.get("type") == "deleted":
                     # SECURITY: a deleted server's sessions end; 4404 tells clients not to reconnect.
                     self.request_close(CLOSE_DELETED, "container deleted")

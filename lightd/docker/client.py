@@ -50,17 +50,33 @@ class DockerClient:
     def __init__(self, url: str) -> None:
         self.url = url
         self._docker: aiodocker.Docker | None = None
+        self._pool: aiohttp.BaseConnector | None = None
 
     @property
     def raw(self) -> aiodocker.Docker:
         if self._docker is None:
-            self._docker = aiodocker.Docker(url=self.url)
+            self._pool = self._connector()
+            # With a connector of our own, aiodocker takes the URL as the HTTP base: a unix socket is
+            # reached through the connector, addressed as localhost.
+            base = "http://localhost" if self.url.startswith("unix://") else self.url
+            self._docker = aiodocker.Docker(url=base, connector=self._pool)
         return self._docker
+
+    def _connector(self) -> aiohttp.BaseConnector:
+        # Every running server holds two connections for good (console attach and stats stream): aiohttp's
+        # default pool of 100 would be full at ~48 servers and every other engine call would queue.
+        # No total limit; the engine's own socket backlog is the bound.
+        if self.url.startswith("unix://"):
+            return aiohttp.UnixConnector(path=self.url[len("unix://"):], limit=0)
+        return aiohttp.TCPConnector(limit=0)
 
     async def close(self) -> None:
         if self._docker is not None:
             await self._docker.close()
             self._docker = None
+        if self._pool is not None:  # passed in, so aiodocker leaves it to us
+            await self._pool.close()
+            self._pool = None
 
     async def _call(self, what: str, coro: Any) -> Any:
         try:
@@ -76,8 +92,8 @@ class DockerClient:
             await asyncio.wait_for(self.raw.version(), timeout=5)
             return True
         except Exception:  # noqa: BLE001 - any failure means "not reachable"
-            # A broken session (engine restarted) is rebuilt on the next call.
-            await self.close()
+            # The session is kept: closing it would cut every live console and stats stream. Broken
+            # connections are dropped from the pool by aiohttp, and new ones are made per request.
             return False
 
     async def info(self) -> dict[str, Any]:

@@ -15,51 +15,42 @@ def strip_ansi(line: str) -> str:
 
 
 class LineSplitter:
-    """Turns a byte stream into text lines: LF and CR end a line, a line is cut at `max_bytes`."""
+    """Turns a byte stream into text lines: LF, CR and CRLF end a line, a line is cut at `max_bytes`."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._buffer = bytearray()
+        self._rest = b""
+        self._after_cr = False  # the last chunk ended with CR: a LF opening the next one belongs to it
 
     def feed(self, chunk: bytes) -> list[str]:
-        self._buffer.extend(chunk)
+        if self._after_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        self._after_cr = chunk.endswith(b"\r")
+        data = self._rest + chunk
+        if b"\r" in data:  # one pass over the chunk, not one search per line
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        parts = data.split(b"\n")
+        self._rest = parts.pop()
         lines: list[str] = []
-        while True:
-            cut = _first_break(self._buffer)
-            if cut < 0:
-                break
-            raw = bytes(self._buffer[:cut])
-            skip = 2 if self._buffer[cut:cut + 2] == b"\r\n" else 1
-            del self._buffer[:cut + skip]
+        for raw in parts:
             lines.extend(self._decode(raw))
-        if len(self._buffer) >= self.max_bytes:
-            raw = bytes(self._buffer[: self.max_bytes])
-            del self._buffer[: self.max_bytes]
-            lines.extend(self._decode(raw))
+        if len(self._rest) >= self.max_bytes:
+            cut = len(self._rest) - len(self._rest) % self.max_bytes
+            lines.extend(self._decode(self._rest[:cut]))
+            self._rest = self._rest[cut:]
         return lines
 
     def flush(self) -> list[str]:
         """What remains at end of stream (a last line without a newline)."""
-        if not self._buffer:
+        if not self._rest:
             return []
-        raw = bytes(self._buffer)
-        self._buffer.clear()
+        raw, self._rest = self._rest, b""
         return self._decode(raw)
 
     def _decode(self, raw: bytes) -> list[str]:
         if len(raw) <= self.max_bytes:
             return [raw.decode("utf-8", "replace")]
         return [raw[i:i + self.max_bytes].decode("utf-8", "replace") for i in range(0, len(raw), self.max_bytes)]
-
-
-def _first_break(buffer: bytearray) -> int:
-    lf = buffer.find(b"\n")
-    cr = buffer.find(b"\r")
-    if lf < 0:
-        return cr
-    if cr < 0:
-        return lf
-    return min(lf, cr)
 
 
 class ConsoleHistory:

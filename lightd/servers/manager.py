@@ -72,17 +72,14 @@ class ServerManager:
         return server
 
     async def view(self, internal_id: str) -> dict[str, Any]:
-        """The public shape of one server."""
+        """The public shape of one server (from memory: every change is written through `Server.persist`)."""
         server = self.get(internal_id)
-        record = await self.store.get_container(internal_id)
-        if record is None:
-            raise NotFound(f"container {internal_id} not found")
-        return container_view(record, server.runtime())
+        return container_view(server.record, server.runtime())
 
     async def list(self) -> list[dict[str, Any]]:
-        """Every server's public shape."""
-        records = await self.store.list_containers()
-        return [container_view(r, self.servers[r["internal_id"]].runtime()) for r in records if r["internal_id"] in self.servers]
+        """Every server's public shape, oldest first."""
+        servers = sorted(self.servers.values(), key=lambda s: s.record["created_at"])
+        return [container_view(s.record, s.runtime()) for s in servers]
 
     def logs(self, internal_id: str, lines: int) -> list[str]:
         """The last `lines` console lines."""
@@ -245,7 +242,7 @@ class ServerManager:
         server.lock.try_acquire("reinstall")
         # Shown at once (announced when the install itself begins): a client polling sees it begun.
         server.install_state = "installing"
-        await self.store.update_container(internal_id, install_state="installing", install_error=None)
+        await server.persist(install_state="installing", install_error=None)
         server.install_task = self.tasks.spawn(self._reinstall(server, spec), name=f"reinstall:{internal_id}")
         return f"reinstall of {internal_id} accepted"
 
@@ -298,8 +295,8 @@ class ServerManager:
             await server.stop()
 
     async def _set_spec(self, server: Server, spec: ContainerSpec) -> None:
-        await self.store.update_container(server.id, spec=spec.model_dump(mode="json"))
-        fresh = self._build(await self.store.get_container(server.id))
+        await server.persist(spec=spec.model_dump(mode="json"))
+        fresh = self._build(server.record)
         # Keep identity (sockets and the lock hold this object); take the new spec.
         server.spec = fresh.spec
         server._pattern = fresh._pattern
@@ -328,8 +325,7 @@ class ServerManager:
                 status = await self.env.status(server.id)
                 server.container_missing = not status.exists and server.install_state == "ready"
                 if status.running and server._console is None:
-                    record = await self.store.get_container(server.id)
-                    await server.reattach(assume_state=record["state"] if record else "running")
+                    await server.reattach(assume_state=server.record["state"])
                 elif not status.running and server.state != "offline" and server._console is None:
                     await server.set_state("offline")
             except LightdError as exc:

@@ -77,16 +77,21 @@ class Server:
         if state == self.state:
             return
         self.state = state
-        await self.store.update_container(self.id, state=state)
+        await self.persist(state=state)
         self.publish_event(state)
 
     async def set_install_state(self, state: str, error: str | None = None) -> None:
         self.install_state = state
-        await self.store.update_container(self.id, install_state=state, install_error=error)
+        await self.persist(install_state=state, install_error=error)
         if state == "failed":
             self.publish_event("failed", error=error)
         else:
             self.publish_event(state)
+
+    async def persist(self, **fields: Any) -> None:
+        """Write fields of this server's record to the store and to the in-memory copy reads are served from."""
+        await self.store.update_container(self.id, **fields)
+        self.record.update(fields, updated_at=time.time())
 
     def runtime(self) -> dict[str, Any]:
         return {"state": self.state, "docker_name": self.env.name_of(self.id), "container_missing": self.container_missing}
@@ -270,8 +275,9 @@ class Server:
     async def _on_stream_end(self) -> None:
         try:
             status = await self.env.status(self.id)
-        except DockerUnavailable:
-            # The engine went away; the container may still run. The engine monitor re-attaches.
+        except LightdError:
+            # The engine went away (or failed to answer); the container may still run. The engine
+            # monitor re-attaches it.
             self.daemon_message("Lost the connection to the Docker engine; reconnecting when it is back")
             self.publish_event("detached")
             return
@@ -287,8 +293,7 @@ class Server:
         crashed = not expected and self.state in ("starting", "running")
         self.started_at = None
         self.latest_stats = None
-        await self.store.update_container(self.id, exit_code=exit_code, oom_killed=oom_killed)
-        self.record["exit_code"], self.record["oom_killed"] = exit_code, oom_killed
+        await self.persist(exit_code=exit_code, oom_killed=oom_killed)
         self.publish_event("exit", exit_code=exit_code, oom_killed=oom_killed)
         restart = False
         if crashed and not self.deleted:
@@ -300,7 +305,7 @@ class Server:
                 f"Server crashed: exit code {exit_code}" + (" (out of memory)" if oom_killed else "")
             )
             self.last_crash_at = now
-            await self.store.update_container(self.id, last_crash_at=now)
+            await self.persist(last_crash_at=now)
             restart = self.spec.restart_on_crash and not recent
             if self.spec.restart_on_crash and recent:
                 self.daemon_message(f"Not restarting: the previous crash was less than {guard:g}s ago")

@@ -64,3 +64,12 @@ def test_valid_images(image):
 def test_invalid_images(image):
     with pytest.raises(ValueError):
         validate_image(image)
+
+
+def test_line_splitter_crlf_across_chunks_and_long_lines():
+    splitter = LineSplitter(max_bytes=4)
+    assert splitter.feed(b"ab\r") == ["ab"]
+    assert splitter.feed(b"\ncd\n") == ["cd"]  # the LF belongs to the CR before it: no empty line
+    assert splitter.feed(b"\r\r") == ["", ""]
+    assert splitter.feed(b"0123456789ab") == ["0123", "4567", "89ab"]
+    assert splitter.flush() == []
