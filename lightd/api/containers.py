@@ -43,8 +43,8 @@ async def create_container(request: web.Request) -> web.Response:
 @routes.get("/containers")
 @documented()
 async def list_containers(request: web.Request) -> web.Response:
-    containers = await request.config_dict[keys.SERVERS].list()
-    return json_response({"containers": containers, "count": len(containers)})
+    body = await request.config_dict[keys.SERVERS].listing_json()
+    return web.Response(body=body, content_type="application/json")
 
 
 @routes.get(PATH)

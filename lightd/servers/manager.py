@@ -8,6 +8,8 @@ import logging
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import orjson
+
 from lightd.config import Config
 from lightd.errors import Conflict, DockerUnavailable, LightdError, NotFound, ValidationFailed
 from lightd.events import EventBus
@@ -53,6 +55,7 @@ class ServerManager:
         self.servers: dict[str, Server] = {}
         self.engine_up = False
         self._creating: set[str] = set()
+        self._listing: tuple[tuple[Any, ...], bytes] | None = None
 
     def _data_path(self, internal_id: str) -> Path:
         return self.config.data_dir / "servers" / internal_id
@@ -80,6 +83,15 @@ class ServerManager:
         """Every server's public shape, oldest first."""
         servers = sorted(self.servers.values(), key=lambda s: s.record["created_at"])
         return [container_view(s.record, s.runtime()) for s in servers]
+
+    async def listing_json(self) -> bytes:
+        """`{"containers": [...], "count": n}` as JSON, re-encoded only when a server changed: every change
+        goes through `Server.persist` (which moves `updated_at`) or shows in the state or the missing flag."""
+        key = tuple((s.id, s.record["updated_at"], s.state, s.container_missing) for s in self.servers.values())
+        if self._listing is None or self._listing[0] != key:
+            containers = await self.list()
+            self._listing = (key, orjson.dumps({"containers": containers, "count": len(containers)}))
+        return self._listing[1]
 
     def logs(self, internal_id: str, lines: int) -> list[str]:
         """The last `lines` console lines."""

@@ -252,3 +252,21 @@ async def test_install_left_installing_by_a_crashed_daemon_is_failed(aiohttp_cli
     client = await aiohttp_client(create_app(docker_config))
     body = await get(Api(client, auth_headers), "orphan")
     assert body["install_state"] == "failed" and "daemon restart" in body["install_error"]
+
+
+async def test_listing_follows_every_change(dapi):
+    """GET /containers is served from a cached encoding: it must still show each change at once."""
+    await create_server(dapi, "listed")
+    _, first = await dapi.get("/containers")
+    assert [(c["internal_id"], c["state"]) for c in first["containers"]] == [("listed", "offline")]
+    await dapi.post("/containers/listed/start")
+    await wait_state(dapi, "listed", "running")
+    _, listing = await dapi.get("/containers")
+    assert listing["containers"][0]["state"] == "running"
+    await dapi.post("/containers/listed/kill")
+    await wait_state(dapi, "listed", "offline")
+    _, listing = await dapi.get("/containers")
+    assert listing["containers"][0]["state"] == "offline" and listing["containers"][0]["exit_code"] == 137
+    await dapi.delete("/containers/listed")
+    _, listing = await dapi.get("/containers")
+    assert listing == {"containers": [], "count": 0}
