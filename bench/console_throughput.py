@@ -40,6 +40,7 @@ import psutil
 LINE = "lightd-console-throughput-benchmark-line-0123456789-abcdefgh"  # 60 characters
 assert len(LINE) == 60
 CONSOLE_PREFIX = '{"event":"console"'
+BATCH_PREFIX = '{"event":"console_batch"'
 TARGET_1 = 0.8
 TARGET_50 = 0.5
 
@@ -72,6 +73,15 @@ class Reader:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 raise RuntimeError(f"socket ended: {msg.type} {msg.data!r}")
             data: str = msg.data
+            if data.startswith(BATCH_PREFIX):  # ?batch=1: several lines per frame
+                now = time.perf_counter()
+                if self.lines == 0:
+                    self.first = now
+                self.last = now
+                batch = orjson.loads(data)["data"]["lines"]
+                self.lines += len(batch)
+                self.bad += sum(1 for line in batch if line != LINE)
+                continue
             if data.startswith(CONSOLE_PREFIX):
                 now = time.perf_counter()
                 if self.lines == 0:
@@ -95,10 +105,11 @@ class Reader:
 
 
 async def lightd_run(api: Api, daemon: common.Daemon, server: str, clients: int, timeout: float,
-                     session: aiohttp.ClientSession) -> list[Reader]:
+                     session: aiohttp.ClientSession, batch: bool = False) -> list[Reader]:
     readers = []
     for _ in range(clients):
-        ws = await session.ws_connect(f"{daemon.url}/ws/{server}?token={daemon.token}", max_msg_size=0)
+        ws = await session.ws_connect(f"{daemon.url}/ws/{server}?token={daemon.token}{'&batch=1' if batch else ''}",
+                                      max_msg_size=0)
         readers.append(Reader(ws))
     try:
         await asyncio.gather(*(r.greeting() for r in readers))
@@ -236,6 +247,26 @@ async def main(bench: Bench) -> None:
                    f"received min/max {min(got)}/{max(got)} of {n50} sent, {sum(1 for g in got if g == n50)}/50 clients "
                    f"got every line; CPU daemon {dcpu:.0f}%, bench client {mcpu:.0f}%; daemon CPU "
                    f"{dsec / max(sum(got), 1) * 1e6:.1f} us per delivered frame ({dsec / n50 * 1e6:.0f} us per line)")
+            # -- opt-in batching (?batch=1: the lines already queued go out as one console_batch frame) -----
+            d0, w0 = cpu_of(fast.pid), time.perf_counter()
+            (breader,) = await lightd_run(api, fast, "flood1", 1, timeout, session, batch=True)
+            bcpu = (cpu_of(fast.pid) - d0) / max(breader.lines, 1) * 1e6
+            rb1 = ratio(breader.rate, raw_rate)
+            report("console_throughput 1 client batch",
+                   f"lightd ?batch=1 {breader.rate:,.0f} lines/s, raw docker attach {raw_rate:,.0f} lines/s, ratio "
+                   f"{rb1:.2f} (target >= {TARGET_1}, {verdict(rb1 >= TARGET_1)}); received {breader.lines} of {n}, "
+                   f"{breader.bad} malformed; daemon CPU {bcpu:.1f} us per line")
+            d0 = cpu_of(fast.pid)
+            breaders = await lightd_run(api, fast, "flood50", 50, timeout, session, batch=True)
+            bspan = max(r.last for r in breaders) - min(r.first for r in breaders)
+            bper = n50 / bspan if bspan > 0 else math.nan
+            rb50 = ratio(bper, raw_rate)
+            bgot = [r.lines for r in breaders]
+            report("console_throughput 50 clients batch",
+                   f"lightd ?batch=1 {bper:,.0f} lines/s per client, raw docker attach {raw_rate:,.0f} lines/s, ratio "
+                   f"{rb50:.3f} (target >= {TARGET_50}, {verdict(rb50 >= TARGET_50)}); received min/max "
+                   f"{min(bgot)}/{max(bgot)} of {n50}; daemon CPU {(cpu_of(fast.pid) - d0) / max(sum(bgot), 1) * 1e6:.1f} "
+                   f"us per delivered line")
         fast.stop()
 
         # -- default throttle ----------------------------------------------------------------------------

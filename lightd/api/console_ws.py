@@ -42,6 +42,9 @@ REPLY_QUEUE = 32
 EXPIRY_WARNING_SECONDS = 60.0
 CLOSE_TIMEOUT = 5.0
 HEARTBEAT_SECONDS = 30.0
+CONSOLE_KINDS = frozenset({"console", "install_log"})
+BATCH_MAX_LINES = 1000
+BATCH_MAX_BYTES = 256 * 1024
 
 
 def queue_size(console: ConsoleConfig) -> int:
@@ -103,6 +106,7 @@ class ConsoleSocket:
         self.bucket = TokenBucket(self.config.inbound_rate, self.config.inbound_burst)
         self.replies: collections.deque[str] = collections.deque(maxlen=REPLY_QUEUE)
         self.sub: Subscription | None = None
+        self.batch = request.query.get("batch") in ("1", "true")
         self.close_task: asyncio.Task[None] | None = None
 
     # -- outbound ------------------------------------------------------------------------------------
@@ -118,14 +122,19 @@ class ConsoleSocket:
     async def _write(self) -> None:
         """The only task that sends data frames on this socket."""
         assert self.sub is not None
+        pending: Event | None = None
         try:
             while True:
                 while self.replies:
                     await self.ws.send_str(self.replies.popleft())
-                event = await self.sub.get()
+                event = pending or await self.sub.get()
+                pending = None
                 if event is None:
                     return
                 if event.kind == WAKE:
+                    continue
+                if self.batch and event.kind in CONSOLE_KINDS:
+                    pending = await self._send_batch(event)
                     continue
                 text = event.encoded.get("ws")
                 if text is None:  # encoded once per event, not once per socket
@@ -139,6 +148,24 @@ class ConsoleSocket:
             # A send error closes that socket (and only that one).
             log.debug("%s: console socket send failed: %r", self.server.id, exc)
             self.request_close(CLOSE_SEND_FAILED, "send failed")
+
+    async def _send_batch(self, first: Event) -> Event | None:
+        """Opt-in (`?batch=1`): the console lines already queued go out as one `console_batch` frame
+        `{"lines": [...]}`, oldest first. Returns the first queued event that is not a console line."""
+        assert self.sub is not None
+        lines, size, ts = [first.data], len(first.data), first.ts
+        pending = None
+        while len(lines) < BATCH_MAX_LINES and size < BATCH_MAX_BYTES:
+            event = self.sub.get_nowait()
+            if event is None:
+                break
+            if event.kind not in CONSOLE_KINDS:
+                pending = event
+                break
+            lines.append(event.data)
+            size += len(event.data)
+        await self.ws.send_str(frame("console_batch", {"lines": lines}, ts))
+        return pending
 
     def request_close(self, code: int, reason: str) -> None:
         """Close the socket with `code` (once; later requests are ignored)."""

@@ -268,3 +268,30 @@ async def test_stats_frames_on_the_socket(dapi, dclient, node_token):
     final = await console.until(lambda f: f["event"] == "stats" and f["data"]["state"] == "offline", timeout=20)
     assert final["data"]["memory_bytes"] == 0 and final["data"]["uptime"] == 0
 
+
+
+async def test_batch_mode_sends_queued_lines_as_one_frame(aiohttp_client, make_config, container_prefix,
+                                                          auth_headers, node_token):
+    """`?batch=1`: console lines come as `console_batch` frames, in order, none lost; events stay frames."""
+    dclient, dapi = await app_with(aiohttp_client, make_config, container_prefix, auth_headers,
+                                   throttle_lines=0, send_queue=10_000)
+    await create_server(dapi, "batched", startup_command="sleep 1; seq 1 5000; echo END; sleep 1000")
+    ws = await dclient.ws_connect(f"/ws/batched?token={node_token}&batch=1")
+    console = Console(ws)
+    assert [(await console.next())["event"] for _ in range(2)] == ["stats", "logs"]
+    await dapi.post("/containers/batched/start")
+    lines: list[str] = []
+
+    async def read_all() -> None:
+        while "END" not in lines:
+            received = await console.next()
+            if received["event"] == "console_batch":
+                lines.extend(received["data"]["lines"])
+            assert received["event"] != "console"
+
+    await asyncio.wait_for(read_all(), 30)
+    assert lines == [str(i) for i in range(1, 5001)] + ["END"]
+    batches = [f for f in console.seen if f["event"] == "console_batch"]
+    assert len(batches) < 5001  # several lines per frame
+    assert any(f["event"] == "event" and f["data"]["type"] == "starting" for f in console.seen)
+    await ws.close()
