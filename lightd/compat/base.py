@@ -115,8 +115,7 @@ class CompatServices:
             if server.install_task is not None:
                 await asyncio.wait_for(asyncio.shield(server.install_task), COMPAT_READY_TIMEOUT)
             if server.install_state != "ready":
-                record = await self.servers.store.get_container(name)
-                raise ValidationFailed(f"install failed: {(record or {}).get('install_error')}")
+                raise ValidationFailed(f"install failed: {server.record.get('install_error')}")
             if start:
                 await self.servers.power_and_wait(name, "start")
         except (LightdError, TimeoutError) as exc:
