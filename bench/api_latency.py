@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 import common  # noqa: F401 - puts the repo root on sys.path
-from common import Api, Bench, Daemon, free_port, median, note, parse_args, percentile, ratio, report, seed_store, verdict, wait_http
+from common import Api, Bench, free_port, median, note, parse_args, percentile, ratio, report, seed_store, verdict, wait_http
 
 import aiohttp
 import psutil

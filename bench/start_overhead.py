@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import common  # noqa: F401 - puts the repo root on sys.path
 from common import Api, Bench, median, note, parse_args, percentile, ratio, report, seed_store, verdict

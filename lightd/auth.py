@@ -61,6 +61,7 @@ class TokenService:
             raise ValidationFailed(f"ttl_seconds: must be between 1 and {self.max_ttl}", details={"field": "ttl_seconds"})
         if purpose not in PURPOSES:
             raise ValidationFailed(f"purpose: must be one of {', '.join(PURPOSES)}", details={"field": "purpose"})
+        await self.purge_expired()  # the table holds recent tokens only, not every token ever minted
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = time.time()
         await self.store.insert_token(hash_token(token), container, purpose, now, now + ttl)
@@ -89,4 +90,5 @@ class TokenService:
         return principal
 
     async def purge_expired(self) -> int:
-        return await self.store.delete_expired_tokens(time.time())
+        """Forget tokens that expired over `max_ttl` ago (recently expired ones still answer "expired")."""
+        return await self.store.delete_expired_tokens(time.time() - self.max_ttl)

@@ -13,7 +13,7 @@ from aiohttp import web
 from lightd import keys
 from lightd.auth import TokenService
 from lightd.config import Config
-from lightd.errors import LightdError, NotFound, ValidationFailed
+from lightd.errors import LightdError, ValidationFailed
 from lightd.events import EventBus
 from lightd.ports import PortPool, PortSpec
 from lightd.servers.manager import ServerManager

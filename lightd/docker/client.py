@@ -136,15 +136,6 @@ class DockerClient:
         except NotFound:
             return None
 
-    async def list_containers(self, label: str) -> list[dict[str, Any]]:
-        return await self._call(
-            "list containers", self._list(label)
-        )
-
-    async def _list(self, label: str) -> list[dict[str, Any]]:
-        containers = await self.raw.containers.list(all=True, filters={"label": [label]})
-        return [c._container for c in containers]
-
     async def start_container(self, name: str) -> None:
         await self._call(f"start {name}", self.raw.containers.container(name).start())
 

@@ -97,7 +97,6 @@ class OutputThrottle:
         self._window_start = 0.0
         self._count = 0
         self._noticed = False
-        self.dropped_total = 0
 
     def reset(self) -> None:
         self._window_start = 0.0
@@ -115,7 +114,6 @@ class OutputThrottle:
         self._count += 1
         if self._count <= self.limit:
             return True
-        self.dropped_total += 1
         return False
 
     def take_notice(self) -> bool:

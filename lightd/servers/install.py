@@ -60,7 +60,6 @@ async def install(server: Server) -> bool:
         for image in dict.fromkeys(filter(None, [spec.image, spec.install_script and spec.install_image])):
             await _ensure_image(server, image)
         step("CreatingContainer")
-        await server.write_entrypoint()
         await server.env.create(spec, server.volume_path, server.data_path)
         server.container_missing = False
         step("ContainerCreated")

@@ -204,9 +204,7 @@ class ServerManager:
         elif action == "stop" and server.state == "offline":
             raise Conflict(f"server {internal_id} is not running")
         elif action == "restart":
-            server.check_installed()
-            if server.install_state != "ready":
-                raise Conflict(f"server {internal_id} is {server.install_state}, not ready")
+            server.check_ready()
         await self.require_engine()
         server.lock.try_acquire(action)
         if action in ("stop", "restart"):

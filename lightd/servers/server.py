@@ -102,9 +102,12 @@ class Server:
         return int((time.time() - self.started_at) * 1000)
 
     # -- preconditions (checked in the request, before a task is spawned) ---------------------------
-    def check_can_start(self) -> None:
+    def check_ready(self) -> None:
         if self.install_state != "ready":
             raise Conflict(f"server {self.id} is {self.install_state}, not ready")
+
+    def check_can_start(self) -> None:
+        self.check_ready()
         if self.state != "offline":
             raise Conflict(f"server {self.id} is already {self.state}")
 
@@ -238,7 +241,7 @@ class Server:
         console = await self.env.attach(self.id)
         self._expect_exit = False
         self._exited.clear()
-        self.state = "offline"
+        self.state = "offline"  # so that set_state announces the state found, even if it is unchanged
         await self.set_state("starting" if assume_state == "starting" and self._pattern else "running")
         if self.started_at is None:
             self.started_at = time.time()
@@ -325,10 +328,3 @@ class Server:
             await self.start()
         finally:
             self.lock.release()
-
-    async def wait_offline(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._exited.wait(), timeout)
-            return True
-        except TimeoutError:
-            return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from lightd import keys
 from lightd.app import create_app
@@ -109,3 +110,12 @@ async def test_store_survives_restart(aiohttp_client, config, auth_headers):
     assert [p["port"] for p in ports["ports"]] == [7777]
     assert (await api.get(f"/volumes/{volume['volume_id']}"))[0] == 200
     assert await client.app[keys.STORE].schema_version() >= 1
+
+
+async def test_long_expired_tokens_are_forgotten(api, client):
+    store = client.app[keys.STORE]
+    await store.insert_token("old-hash", None, "all", 0.0, 1.0)  # expired in 1970
+    await store.insert_token("recent-hash", None, "all", 0.0, time.time() - 5)
+    assert (await api.post("/auth/tokens", json={}))[0] == 201
+    assert await store.get_token("old-hash") is None
+    assert await store.get_token("recent-hash") is not None  # still answers "token expired"
