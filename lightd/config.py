@@ -116,8 +116,8 @@ class ConsoleConfig(_Section):
     throttle_window_ms: int = Field(default=100, ge=10)
     max_sockets: int = Field(default=30, ge=1)
     send_queue: int = Field(default=64, ge=1)
-    """Frames queued per console socket, oldest dropped when full; the socket uses at least throttle_lines
-    so a burst the throttle admitted reaches every client that keeps up."""
+    """Lines (and other messages) queued per console socket, oldest dropped when full; the socket uses at
+    least throttle_lines so a burst the throttle admitted reaches every client that keeps up."""
     max_frame_bytes: int = Field(default=32 * 1024, ge=256)
     inbound_rate: float = Field(default=5.0, gt=0)
     inbound_burst: int = Field(default=10, ge=1)

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import struct
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +38,52 @@ class Inbound:
 
 def frame(event: str, data: Any, ts: float | None = None) -> str:
     """One outbound frame: `{"event", "data", "ts"}` (unix ms)."""
-    return orjson.dumps({"event": event, "data": data, "ts": int((time.time() if ts is None else ts) * 1000)}).decode()
+    return frame_bytes(event, data, ts).decode()
+
+
+def frame_bytes(event: str, data: Any, ts: float | None = None) -> bytes:
+    """`frame`, UTF-8 encoded."""
+    return orjson.dumps({"event": event, "data": data, "ts": int((time.time() if ts is None else ts) * 1000)})
+
+
+# -- wire frames -------------------------------------------------------------------------------------
+# The console socket writes text frames itself, many per transport write: one frame per console line is
+# the documented shape, and a send per frame cost more than everything else the daemon does with a line.
+# Server frames are never masked; the socket is opened without compression (as Wings does).
+_SHORT_HEADERS = [bytes((0x81, n)) for n in range(126)]
+_PACK_16 = struct.Struct("!BBH").pack
+_PACK_64 = struct.Struct("!BBQ").pack
+_CONSOLE_HEAD = b'{"event":"console","data":'
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One complete, unmasked WebSocket text frame (RFC 6455 5.2) carrying `payload` (UTF-8 JSON)."""
+    size = len(payload)
+    if size < 126:
+        return _SHORT_HEADERS[size] + payload
+    if size < 65536:
+        return _PACK_16(0x81, 126, size) + payload
+    return _PACK_64(0x81, 127, size) + payload
+
+
+def console_frames(lines: Sequence[str], ts: float) -> bytes:
+    """One `console` text frame per line, as one run of bytes: `{"event":"console","data":line,"ts":ms}`."""
+    tail = b',"ts":%d}' % int(ts * 1000)
+    fixed = len(_CONSOLE_HEAD) + len(tail)
+    parts = []
+    append = parts.append
+    for data in map(orjson.dumps, lines):
+        size = fixed + len(data)
+        if size < 126:
+            append(_SHORT_HEADERS[size])
+        elif size < 65536:
+            append(_PACK_16(0x81, 126, size))
+        else:
+            append(_PACK_64(0x81, 127, size))
+        append(_CONSOLE_HEAD)
+        append(data)
+        append(tail)
+    return b"".join(parts)
 
 
 def parse_inbound(text: str) -> Inbound:

@@ -14,14 +14,14 @@ from aiohttp import WSMsgType, web
 
 from lightd import keys
 from lightd.api.console_protocol import (
-    DEFAULT_LOG_LINES, Inbound, ProtocolError, TokenBucket, frame, parse_inbound,
+    DEFAULT_LOG_LINES, Inbound, ProtocolError, TokenBucket, console_frames, frame_bytes, parse_inbound, text_frame,
 )
 from lightd.api.middleware import bearer_token
 from lightd.api.public import self_authenticated
 from lightd.auth import Principal
 from lightd.config import ConsoleConfig
 from lightd.errors import BadRequest, Conflict, LightdError
-from lightd.events import Event, Subscription
+from lightd.events import LINE_KINDS, Event, Subscription
 from lightd.servers.server import Server
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,7 @@ REPLY_QUEUE = 32
 EXPIRY_WARNING_SECONDS = 60.0
 CLOSE_TIMEOUT = 5.0
 HEARTBEAT_SECONDS = 30.0
-CONSOLE_KINDS = frozenset({"console", "install_log"})
-BATCH_MAX_LINES = 1000
-BATCH_MAX_BYTES = 256 * 1024
+WRITE_MAX_BYTES = 256 * 1024  # one transport write gathers queued frames up to about this much
 
 
 def queue_size(console: ConsoleConfig) -> int:
@@ -104,7 +102,8 @@ class ConsoleSocket:
         self.events = app[keys.EVENTS]
         self.tasks = app[keys.TASKS]
         self.bucket = TokenBucket(self.config.inbound_rate, self.config.inbound_burst)
-        self.replies: collections.deque[str] = collections.deque(maxlen=REPLY_QUEUE)
+        self.protocol = request.protocol
+        self.replies: collections.deque[bytes] = collections.deque(maxlen=REPLY_QUEUE)
         self.sub: Subscription | None = None
         self.batch = request.query.get("batch") in ("1", "true")
         self.close_task: asyncio.Task[None] | None = None
@@ -112,60 +111,68 @@ class ConsoleSocket:
     # -- outbound ------------------------------------------------------------------------------------
     def reply(self, event: str, data: Any) -> None:
         """Queue a frame for this socket only (answers, errors); sent before queued bus events."""
-        self.replies.append(frame(event, data))
+        self.replies.append(text_frame(frame_bytes(event, data)))
         if self.sub is not None:
             self.sub.offer(Event(WAKE, self.server.id, None))
 
     def error(self, message: str) -> None:
         self.reply("error", {"message": message})
 
+    def _wire(self, event: Event) -> bytes:
+        """The frames of one bus event as bytes on the wire, made once per event for all the sockets in
+        the same mode: a console chunk is one `console` frame per line, or one `console_batch` frame."""
+        key = "ws-batch" if self.batch else "ws"
+        data = event.encoded.get(key)
+        if data is None:
+            if event.kind in LINE_KINDS:
+                data = (text_frame(frame_bytes("console_batch", {"lines": event.data}, event.ts)) if self.batch
+                        else console_frames(event.data, event.ts))
+            else:
+                data = text_frame(frame_bytes(OUTBOUND[event.kind], event.data, event.ts))
+            event.encoded[key] = data
+        return data
+
     async def _write(self) -> None:
-        """The only task that sends data frames on this socket."""
+        """The only task that sends data frames on this socket: everything queued goes out in one write."""
         assert self.sub is not None
-        pending: Event | None = None
         try:
-            while True:
-                while self.replies:
-                    await self.ws.send_str(self.replies.popleft())
-                event = pending or await self.sub.get()
-                pending = None
-                if event is None:
+            while (event := await self.sub.get()) is not None:
+                parts = list(self.replies)
+                self.replies.clear()
+                size, deleted = 0, False
+                while event is not None:
+                    if event.kind != WAKE:
+                        data = self._wire(event)
+                        parts.append(data)
+                        size += len(data)
+                        if event.kind == "event" and event.data.get("type") == "deleted":
+                            deleted = True
+                            break
+                        if size >= WRITE_MAX_BYTES:
+                            break
+                    event = self.sub.get_nowait()
+                if parts and not await self._send(b"".join(parts)):
                     return
-                if event.kind == WAKE:
-                    continue
-                if self.batch and event.kind in CONSOLE_KINDS:
-                    pending = await self._send_batch(event)
-                    continue
-                text = event.encoded.get("ws")
-                if text is None:  # encoded once per event, not once per socket
-                    text = event.encoded["ws"] = frame(OUTBOUND[event.kind], event.data, event.ts)
-                await self.ws.send_str(text)
-                if event.kind == "event" and event.data.get("type") == "deleted":
+                if deleted:
                     # SECURITY: a deleted server's sessions end; 4404 tells clients not to reconnect.
                     self.request_close(CLOSE_DELETED, "container deleted")
                     return
-        except (ConnectionError, RuntimeError) as exc:
+        except ConnectionError as exc:
             # A send error closes that socket (and only that one).
             log.debug("%s: console socket send failed: %r", self.server.id, exc)
             self.request_close(CLOSE_SEND_FAILED, "send failed")
 
-    async def _send_batch(self, first: Event) -> Event | None:
-        """Opt-in (`?batch=1`): the console lines already queued go out as one `console_batch` frame
-        `{"lines": [...]}`, oldest first. Returns the first queued event that is not a console line."""
-        assert self.sub is not None
-        lines, size, ts = [first.data], len(first.data), first.ts
-        pending = None
-        while len(lines) < BATCH_MAX_LINES and size < BATCH_MAX_BYTES:
-            event = self.sub.get_nowait()
-            if event is None:
-                break
-            if event.kind not in CONSOLE_KINDS:
-                pending = event
-                break
-            lines.append(event.data)
-            size += len(event.data)
-        await self.ws.send_str(frame("console_batch", {"lines": lines}, ts))
-        return pending
+    async def _send(self, data: bytes) -> bool:
+        """Write whole frames to the connection, then wait while the client is not reading (the queue in
+        front of this socket drops the oldest lines meanwhile). False once the socket is closing."""
+        if self.close_task is not None or self.ws.closed:
+            return False  # nothing may follow a close frame
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("connection lost")
+        self.transport.write(data)
+        if self.protocol.writing_paused:
+            await self.protocol._drain_helper()  # the wait aiohttp's own WebSocket writer uses
+        return True
 
     def request_close(self, code: int, reason: str) -> None:
         """Close the socket with `code` (once; later requests are ignored)."""
@@ -270,7 +277,8 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
     principal = await tokens.authenticate(token, purpose="websocket", container=container_id)
     server = request.config_dict[keys.SERVERS].get(container_id)
     config = request.config_dict[keys.CONFIG].console
-    ws = web.WebSocketResponse(max_msg_size=config.max_frame_bytes, heartbeat=HEARTBEAT_SECONDS)
+    # No permessage-deflate (as Wings): the socket writes its frames itself, encoded once for all clients.
+    ws = web.WebSocketResponse(max_msg_size=config.max_frame_bytes, heartbeat=HEARTBEAT_SECONDS, compress=False)
     if not ws.can_prepare(request).ok:
         raise BadRequest("expected a WebSocket upgrade")
     sockets = request.config_dict[keys.CONSOLE_SOCKETS]

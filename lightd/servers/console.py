@@ -29,11 +29,21 @@ class LineSplitter:
         data = self._rest + chunk
         if b"\r" in data:  # one pass over the chunk, not one search per line
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        parts = data.split(b"\n")
-        self._rest = parts.pop()
-        lines: list[str] = []
-        for raw in parts:
-            lines.extend(self._decode(raw))
+        end = data.rfind(b"\n")
+        if end < 0:
+            lines: list[str] = []
+            self._rest = data
+        else:
+            self._rest = data[end + 1:]
+            complete = data[:end]
+            if len(complete) <= self.max_bytes or max(map(len, complete.split(b"\n"))) <= self.max_bytes:
+                # One decode and one split for the whole chunk. LF never occurs inside a UTF-8 sequence,
+                # so this is the same text (and the same replacement characters) as line by line.
+                lines = complete.decode("utf-8", "replace").split("\n")
+            else:
+                lines = []
+                for raw in complete.split(b"\n"):
+                    lines.extend(self._decode(raw))
         if len(self._rest) >= self.max_bytes:
             cut = len(self._rest) - len(self._rest) % self.max_bytes
             lines.extend(self._decode(self._rest[:cut]))
@@ -69,8 +79,11 @@ class ConsoleHistory:
             self._bytes -= len(self._lines.popleft())
 
     def extend(self, lines: Iterable[str]) -> None:
-        for line in lines:
-            self.append(line)
+        lines = list(lines)
+        self._lines.extend(lines)
+        self._bytes += sum(map(len, lines))
+        while len(self._lines) > self.max_lines or (self._bytes > self.max_bytes and len(self._lines) > 1):
+            self._bytes -= len(self._lines.popleft())
 
     def tail(self, count: int) -> list[str]:
         if count <= 0:
@@ -104,17 +117,20 @@ class OutputThrottle:
         self._noticed = False
 
     def admit(self, now: float | None = None) -> bool:
+        return self.admit_many(1, now) == 1
+
+    def admit_many(self, count: int, now: float | None = None) -> int:
+        """How many of the next `count` lines may be published (the first ones); the rest are dropped."""
         if self.limit <= 0:
-            return True
+            return count
         now = time.monotonic() if now is None else now
         if now - self._window_start >= self.window:
             self._window_start = now
             self._count = 0
             self._noticed = False
-        self._count += 1
-        if self._count <= self.limit:
-            return True
-        return False
+        admitted = min(count, max(self.limit - self._count, 0))
+        self._count += count
+        return admitted
 
     def take_notice(self) -> bool:
         if self._noticed:

@@ -18,7 +18,7 @@ INSTALL_LOG_TAIL = 50
 
 
 class InstallLog:
-    """The install output: published line by line and kept in `install.log` next to the entrypoint."""
+    """The install output: published chunk by chunk (a list of lines per event) and kept in `install.log` next to the entrypoint."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -27,18 +27,18 @@ class InstallLog:
         self._splitter = LineSplitter(server.config.console.line_max_bytes)
 
     def feed(self, chunk: bytes) -> None:
-        for line in self._splitter.feed(chunk):
-            self._add(line)
+        self._add(self._splitter.feed(chunk))
 
     def finish(self) -> None:
-        for line in self._splitter.flush():
-            self._add(line)
+        self._add(self._splitter.flush())
 
-    def _add(self, line: str) -> None:
-        self.lines.append(line)
+    def _add(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        self.lines.extend(lines)
         if len(self.lines) > 10_000:
-            del self.lines[:1000]
-        self.server.events.publish("install_log", self.server.id, line)
+            del self.lines[:len(self.lines) - 9_000]
+        self.server.events.publish("install_log", self.server.id, lines)
 
     def tail(self, count: int = INSTALL_LOG_TAIL) -> str:
         return "\n".join(self.lines[-count:])

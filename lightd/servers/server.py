@@ -251,10 +251,11 @@ class Server:
         splitter = LineSplitter(self.config.console.line_max_bytes)
         try:
             while (chunk := await console.read()) is not None:
-                for line in splitter.feed(chunk):
-                    await self._on_line(line)
-            for line in splitter.flush():
-                await self._on_line(line)
+                await self._on_lines(splitter.feed(chunk))
+                # A flood arrives faster than it is read, so the read above may never suspend: give the
+                # loop to the API and the other servers once per chunk.
+                await asyncio.sleep(0)
+            await self._on_lines(splitter.flush())
         finally:
             await console.close()
             if self._console is console:
@@ -265,14 +266,33 @@ class Server:
         finally:
             self.stream_ending = False
 
-    async def _on_line(self, line: str) -> None:
-        # Start detection runs before the throttle: it sees every line.
-        if self.state == "starting" and self._pattern is not None and self._pattern.search(strip_ansi(line)):
-            await self.set_state("running")
-        if self.throttle.admit():
-            self.history.append(line)
-            self.events.publish("console", self.id, line)
-        elif self.throttle.take_notice():
+    async def _on_lines(self, lines: list[str]) -> None:
+        """One chunk of output: start detection sees every line, then the throttle admits the first lines
+        of the chunk that fit its budget; those go to the history and out as one event."""
+        if not lines:
+            return
+        if self.state == "starting" and self._pattern is not None:
+            search = self._pattern.search
+            for index, line in enumerate(lines):
+                if search(strip_ansi(line)):
+                    # The lines before the match go out first, then `running`, then the rest.
+                    self._publish_lines(lines[:index])
+                    await self.set_state("running")
+                    lines = lines[index:]
+                    break
+        self._publish_lines(lines)
+
+    def _publish_lines(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        total = len(lines)
+        admitted = self.throttle.admit_many(total)
+        if admitted:
+            if admitted < total:
+                lines = lines[:admitted]
+            self.history.extend(lines)
+            self.events.publish("console", self.id, lines)
+        if admitted < total and self.throttle.take_notice():
             self.daemon_message(THROTTLE_NOTICE)
 
     async def _on_stream_end(self) -> None:

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from lightd import keys
+from lightd.events import LINE_KINDS
 from tests.conftest import TEST_IMAGE, Api, wait_for
 
 
@@ -63,6 +64,9 @@ class EventLog:
         return self.events
 
     def of(self, kind: str) -> list[Any]:
+        """The data of every event of `kind`; output chunks are flattened to their lines."""
+        if kind in LINE_KINDS:
+            return [line for e in self.drain() if e.kind == kind for line in e.data]
         return [e.data for e in self.drain() if e.kind == kind]
 
     def types(self) -> list[str]:
