@@ -200,6 +200,42 @@ def client_cpu() -> float:
     return own.user + own.system + children.ru_utime + children.ru_stime
 
 
+def engine_procs() -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("dockerd", "containerd", "containerd-shim-runc-v2")]
+
+
+class CpuSplit:
+    """Where the machine's CPU went during one run: the daemon (user/system), the engine (dockerd,
+    containerd and the shims), the bench client, and the machine's idle share."""
+
+    def __init__(self, daemon_pid: int) -> None:
+        self.daemon = psutil.Process(daemon_pid)
+        self.engine = engine_procs()
+        self.d0 = self.daemon.cpu_times()
+        self.e0 = sum(self._cpu(p) for p in self.engine)
+        self.c0 = client_cpu()
+        self.m0 = psutil.cpu_times()
+        self.w0 = time.perf_counter()
+
+    @staticmethod
+    def _cpu(proc: psutil.Process) -> float:
+        try:
+            t = proc.cpu_times()
+            return t.user + t.system
+        except psutil.Error:
+            return 0.0
+
+    def summary(self) -> str:
+        wall = time.perf_counter() - self.w0
+        d = self.daemon.cpu_times()
+        m = psutil.cpu_times()
+        idle = (m.idle - self.m0.idle) / wall / psutil.cpu_count() * 100
+        pct = lambda seconds: seconds / wall * 100  # noqa: E731
+        return (f"CPU (% of one core): daemon user {pct(d.user - self.d0.user):.0f} + system {pct(d.system - self.d0.system):.0f}, "
+                f"engine (dockerd, containerd, shims) {pct(sum(self._cpu(p) for p in self.engine) - self.e0):.0f}, "
+                f"bench client {pct(client_cpu() - self.c0):.0f}; machine idle {idle:.0f}% of {psutil.cpu_count()} cores")
+
+
 def cpu_of(pid: int) -> float:
     t = psutil.Process(pid).cpu_times()
     return t.user + t.system
@@ -278,15 +314,19 @@ async def main(bench: Bench) -> None:
             report("console_throughput 1 client aiohttp reader",
                    f"lightd {areader.rate:,.0f} lines/s read with aiohttp's client (bench client CPU {acpu:.0f}%), "
                    f"ratio {ratio(areader.rate, raw_rate):.2f} of raw; received {areader.lines} of {n}, {areader.bad} "
-                   f"malformed (the figure above uses bench/ws_reader.py, which reads like the raw baseline)")
+                   f"malformed (the figure above uses bench/wsreader.c, which reads like the raw baseline)")
 
             # -- 50 clients, against 1 raw reader (the issue's baseline) and 50 raw attaches ---------------
+            split = CpuSplit(fast.pid)
             counts50, raw50_rate = await raw_run(raw_containers["raw50"], timeout, readers=50)
+            rsplit = split.summary()
             report("console_throughput raw 50 readers",
                    f"50 raw docker attaches of one container ({n50} lines): {raw50_rate:,.0f} lines/s per reader, "
-                   f"{raw50_rate / raw_rate:.2f} of 1 raw reader; received min/max {min(counts50)}/{max(counts50)}")
+                   f"{raw50_rate / raw_rate:.2f} of 1 raw reader; received min/max {min(counts50)}/{max(counts50)}; {rsplit}")
+            split = CpuSplit(fast.pid)
             d0, m0, w0 = cpu_of(fast.pid), client_cpu(), time.perf_counter()
             readers = await lightd_run(api, fast, "flood50", 50, timeout, session)
+            split50 = split.summary()
             wall = time.perf_counter() - w0
             dsec = cpu_of(fast.pid) - d0
             dcpu, mcpu = dsec / wall * 100, (client_cpu() - m0) / wall * 100
@@ -299,9 +339,9 @@ async def main(bench: Bench) -> None:
                    f"attach {raw_rate:,.0f} lines/s (1 reader, {raw_n} lines), ratio "
                    f"{r50:.3f} (target >= {TARGET_50}, {verdict(r50 >= TARGET_50)}); "
                    f"received min/max {min(got)}/{max(got)} of {n50} sent, {sum(1 for g in got if g == n50)}/50 clients "
-                   f"got every line; CPU daemon {dcpu:.0f}%, bench client {mcpu:.0f}%; daemon CPU "
+                   f"got every line, {sum(r.bad for r in readers)} malformed; CPU daemon {dcpu:.0f}%, bench client {mcpu:.0f}%; daemon CPU "
                    f"{dsec / max(sum(got), 1) * 1e6:.1f} us per delivered frame ({dsec / n50 * 1e6:.0f} us per line); "
-                   f"against 50 raw attaches {ratio(per_client, raw50_rate):.2f}")
+                   f"against 50 raw attaches {ratio(per_client, raw50_rate):.2f}; {split50}")
             # -- opt-in batching (?batch=1: the lines already queued go out as one console_batch frame) -----
             d0, w0 = cpu_of(fast.pid), time.perf_counter()
             (breader,) = await lightd_run(api, fast, "flood1", 1, timeout, session, batch=True)
@@ -311,8 +351,9 @@ async def main(bench: Bench) -> None:
                    f"lightd ?batch=1 {breader.rate:,.0f} lines/s, raw docker attach {raw_rate:,.0f} lines/s, ratio "
                    f"{rb1:.2f} (target >= {TARGET_1}, {verdict(rb1 >= TARGET_1)}); received {breader.lines} of {n}, "
                    f"{breader.bad} malformed; daemon CPU {bcpu:.1f} us per line")
-            d0 = cpu_of(fast.pid)
+            d0, split = cpu_of(fast.pid), CpuSplit(fast.pid)
             breaders = await lightd_run(api, fast, "flood50", 50, timeout, session, batch=True)
+            bsplit = split.summary()
             bspan = max(r.last for r in breaders) - min(r.first for r in breaders)
             bper = n50 / bspan if bspan > 0 else math.nan
             rb50 = ratio(bper, raw_rate)
@@ -320,8 +361,8 @@ async def main(bench: Bench) -> None:
             report("console_throughput 50 clients batch",
                    f"lightd ?batch=1 {bper:,.0f} lines/s per client, raw docker attach {raw_rate:,.0f} lines/s, ratio "
                    f"{rb50:.3f} (target >= {TARGET_50}, {verdict(rb50 >= TARGET_50)}); received min/max "
-                   f"{min(bgot)}/{max(bgot)} of {n50}; daemon CPU {(cpu_of(fast.pid) - d0) / max(sum(bgot), 1) * 1e6:.2f} "
-                   f"us per delivered line; against 50 raw attaches {ratio(bper, raw50_rate):.2f}")
+                   f"{min(bgot)}/{max(bgot)} of {n50}, {sum(r.bad for r in breaders)} malformed; daemon CPU {(cpu_of(fast.pid) - d0) / max(sum(bgot), 1) * 1e6:.2f} "
+                   f"us per delivered line; against 50 raw attaches {ratio(bper, raw50_rate):.2f}; {bsplit}")
         fast.stop()
 
         # -- default throttle ----------------------------------------------------------------------------

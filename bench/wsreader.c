@@ -5,9 +5,10 @@
  * reader, not the daemon, would set the rate. This program is the WebSocket counterpart of that baseline:
  * CLIENTS connections in one process, a real handshake (the Sec-WebSocket-Accept is checked), large reads
  * with poll(), and a walk over every frame:
- *   - a `console` text frame counts one line; its payload must hold the expected line (else it is bad);
- *   - a `console_batch` frame counts the expected line's occurrences; its length must be exactly that of a
- *     JSON list of that many lines (else the frame counts as bad);
+ *   - a `console` text frame counts one line; it must be exactly {"event":"console","data":"<line>","ts":<ms>}
+ *     with the expected line (else it counts as bad);
+ *   - a `console_batch` frame: its length gives the number of lines, and every slot of the JSON list must
+ *     hold the expected line (else the frame counts as one bad line);
  *   - other text frames: an `exit` event ends that connection, a `daemon_message` is counted;
  *   - pings are answered (masked pong), a close frame or a protocol error ends the connection with an error.
  * It prints "ready" once every handshake is done, then, when every connection has seen its exit event (or
@@ -95,15 +96,25 @@ static void walk(conn_t *c) {
         c->frames++;
         if (op == 1) {
             if (plen >= sizeof CONSOLE - 1 && memcmp(p, CONSOLE, sizeof CONSOLE - 1) == 0) {
+                /* CONSOLE + the quoted line + ,"ts":<13 digits>} */
                 c->lines++;
-                if (!memmem(p, plen, quoted, quoted_len)) c->bad++;
+                if (plen != sizeof CONSOLE - 1 + quoted_len + 20
+                    || memcmp(p + sizeof CONSOLE - 1, quoted, quoted_len) != 0) c->bad++;
             } else if (plen >= sizeof BATCH - 1 && memcmp(p, BATCH, sizeof BATCH - 1) == 0) {
-                long count = 0;
-                const unsigned char *q = p, *end = p + plen;
-                while ((q = memmem(q, end - q, quoted, quoted_len)) != NULL) { count++; q += quoted_len; }
-                /* BATCH + count quoted lines joined by "," + ]},"ts": + 13 digits + } */
-                uint64_t expect = sizeof BATCH - 1 + (count ? count * (quoted_len + 1) - 1 : 0) + sizeof BATCH_TAIL - 1 + 14;
-                if (plen != expect) c->bad++;
+                /* BATCH + count quoted lines joined by "," + ]},"ts": + 13 digits + }: the count follows
+                 * from the length, then every slot is compared with the expected line. */
+                uint64_t fixed = sizeof BATCH - 1 + sizeof BATCH_TAIL - 1 + 14;
+                uint64_t slots = plen > fixed ? plen - fixed + 1 : 0;
+                long count = (long)(slots / (quoted_len + 1));
+                int ok = slots % (quoted_len + 1) == 0 && count > 0;
+                const unsigned char *q = p + sizeof BATCH - 1;
+                for (long k = 0; ok && k < count; k++, q += quoted_len + 1) {
+                    if (memcmp(q, quoted, quoted_len) != 0 || (k + 1 < count && q[quoted_len] != ',')) ok = 0;
+                }
+                if (!ok) {  /* not a list of the expected lines: count it as one bad line */
+                    c->bad++;
+                    count = 1;
+                }
                 c->lines += count;
             } else if (memmem(p, plen, EXIT_MARK, sizeof EXIT_MARK - 1)) {
                 c->exit_at = now();

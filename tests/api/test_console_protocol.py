@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from lightd.api.console_protocol import Inbound, ProtocolError, TokenBucket, frame, parse_inbound
+from lightd.api.console_protocol import (
+    Inbound, ProtocolError, TokenBucket, console_frames, frame, frame_bytes, parse_inbound, text_frame,
+)
 
 
 @pytest.mark.parametrize("message, expected", [
@@ -49,3 +51,41 @@ def test_token_bucket_one_notice_per_burst():
     assert not bucket.admit(0.1)
     assert bucket.admit(0.6)  # refilled at 2/s
     assert not bucket.admit(0.6) and bucket.take_notice()
+
+
+def parse_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """Server-to-client frames, straight from RFC 6455 5.2: (opcode, payload) of each FIN frame."""
+    frames, i = [], 0
+    while i < len(data):
+        first, second = data[i], data[i + 1]
+        assert first & 0x80 and not first & 0x70, "FIN set, no RSV bits"
+        assert not second & 0x80, "a server never masks"
+        length, i = second & 0x7F, i + 2
+        if length == 126:
+            length, i = int.from_bytes(data[i:i + 2], "big"), i + 2
+            assert length >= 126, "minimal length encoding"
+        elif length == 127:
+            length, i = int.from_bytes(data[i:i + 8], "big"), i + 8
+            assert length >= 65536, "minimal length encoding"
+        frames.append((first & 0x0F, data[i:i + length]))
+        i += length
+    assert i == len(data)
+    return frames
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 200_000])
+def test_text_frame_length_encodings(size):
+    payload = b"x" * size
+    assert parse_frames(text_frame(payload)) == [(1, payload)]
+
+
+def test_console_frames_are_one_documented_frame_per_line():
+    lines = ["plain", "", 'quotes " and \\ backslash', "tab\tand\x00nul", "ünïcødé €", "\x1b[31mred\x1b[0m",
+             "x" * 100, "y" * 70_000, "z" * 65_500]
+    data = console_frames(lines, ts=1700000000.1234)
+    frames = parse_frames(data)
+    assert [op for op, _ in frames] == [1] * len(lines)
+    assert [json.loads(payload) for _, payload in frames] == [
+        {"event": "console", "data": line, "ts": 1700000000123} for line in lines]
+    assert data == b"".join(text_frame(frame_bytes("console", line, 1700000000.1234)) for line in lines)
+    assert console_frames([], ts=1.0) == b""

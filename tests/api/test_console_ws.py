@@ -295,3 +295,16 @@ async def test_batch_mode_sends_queued_lines_as_one_frame(aiohttp_client, make_c
     assert len(batches) < 5001  # several lines per frame
     assert any(f["event"] == "event" and f["data"]["type"] == "starting" for f in console.seen)
     await ws.close()
+
+
+async def test_long_lines_and_unicode_reach_a_real_client_intact(dapi, dclient, node_token):
+    """Frames of every length encoding (7-bit, 16-bit, 64-bit) written by the daemon's own frame writer,
+    read by aiohttp's client: a 70000-byte line is cut at line_max_bytes (64 KiB) into two lines."""
+    script = ("sleep 1; printf 'short\\n'; head -c 300 /dev/zero | tr '\\0' m; echo; "
+              "head -c 70000 /dev/zero | tr '\\0' L; echo; printf '\\303\\251t\\303\\251 \\342\\202\\254 \"q\"\\n'; "
+              "echo END; sleep 1000")
+    await create_server(dapi, "long", startup_command=script)
+    console = await connect(dclient, "long", node_token)
+    await dapi.post("/containers/long/start")
+    await console.console_line("END")
+    assert console.lines() == ["short", "m" * 300, "L" * 65536, "L" * (70000 - 65536), 'été € "q"', "END"]

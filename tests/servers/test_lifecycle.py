@@ -175,3 +175,20 @@ async def test_memory_limit_visible_inside(dapi, dclient):
     name = f"{dclient.app[keys.CONFIG].docker.container_prefix}mem"
     assert docker_inspect(name, "{{.HostConfig.NanoCpus}}") == "500000000"
     assert docker_inspect(name, "{{.HostConfig.PidsLimit}}") == "512"
+
+
+async def test_running_is_announced_between_the_lines_around_the_match(dapi, dclient):
+    """Lines read in one chunk: those before the start pattern's line go out first, then `running`,
+    then the matching line and the rest (as when each line was handled on its own)."""
+    await create_server(dapi, "order", startup_command="printf 'one\\ntwo\\nREADY now\\nthree\\n'; sleep 1000",
+                        start_pattern="^READY")
+    events = EventLog(dclient.app, "order")
+    await dapi.post("/containers/order/start")
+    await events.wait("console", lambda line: line == "three", timeout=20)
+    sequence = []
+    for event in events.drain():
+        if event.kind == "console":
+            sequence.extend(event.data)
+        elif event.kind == "event" and event.data["type"] in ("starting", "running"):
+            sequence.append(f"<{event.data['type']}>")
+    assert sequence == ["<starting>", "one", "two", "<running>", "READY now", "three"]
