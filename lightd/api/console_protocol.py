@@ -36,13 +36,8 @@ class Inbound:
     value: Any = None  # the command line, the power action or the number of log lines
 
 
-def frame(event: str, data: Any, ts: float | None = None) -> str:
-    """One outbound frame: `{"event", "data", "ts"}` (unix ms)."""
-    return frame_bytes(event, data, ts).decode()
-
-
 def frame_bytes(event: str, data: Any, ts: float | None = None) -> bytes:
-    """`frame`, UTF-8 encoded."""
+    """One outbound message, UTF-8 JSON: `{"event", "data", "ts"}` (unix ms)."""
     return orjson.dumps({"event": event, "data": data, "ts": int((time.time() if ts is None else ts) * 1000)})
 
 
@@ -68,22 +63,15 @@ def text_frame(payload: bytes) -> bytes:
 
 def console_frames(lines: Sequence[str], ts: float) -> bytes:
     """One `console` text frame per line, as one run of bytes: `{"event":"console","data":line,"ts":ms}`."""
-    tail = b',"ts":%d}' % int(ts * 1000)
-    fixed = len(_CONSOLE_HEAD) + len(tail)
-    parts = []
-    append = parts.append
+    head, tail = _CONSOLE_HEAD, b',"ts":%d}' % int(ts * 1000)
+    fixed = len(head) + len(tail)
+    short = _SHORT_HEADERS
+    frames = []
     for data in map(orjson.dumps, lines):
         size = fixed + len(data)
-        if size < 126:
-            append(_SHORT_HEADERS[size])
-        elif size < 65536:
-            append(_PACK_16(0x81, 126, size))
-        else:
-            append(_PACK_64(0x81, 127, size))
-        append(_CONSOLE_HEAD)
-        append(data)
-        append(tail)
-    return b"".join(parts)
+        header = short[size] if size < 126 else _PACK_16(0x81, 126, size) if size < 65536 else _PACK_64(0x81, 127, size)
+        frames.append(header + head + data + tail)
+    return b"".join(frames)
 
 
 def parse_inbound(text: str) -> Inbound:

@@ -1,6 +1,8 @@
 """GET /ws/{container_id}: the console WebSocket. The token is checked before the upgrade (401/403/404 as
-HTTP); after it, each socket has a bounded drop-oldest queue fed by the event bus and one writer task, so a
-slow client never slows the server or the other clients. Message shapes: shared/spec/lightd-protocol.md."""
+HTTP); after it, each socket has a drop-oldest queue bounded in lines, fed by the event bus, and one writer
+task, so a slow client never slows the server or the other clients. The writer sends everything queued in
+one transport write, each event's frames encoded once for every socket. Message shapes:
+shared/spec/lightd-protocol.md."""
 
 from __future__ import annotations
 
@@ -46,9 +48,9 @@ WRITE_MAX_BYTES = 256 * 1024  # one transport write gathers queued frames up to 
 
 
 def queue_size(console: ConsoleConfig) -> int:
-    """Per-socket queue bound. At least one throttle window: the bus publishes a chunk's lines without
-    yielding, so a smaller queue would drop lines of a burst the throttle admitted even for fast clients.
-    The lines are shared objects, so memory stays bounded per server, not per socket."""
+    """Per-socket queue bound, in lines. At least one throttle window: a window's lines can arrive in one
+    go, so a smaller queue would drop lines of a burst the throttle admitted even for fast clients. The
+    lines are shared objects, so memory stays bounded per server, not per socket."""
     return max(console.send_queue, console.throttle_lines)
 
 

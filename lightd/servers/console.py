@@ -82,7 +82,11 @@ class ConsoleHistory:
         lines = list(lines)
         self._lines.extend(lines)
         self._bytes += sum(map(len, lines))
-        while len(self._lines) > self.max_lines or (self._bytes > self.max_bytes and len(self._lines) > 1):
+        excess = len(self._lines) - self.max_lines
+        if excess > 0:
+            popleft = self._lines.popleft
+            self._bytes -= sum(len(popleft()) for _ in range(excess))
+        while self._bytes > self.max_bytes and len(self._lines) > 1:
             self._bytes -= len(self._lines.popleft())
 
     def tail(self, count: int) -> list[str]:

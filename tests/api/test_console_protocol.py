@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lightd.api.console_protocol import (
-    Inbound, ProtocolError, TokenBucket, console_frames, frame, frame_bytes, parse_inbound, text_frame,
+    Inbound, ProtocolError, TokenBucket, console_frames, frame_bytes, parse_inbound, text_frame,
 )
 
 
@@ -41,7 +41,7 @@ def test_refused_shapes(text):
 
 
 def test_frame_envelope():
-    assert json.loads(frame("console", "x", ts=1.5)) == {"event": "console", "data": "x", "ts": 1500}
+    assert json.loads(frame_bytes("console", "x", ts=1.5)) == {"event": "console", "data": "x", "ts": 1500}
 
 
 def test_token_bucket_one_notice_per_burst():
