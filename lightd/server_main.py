@@ -7,26 +7,14 @@ import logging
 from pathlib import Path
 
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_runner import GracefulExit
 
+from lightd.access_log import MaskedAccessLogger
 from lightd.app import create_app
 from lightd.compat.serving import start_front_ends
 from lightd.config import Config
 
 log = logging.getLogger("lightd")
-
-
-class MaskedAccessLogger(AbstractAccessLogger):
-    """Access log lines with every query-string value masked: `?token=` must never reach a log."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        query = "&".join(f"{name}=***" for name in request.query) if request.query_string else ""
-        target = request.path + (f"?{query}" if query else "")
-        self.logger.info(
-            '%s "%s %s" %d %s %.1fms', request.remote, request.method, target, response.status,
-            response.body_length, time * 1000,
-        )
 
 
 async def _serve(config: Config, config_path: Path) -> None:

@@ -83,6 +83,76 @@ MIGRATIONS: list[str] = [
             UNION ALL SELECT server, json_extract(payload, '$.seq') FROM outbox_dropped
         ) GROUP BY server;
     """,
+    # Container Codes front end: its jobs, proxy upstreams and routes, and small settings (file-area volume,
+    # proxy config).
+    """
+    CREATE TABLE cc_jobs (
+        id           TEXT PRIMARY KEY,
+        name         TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        priority     INTEGER NOT NULL,
+        request      TEXT NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        container    TEXT,
+        volume_id    TEXT,
+        exit_code    INTEGER,
+        error        TEXT,
+        logs         TEXT NOT NULL DEFAULT '[]',
+        output_files TEXT NOT NULL DEFAULT '[]',
+        boot         REAL NOT NULL,
+        created_at   REAL NOT NULL,
+        started_at   REAL,
+        finished_at  REAL,
+        updated_at   REAL NOT NULL
+    );
+    CREATE INDEX cc_jobs_status ON cc_jobs(status, priority, created_at);
+    CREATE TABLE cc_proxy_upstreams (
+        name        TEXT PRIMARY KEY,
+        config      TEXT NOT NULL,
+        created_at  REAL NOT NULL
+    );
+    CREATE TABLE cc_proxy_routes (
+        id          TEXT PRIMARY KEY,
+        config      TEXT NOT NULL,
+        created_at  REAL NOT NULL
+    );
+    CREATE TABLE cc_settings (
+        key         TEXT PRIMARY KEY,
+        value       TEXT NOT NULL
+    );
+    """,
+    # ProxiCloud front end: integer vmids for lightd containers (never reused: a deleted container's row is
+    # kept, retired), the analytics samples (30 days, pruned by the collector) and the activity log.
+    """
+    CREATE TABLE proxicloud_vmids (
+        vmid        INTEGER PRIMARY KEY,
+        server      TEXT NOT NULL,
+        options     TEXT NOT NULL DEFAULT '{}',
+        created_at  REAL NOT NULL,
+        retired_at  REAL
+    );
+    CREATE UNIQUE INDEX proxicloud_vmids_live ON proxicloud_vmids(server) WHERE retired_at IS NULL;
+    CREATE TABLE proxicloud_samples (
+        vmid          INTEGER NOT NULL,
+        ts            REAL NOT NULL,
+        cpu           REAL NOT NULL,
+        memory        INTEGER NOT NULL,
+        memory_total  INTEGER NOT NULL,
+        net_in        INTEGER NOT NULL,
+        net_out       INTEGER NOT NULL,
+        disk          INTEGER NOT NULL
+    );
+    CREATE INDEX proxicloud_samples_vmid ON proxicloud_samples(vmid, ts);
+    CREATE INDEX proxicloud_samples_ts ON proxicloud_samples(ts);
+    CREATE TABLE proxicloud_activity (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts          REAL NOT NULL,
+        action      TEXT NOT NULL,
+        vmid        INTEGER,
+        name        TEXT NOT NULL,
+        details     TEXT
+    );
+    """,
 ]
 
 
@@ -345,6 +415,205 @@ class Store:
         )
         await self.db.execute("DELETE FROM outbox WHERE seq = ?", (row["seq"],))
 
+    # -- Container Codes front end --------------------------------------------------------------------
+    _CC_JOB_FIELDS = frozenset({"status", "container", "volume_id", "exit_code", "error", "logs", "output_files",
+                                "started_at", "finished_at", "attempts"})
+
+    async def insert_cc_job(self, job_id: str, name: str, priority: int, request: dict[str, Any], boot: float) -> None:
+        now = time.time()
+        await self._write(
+            "INSERT INTO cc_jobs (id, name, status, priority, request, boot, created_at, updated_at)"
+            " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",
+            (job_id, name, priority, orjson.dumps(request).decode(), boot, now, now),
+        )
+
+    async def get_cc_job(self, job_id: str) -> dict[str, Any] | None:
+        row = await self._fetchone("SELECT * FROM cc_jobs WHERE id = ?", (job_id,))
+        return _decode_cc_job(row) if row else None
+
+    async def list_cc_jobs(self, *, status: str | None = None, created_since: float | None = None,
+                           limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        where, params = ["1 = 1"], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if created_since is not None:
+            where.append("created_at >= ?")
+            params.append(created_since)
+        clause = " AND ".join(where)
+        total = await self._fetchone(f"SELECT COUNT(*) AS n FROM cc_jobs WHERE {clause}", params)
+        rows = await self._fetchall(
+            f"SELECT * FROM cc_jobs WHERE {clause} ORDER BY created_at DESC, id LIMIT ? OFFSET ?", [*params, limit, offset]
+        )
+        return [_decode_cc_job(r) for r in rows], int(total["n"]) if total else 0
+
+    async def queued_cc_jobs(self, limit: int) -> list[str]:
+        """Ids of queued jobs, highest priority first, then oldest."""
+        rows = await self._fetchall(
+            "SELECT id FROM cc_jobs WHERE status = 'queued' ORDER BY priority DESC, created_at, id LIMIT ?", (limit,)
+        )
+        return [r["id"] for r in rows]
+
+    async def claim_cc_job(self, job_id: str, boot: float) -> bool:
+        """Move a queued job to running for this daemon run; False when someone else took it (or it was cancelled)."""
+        now = time.time()
+        return await self._write(
+            "UPDATE cc_jobs SET status = 'running', boot = ?, attempts = attempts + 1, started_at = ?, error = NULL,"
+            " exit_code = NULL, finished_at = NULL, updated_at = ? WHERE id = ? AND status = 'queued'",
+            (boot, now, now, job_id),
+        ) == 1
+
+    async def update_cc_job(self, job_id: str, **fields: Any) -> None:
+        unknown = set(fields) - self._CC_JOB_FIELDS
+        if unknown:
+            raise ValueError(f"not job fields: {sorted(unknown)}")
+        for key in ("logs", "output_files"):
+            if key in fields:
+                fields[key] = orjson.dumps(fields[key]).decode()
+        columns = ", ".join(f"{name} = ?" for name in fields)
+        await self._write(f"UPDATE cc_jobs SET {columns}, updated_at = ? WHERE id = ?", (*fields.values(), time.time(), job_id))
+
+    async def finish_cc_job(self, job_id: str, from_status: str, **fields: Any) -> bool:
+        """Set a terminal status only if the job is still in `from_status` (a cancel may have won)."""
+        status = fields.pop("status")
+        for key in ("logs", "output_files"):
+            if key in fields:
+                fields[key] = orjson.dumps(fields[key]).decode()
+        columns = "".join(f", {name} = ?" for name in fields)
+        return await self._write(
+            f"UPDATE cc_jobs SET status = ?{columns}, updated_at = ? WHERE id = ? AND status = ?",
+            (status, *fields.values(), time.time(), job_id, from_status),
+        ) == 1
+
+    async def cancel_queued_cc_job(self, job_id: str) -> bool:
+        now = time.time()
+        return await self._write(
+            "UPDATE cc_jobs SET status = 'cancelled', finished_at = ?, updated_at = ? WHERE id = ? AND status = 'queued'",
+            (now, now, job_id),
+        ) == 1
+
+    async def requeue_cc_job(self, job_id: str) -> bool:
+        """A failed or cancelled job back to queued (retry)."""
+        return await self._write(
+            "UPDATE cc_jobs SET status = 'queued', error = NULL, exit_code = NULL, finished_at = NULL, updated_at = ?"
+            " WHERE id = ? AND status IN ('failed', 'cancelled')",
+            (time.time(), job_id),
+        ) == 1
+
+    async def fail_interrupted_cc_jobs(self, boot: float, error: str) -> list[dict[str, Any]]:
+        """Jobs that were running in an earlier daemon run become failed; returns them (as they were)."""
+        async with self._lock_write():
+            rows = await self._fetchall("SELECT * FROM cc_jobs WHERE status = 'running' AND boot < ?", (boot,))
+            now = time.time()
+            await self.db.execute(
+                "UPDATE cc_jobs SET status = 'failed', error = ?, finished_at = ?, updated_at = ?"
+                " WHERE status = 'running' AND boot < ?",
+                (error, now, now, boot),
+            )
+        return [_decode_cc_job(r) for r in rows]
+
+    async def put_cc_proxy_item(self, table: str, key: str, config: dict[str, Any], *, create: bool) -> bool:
+        """Insert (create) or replace an existing upstream/route; False on a duplicate create or a missing update."""
+        sql_table, column = _CC_PROXY_TABLES[table]
+        text = orjson.dumps(config).decode()
+        if create:
+            return await self._write(
+                f"INSERT OR IGNORE INTO {sql_table} ({column}, config, created_at) VALUES (?, ?, ?)", (key, text, time.time())
+            ) == 1
+        return await self._write(f"UPDATE {sql_table} SET config = ? WHERE {column} = ?", (text, key)) == 1
+
+    async def list_cc_proxy_items(self, table: str) -> list[dict[str, Any]]:
+        sql_table, _ = _CC_PROXY_TABLES[table]
+        rows = await self._fetchall(f"SELECT config FROM {sql_table} ORDER BY created_at, rowid")
+        return [orjson.loads(r["config"]) for r in rows]
+
+    async def delete_cc_proxy_item(self, table: str, key: str) -> bool:
+        sql_table, column = _CC_PROXY_TABLES[table]
+        return await self._write(f"DELETE FROM {sql_table} WHERE {column} = ?", (key,)) == 1
+
+    async def get_cc_setting(self, key: str) -> Any:
+        row = await self._fetchone("SELECT value FROM cc_settings WHERE key = ?", (key,))
+        return orjson.loads(row["value"]) if row else None
+
+    async def set_cc_setting(self, key: str, value: Any) -> None:
+        await self._write("INSERT OR REPLACE INTO cc_settings (key, value) VALUES (?, ?)", (key, orjson.dumps(value).decode()))
+
+
+    # -- ProxiCloud front end ------------------------------------------------------------------------
+    async def proxicloud_vmids(self) -> list[dict[str, Any]]:
+        """The live vmid rows (options decoded), lowest vmid first."""
+        rows = await self._fetchall("SELECT * FROM proxicloud_vmids WHERE retired_at IS NULL ORDER BY vmid")
+        for row in rows:
+            row["options"] = orjson.loads(row["options"])
+        return rows
+
+    async def proxicloud_assign_vmid(self, server: str, options: dict[str, Any], first: int) -> tuple[int, bool]:
+        """The live vmid of `server`, allocated (one above any vmid ever given, at least `first`) when it
+        has none; (vmid, True when allocated now)."""
+        async with self._lock_write():
+            row = await self._fetchone(
+                "SELECT vmid FROM proxicloud_vmids WHERE server = ? AND retired_at IS NULL", (server,)
+            )
+            if row is not None:
+                return int(row["vmid"]), False
+            row = await self._fetchone(
+                "INSERT INTO proxicloud_vmids (vmid, server, options, created_at)"
+                " SELECT MAX(COALESCE(MAX(vmid) + 1, ?), ?), ?, ?, ? FROM proxicloud_vmids RETURNING vmid",
+                (first, first, server, orjson.dumps(options).decode(), time.time()),
+            )
+        return int(row["vmid"]), True
+
+    async def proxicloud_retire_vmid(self, server: str) -> int | None:
+        """Retire the live vmid of `server` (kept, never given again) and drop its samples; the vmid."""
+        async with self._lock_write():
+            row = await self._fetchone(
+                "UPDATE proxicloud_vmids SET retired_at = ? WHERE server = ? AND retired_at IS NULL RETURNING vmid",
+                (time.time(), server),
+            )
+            if row is None:
+                return None
+            await self.db.execute("DELETE FROM proxicloud_samples WHERE vmid = ?", (row["vmid"],))
+        return int(row["vmid"])
+
+    async def proxicloud_add_samples(self, rows: list[tuple[int, float, float, int, int, int, int, int]]) -> None:
+        """Append (vmid, ts, cpu, memory, memory_total, net_in, net_out, disk) rows."""
+        if not rows:
+            return
+        async with self._lock_write():
+            await self.db.executemany(
+                "INSERT INTO proxicloud_samples (vmid, ts, cpu, memory, memory_total, net_in, net_out, disk)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    async def proxicloud_prune_samples(self, before: float) -> int:
+        return await self._write("DELETE FROM proxicloud_samples WHERE ts < ?", (before,))
+
+    async def proxicloud_series(self, vmid: int, since: float, bucket: float) -> list[dict[str, Any]]:
+        """Samples of `vmid` since `since`, one row per `bucket` seconds: averages, extremes and sums."""
+        return await self._fetchall(
+            "SELECT CAST(ts / ? AS INTEGER) * ? AS ts, AVG(cpu) AS cpu, MIN(cpu) AS cpu_min, MAX(cpu) AS cpu_max,"
+            " AVG(memory) AS memory, MAX(memory_total) AS memory_total, SUM(net_in) AS net_in,"
+            " SUM(net_out) AS net_out, MAX(disk) AS disk, COUNT(*) AS samples"
+            " FROM proxicloud_samples WHERE vmid = ? AND ts >= ? GROUP BY CAST(ts / ? AS INTEGER) ORDER BY 1",
+            (bucket, bucket, vmid, since, bucket),
+        )
+
+    async def proxicloud_add_activity(
+        self, action: str, vmid: int | None, name: str, details: str | None, keep: int,
+    ) -> None:
+        """Append one activity entry; only the newest `keep` entries are kept."""
+        async with self._lock_write():
+            cur = await self.db.execute(
+                "INSERT INTO proxicloud_activity (ts, action, vmid, name, details) VALUES (?, ?, ?, ?, ?)",
+                (time.time(), action, vmid, name, details),
+            )
+            await self.db.execute("DELETE FROM proxicloud_activity WHERE id <= ?", (cur.lastrowid - keep,))
+
+    async def proxicloud_activity(self, limit: int) -> list[dict[str, Any]]:
+        """The newest activity entries, newest first."""
+        return await self._fetchall("SELECT * FROM proxicloud_activity ORDER BY id DESC LIMIT ?", (limit,))
+
 
 class _Abort(Exception):
     """Raised inside a transaction to roll it back."""
@@ -376,4 +645,14 @@ class _Transaction:
 def _decode_container(row: dict[str, Any]) -> dict[str, Any]:
     row["spec"] = orjson.loads(row["spec"])
     row["oom_killed"] = bool(row["oom_killed"])
+    return row
+
+
+_CC_PROXY_TABLES = {"upstreams": ("cc_proxy_upstreams", "name"), "routes": ("cc_proxy_routes", "id")}
+
+
+def _decode_cc_job(row: dict[str, Any]) -> dict[str, Any]:
+    row["request"] = orjson.loads(row["request"])
+    row["logs"] = orjson.loads(row["logs"])
+    row["output_files"] = orjson.loads(row["output_files"])
     return row

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -19,9 +20,11 @@ from lightd.ports import PortPool, PortSpec
 from lightd.servers.manager import ServerManager
 from lightd.servers.models import ContainerSpec, validate_image
 from lightd.servers.server import Server
+from lightd.store import Store
 from lightd.volumes.service import VolumeService
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Keeps a compat-created container alive like a booted system would; exits on SIGTERM (docker-init
 # forwards it), so a graceful stop is quick.
@@ -67,6 +70,22 @@ class CompatServices:
 
     def tasks(self) -> Any:
         return self._app[keys.TASKS]
+
+    @property
+    def store(self) -> Store:
+        """The daemon's SQLite store (a front end's own tables are queried through its methods there)."""
+        return self._app[keys.STORE]
+
+    def shared(self, key: web.AppKey[T], factory: Callable[[], T]) -> T:
+        """One object per daemon for a front end that is both mounted on the main port and served on its
+        own: kept on the main application while that can still take it (front ends are mounted before
+        start-up); afterwards a new one, which then has no other user (nothing was mounted)."""
+        if key in self._app:
+            return self._app[key]
+        value = factory()
+        if not self._app.frozen:
+            self._app[key] = value
+        return value
 
     async def resolve_image(self, name: str) -> str:
         """A foreign image name -> the local image: the configured mapping first, then an image the

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from lightd import keys
+from lightd.access_log import MaskedAccessLogger
 from lightd.api.middleware import bearer_token
 from lightd.compat.base import CompatServices
 from lightd.config import CompatFrontEnd, Config
@@ -40,6 +41,8 @@ class FrontEnd:
 FRONT_ENDS: tuple[FrontEnd, ...] = (
     FrontEnd("lxc_tools", "/compat/lxc-tools", "lightd.compat.lxc_tools.app:create_app", "LXC_API_HOST", "LXC_API_PORT"),
     FrontEnd("lxd_panel", "/compat/lxd-panel", "lightd.compat.lxd_panel.app:create_app", "API_HOST", "API_PORT"),
+    FrontEnd("proxicloud", "/compat/proxicloud", "lightd.compat.proxicloud.app:create_app", "HOST", "PORT"),
+    FrontEnd("container_codes", "/compat/container-codes", "lightd.compat.container_codes.app:create_app"),
 )
 
 
@@ -60,11 +63,12 @@ def listen_address(front_end: FrontEnd, settings: CompatFrontEnd) -> tuple[str, 
 
 
 def token_middleware(services: CompatServices) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """For a separate port with `require_token`: the node token (Bearer or ?token=) on every request."""
+    """For a separate port with `require_token`: the node token (Bearer, X-API-Key or ?token=) on every
+    request."""
 
     @web.middleware
     async def require_token(request: web.Request, handler: Callable[..., Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        token = bearer_token(request) or request.query.get("token")
+        token = bearer_token(request) or request.headers.get("X-API-Key") or request.query.get("token")
         try:
             await services.tokens.authenticate(token, purpose="api", container=None)
         except LightdError as exc:
@@ -88,7 +92,7 @@ async def start_front_ends(main_app: web.Application, config: Config) -> list[we
         elif settings.host not in ("127.0.0.1", "::1", "localhost"):
             log.warning("compat %s listens on %s without a token: anyone who reaches it controls containers",
                         front_end.name, settings.host)
-        runner = web.AppRunner(app, handle_signals=False)
+        runner = web.AppRunner(app, handle_signals=False, access_log_class=MaskedAccessLogger)
         await runner.setup()
         host, port = listen_address(front_end, settings)
         await web.TCPSite(runner, host, port).start()

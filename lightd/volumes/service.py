@@ -119,9 +119,10 @@ class VolumeService:
         return await asyncio.to_thread(_in_sandbox, self.path_of(volume_id), operation, *args)
 
     # -- volumes -------------------------------------------------------------------------------------
-    async def create(self) -> dict[str, Any]:
-        """Make a new empty volume directory and record it."""
-        volume_id = str(uuid.uuid4())
+    async def create(self, volume_id: str | None = None) -> dict[str, Any]:
+        """Make a new empty volume directory and record it. The id is a new UUID, or one the caller chose
+        (and recorded first, so that a stop at any point leaves it knowing what to clean up)."""
+        volume_id = volume_id or str(uuid.uuid4())
         path = self.path_of(volume_id)
         await asyncio.to_thread(_make_volume_dir, path)
         try:

@@ -1,0 +1,1 @@
+"""Container Codes compatibility front end (seed container-codes-api.md)."""

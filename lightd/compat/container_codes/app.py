@@ -1,0 +1,157 @@
+"""Container Codes compatibility front end (`codyaverett/container-codes`, seed `container-codes-api.md`):
+create_app(services), its error shape, its authentication on its own port, and the lifetime of what it
+shares with its twin (the job runner and the proxy are one per daemon).
+
+Served on the main port under `/compat/container-codes` (node token, checked by the main app) and, when
+`compat.container_codes.enabled`, on its own port (default 127.0.0.1:8090) where every request needs a
+token as the seed says: `Authorization: Bearer <token>` or `X-API-Key: <token>` (lightd's node token or a
+temporary token), and `?token=` on `/api/ws/updates` (browsers cannot set headers on a WebSocket). With
+`require_token` set, lightd.compat.serving's own check (the node token, in any of those three) runs first.
+
+Errors are the seed's `{"error": {"code", "message", "details", "request_id"}}`, with the same request id
+in `X-Request-Id` (a client's own `X-Request-Id` is echoed when it is sane): INVALID_REQUEST 400 (also
+INVALID_PATH for a refused file path), UNAUTHORIZED 401, FORBIDDEN 403, CONTAINER_NOT_FOUND /
+JOB_NOT_FOUND / FILE_NOT_FOUND / UPSTREAM_NOT_FOUND / ROUTE_NOT_FOUND / NOT_FOUND 404, CONFLICT 409,
+PAYLOAD_TOO_LARGE 413, BAD_GATEWAY 502 (proxy), SERVICE_UNAVAILABLE 503 (also the Docker engine down),
+INTERNAL_ERROR 500 (logged, no traceback in the body).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from lightd import keys
+from lightd.api.middleware import bearer_token
+from lightd.api.responses import json_response
+from lightd.compat.base import CompatServices
+from lightd.compat.container_codes import containers, proxy_routes, routes
+from lightd.compat.container_codes.filearea import FileArea
+from lightd.compat.container_codes.jobs import JOB_RUNNER, JobRunner
+from lightd.compat.container_codes.proxy import PROXY, ProxyService
+from lightd.compat.container_codes.routes import FILE_AREA
+from lightd.compat.container_codes.updates import UPDATES, UpdateSockets
+from lightd.errors import LightdError, NotFound, PathNotAllowed
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+REQUEST_ID = web.RequestKey("container_codes_request_id", str)
+CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+BODY_SLACK = 1024 * 1024
+"""Room for multipart framing around the largest file write."""
+HTTP_CODES = {400: "INVALID_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+              409: "CONFLICT", 413: "PAYLOAD_TOO_LARGE", 416: "RANGE_NOT_SATISFIABLE", 429: "RATE_LIMITED",
+              500: "INTERNAL_ERROR", 502: "BAD_GATEWAY", 503: "SERVICE_UNAVAILABLE"}
+NOT_FOUND_CODES = {"container": "CONTAINER_NOT_FOUND", "job": "JOB_NOT_FOUND", "file": "FILE_NOT_FOUND",
+                   "upstream": "UPSTREAM_NOT_FOUND", "route": "ROUTE_NOT_FOUND"}
+
+
+def _error(request: web.Request, status: int, code: str, message: str, details: Any = None,
+           headers: dict[str, str] | None = None) -> web.Response:
+    request_id = request.get(REQUEST_ID) or _new_request_id()
+    body = {"error": {"code": code, "message": message, "details": details, "request_id": request_id}}
+    return json_response(body, status=status, headers={**(headers or {}), "X-Request-Id": request_id})
+
+
+def _new_request_id() -> str:
+    return f"req_{secrets.token_hex(6)}"
+
+
+def _code(request: web.Request, exc: LightdError) -> str:
+    if isinstance(exc, PathNotAllowed):
+        return "INVALID_PATH"
+    if isinstance(exc, NotFound):
+        route_name = request.match_info.route.name or ""
+        return NOT_FOUND_CODES.get(route_name.split("_", 1)[0], "NOT_FOUND")
+    return HTTP_CODES.get(exc.status, "INTERNAL_ERROR" if exc.status >= 500 else "INVALID_REQUEST")
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request ids, and the lightd error tree (and aiohttp's HTTP errors) in the seed's error shape."""
+    client_id = request.headers.get("X-Request-Id", "")
+    request[REQUEST_ID] = client_id if CLIENT_REQUEST_ID.match(client_id) else _new_request_id()
+    try:
+        response = await handler(request)
+    except LightdError as exc:
+        if exc.status == 404 and request.match_info.route.name == "container_get":
+            known = sorted(request.config_dict[keys.COMPAT].servers.servers)[:20]
+            details = {"container_id": request.match_info.get("id"), "available_containers": known}
+            return _error(request, 404, "CONTAINER_NOT_FOUND", f"Container with ID '{request.match_info.get('id')}' not found", details)
+        return _error(request, exc.status, _code(request, exc), exc.message, exc.details)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app._client_max_size  # noqa: SLF001 - aiohttp keeps the limit there only
+        return _error(request, 413, "PAYLOAD_TOO_LARGE", f"request body is larger than the limit of {limit} bytes")
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.empty_body:
+            raise
+        allow = exc.headers.get("Allow")
+        return _error(request, exc.status, HTTP_CODES.get(exc.status, "INVALID_REQUEST"), exc.reason,
+                      headers={"Allow": allow} if allow else None)
+    except Exception:
+        log.exception("container codes: unhandled error in %s %s (request %s)", request.method, request.rel_url.path,
+                      request[REQUEST_ID])
+        return _error(request, 500, "INTERNAL_ERROR", "Internal server error")
+    if not response.prepared:
+        response.headers["X-Request-Id"] = request[REQUEST_ID]
+    return response
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """On its own port, every request carries a token (Bearer or X-API-Key; `?token=` on the socket).
+    Mounted on the main port, the main app has already checked the node token."""
+    if len(request.match_info.apps) > 1:
+        return await handler(request)
+    websocket = request.match_info.route.name == "updates"
+    token = bearer_token(request) or request.headers.get("X-API-Key") or (request.query.get("token") if websocket else None)
+    services: CompatServices = request.config_dict[keys.COMPAT]
+    await services.tokens.authenticate(token, purpose="websocket" if websocket else "api", container=None)
+    return await handler(request)
+
+
+async def _start(app: web.Application) -> None:
+    await app[JOB_RUNNER].acquire()
+    await app[PROXY].acquire()
+    # The file area's volume is made on first use: a daemon whose Container Codes files are never used
+    # shows no volume of it in GET /volumes.
+
+
+async def _stop(app: web.Application) -> None:
+    # on_shutdown, not cleanup: a mounted app's cleanup runs after the daemon closed its store and tasks.
+    await app[UPDATES].close()
+    await app[PROXY].release()
+    await app[JOB_RUNNER].release()
+
+
+async def updates_socket(request: web.Request) -> web.StreamResponse:
+    return await request.config_dict[UPDATES].serve(request)
+
+
+def create_app(services: CompatServices) -> web.Application:
+    """The Container Codes API as one aiohttp application over the daemon's services."""
+    app = web.Application(middlewares=[errors, authenticate], client_max_size=_body_limit(services))
+    app[keys.COMPAT] = services
+    files = services.shared(FILE_AREA, lambda: FileArea(services))
+    app[FILE_AREA] = files
+    app[JOB_RUNNER] = services.shared(JOB_RUNNER, lambda: JobRunner(services, files))
+    app[PROXY] = services.shared(PROXY, lambda: ProxyService(services))
+    app[UPDATES] = UpdateSockets(services)
+    app.on_startup.append(_start)
+    app.on_shutdown.append(_stop)
+    app.router.add_get("/api/ws/updates", updates_socket, name="updates")
+    app.add_routes(routes.routes)
+    app.add_routes(containers.routes)
+    app.add_routes(proxy_routes.routes)
+    return app
+
+
+def _body_limit(services: CompatServices) -> int:
+    # The config is on the main app from its creation, before any front end is built.
+    return services.config.volumes.max_write_bytes + BODY_SLACK

@@ -1,0 +1,288 @@
+"""`/api/containers`: lightd servers in the Container Codes shapes. A container's id and name are its lightd
+internal id, so containers made through the native API (or another front end) are listed too."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from lightd import keys
+from lightd.api.responses import json_response, read_model
+from lightd.compat.base import KEEPALIVE_COMMAND, CompatServices
+from lightd.compat.container_codes.models import RESTART_POLICIES, ContainerCreate, command_line, iso
+from lightd.errors import Conflict, LightdError, ValidationFailed
+from lightd.ports import PortSpec
+from lightd.servers.models import ContainerSpec, Mount
+from lightd.servers.server import Server
+
+routes = web.RouteTableDef()
+T = TypeVar("T")
+READY_TIMEOUT = 300.0
+STATUS_FILTERS = {"running", "stopped", "exited", "created", "restarting", "dead", "paused"}
+FOLLOW_QUEUE = 4096  # lines; the bus drops the oldest for a reader that falls behind
+
+
+def services_of(request: web.Request) -> CompatServices:
+    return request.config_dict[keys.COMPAT]
+
+
+def status_of(server: Server) -> str:
+    """Docker-style status (the real project's ContainerStatus values)."""
+    if server.install_state == "installing":
+        return "created"
+    if server.install_state == "failed":
+        return "dead"
+    if server.state in ("starting", "running", "stopping"):
+        return "running"
+    return "created" if server.record.get("exit_code") is None else "exited"
+
+
+def container_view(server: Server) -> dict[str, Any]:
+    stats = server.latest_stats if server.state != "offline" else None
+    return {
+        "id": server.id,
+        "name": server.id,
+        "image": server.spec.image,
+        "status": status_of(server),
+        "created_at": iso(server.record["created_at"]),
+        "ports": [f"{p.port}:{p.port}" + ("/udp" if p.protocol == "udp" else "") for p in server.spec.ports],
+        "cpu_usage": round(stats.cpu_absolute, 2) if stats else 0.0,
+        "memory_usage": stats.memory_bytes if stats else 0,
+    }
+
+
+def container_detail(server: Server) -> dict[str, Any]:
+    spec = server.spec
+    return {
+        **container_view(server),
+        "command": spec.startup_command,
+        "environment": spec.environment,
+        "volumes": {m.target: m.source for m in spec.mount},
+        "resources": {"cpu_limit": spec.limits.cpu, "memory_limit": spec.limits.memory},
+        "restart_policy": "unless-stopped" if spec.restart_on_crash else "no",
+        "exit_code": server.record.get("exit_code"),
+        "volume_id": spec.volume_id,
+        "uptime_ms": server.uptime_ms(),
+    }
+
+
+def _server(request: web.Request) -> Server:
+    return services_of(request).servers.get(request.match_info["id"])
+
+
+def int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ValidationFailed(f"{name}: must be an integer between {low} and {high}", details={"field": name})
+    return int(raw)
+
+
+def flag_query(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name, "false").lower()
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValidationFailed(f"{name}: must be true or false", details={"field": name})
+    return raw in ("true", "1", "yes")
+
+
+@routes.get("/api/containers", name="container_list")
+async def list_containers(request: web.Request) -> web.Response:
+    services = services_of(request)
+    status = request.query.get("status")
+    if status is not None and status not in STATUS_FILTERS:
+        raise ValidationFailed(f"status: must be one of {', '.join(sorted(STATUS_FILTERS))}", details={"field": "status"})
+    image = request.query.get("image")
+    limit = int_query(request, "limit", 50, 1, 1000)
+    offset = int_query(request, "offset", 0, 0, 10**9)
+    servers = sorted(services.servers.servers.values(), key=lambda s: s.record["created_at"])
+    views = [container_view(s) for s in servers]
+    if status == "stopped":
+        views = [v for v in views if v["status"] in ("exited", "created", "dead")]
+    elif status is not None:
+        views = [v for v in views if v["status"] == status]
+    if image is not None:
+        views = [v for v in views if v["image"] == image or v["image"].split(":")[0] == image]
+    return json_response({"containers": views[offset:offset + limit], "total": len(views), "limit": limit, "offset": offset})
+
+
+async def _pool_ports(services: CompatServices, mapping: dict[str, str | int]) -> list[PortSpec]:
+    """`{"<container port>[/udp]": "<host port>"}` -> pool ports. lightd publishes a pool port at the same
+    number inside the container, so both sides must be equal and the port must be free in the pool."""
+    specs: list[PortSpec] = []
+    for container_side, host_side in mapping.items():
+        number, _, protocol = container_side.partition("/")
+        protocol = protocol or "tcp"
+        host = str(host_side)
+        ip, _, host_port = host.rpartition(":")
+        if not number.isdigit() or not host_port.isdigit() or protocol not in ("tcp", "udp"):
+            raise ValidationFailed(f"ports: {container_side!r}: {host_side!r} is not '<port>[/udp]': '[ip:]<port>'",
+                                   details={"field": "ports"})
+        if int(number) != int(host_port):
+            raise ValidationFailed(
+                f"ports: {container_side} -> {host_port}: lightd publishes a pool port at the same number inside the"
+                " container (the process finds it in $SERVER_PORT); use the same number on both sides",
+                details={"field": "ports"})
+        free = await services.ports.list(ip=ip.strip("[]") or None, protocol=protocol, in_use=False)
+        free = [p for p in free if p["port"] == int(host_port)]
+        if not free:
+            raise Conflict(f"ports: {host} is not a free port of the port pool", details={"field": "ports"})
+        free.sort(key=lambda p: p["ip"] != "127.0.0.1")  # loopback first: the reverse proxy can reach it
+        specs.append(PortSpec(ip=free[0]["ip"], port=int(host_port), protocol=protocol))
+    return specs
+
+
+async def provision(services: CompatServices, body: ContainerCreate) -> Server:
+    """Create (and start) a lightd server from the create body; on failure nothing is left behind."""
+    network = services.config.docker.network
+    if body.network_mode not in (None, "bridge", "default", network):
+        raise ValidationFailed(f"network_mode: containers join the configured network {network!r}",
+                               details={"field": "network_mode"})
+    image = await services.resolve_image(body.image)
+    ports = await _pool_ports(services, body.ports)
+    try:
+        mounts = [Mount(source=host, target=target, read_only=False) for target, host in body.volumes.items()]
+    except ValueError as exc:
+        raise ValidationFailed(f"volumes: {exc}", details={"field": "volumes"}) from None
+    limits: dict[str, Any] = {}
+    if body.resources.memory_limit:
+        limits["memory"] = body.resources.memory_limit
+    if body.resources.cpu_limit:
+        limits["cpu"] = body.resources.cpu_limit
+    volume = await services.volumes.create()
+    try:
+        spec = ContainerSpec.model_validate({
+            "internal_id": body.name, "image": image, "volume_id": volume["volume_id"],
+            "startup_command": command_line(body.command) or KEEPALIVE_COMMAND, "environment": body.environment,
+            "ports": [p.model_dump() for p in ports], "mount": [m.model_dump() for m in mounts], "limits": limits,
+            "restart_on_crash": RESTART_POLICIES[body.restart_policy], "owned_volume": True,
+            "description": " ".join(f"{k}={v}" for k, v in body.labels.items())[:1024],
+        })
+        await services.servers.create(spec)
+    except BaseException:
+        await services.volumes.delete(volume["volume_id"])
+        raise
+    server = services.servers.get(body.name)
+    try:
+        if server.install_task is not None:
+            await asyncio.wait_for(asyncio.shield(server.install_task), READY_TIMEOUT)
+        if server.install_state != "ready":
+            raise ValidationFailed(f"install failed: {server.record.get('install_error')}")
+        if body.start:
+            await services.servers.power_and_wait(body.name, "start")
+    except (LightdError, TimeoutError) as exc:
+        await services.servers.delete(body.name)
+        if isinstance(exc, TimeoutError):
+            raise LightdError("container did not become ready in time") from None
+        raise
+    return server
+
+
+async def owned(services: CompatServices, work: Awaitable[T], name: str) -> T:
+    """Run `work` in a task the daemon owns: a client that disconnects does not cut it in half. Its
+    error is handed back to the request (not logged as a failed task)."""
+
+    async def run() -> tuple[T | None, BaseException | None]:
+        try:
+            return await work, None
+        except Exception as exc:  # noqa: BLE001 - re-raised in the request below
+            return None, exc
+
+    result, error = await asyncio.shield(services.tasks().spawn(run(), name=f"container_codes:{name}"))
+    if error is not None:
+        raise error
+    return result  # type: ignore[return-value]
+
+
+@routes.post("/api/containers", name="container_create")
+async def create_container(request: web.Request) -> web.Response:
+    services = services_of(request)
+    body = await read_model(request, ContainerCreate)
+    server = await owned(services, provision(services, body), f"create:{body.name}")
+    return json_response(container_view(server), status=201)
+
+
+@routes.get("/api/containers/{id}", name="container_get")
+async def get_container(request: web.Request) -> web.Response:
+    return json_response(container_detail(_server(request)))
+
+
+async def _power(request: web.Request, action: str) -> web.Response:
+    services = services_of(request)
+    server = _server(request)
+    timeout = None
+    if action in ("stop", "restart") and "timeout" in request.query:
+        timeout = float(int_query(request, "timeout", 30, 0, 3600))
+    await owned(services, services.servers.power_and_wait(server.id, action, timeout), f"{action}:{server.id}")
+    return json_response({"id": server.id, "status": status_of(server)})
+
+
+@routes.post("/api/containers/{id}/start", name="container_start")
+async def start_container(request: web.Request) -> web.Response:
+    return await _power(request, "start")
+
+
+@routes.post("/api/containers/{id}/stop", name="container_stop")
+async def stop_container(request: web.Request) -> web.Response:
+    return await _power(request, "stop")
+
+
+@routes.post("/api/containers/{id}/restart", name="container_restart")
+async def restart_container(request: web.Request) -> web.Response:
+    return await _power(request, "restart")
+
+
+@routes.delete("/api/containers/{id}", name="container_delete")
+async def delete_container(request: web.Request) -> web.Response:
+    services = services_of(request)
+    server = _server(request)
+    await owned(services, services.servers.delete(server.id), f"delete:{server.id}")
+    return json_response({"id": server.id, "deleted": True})
+
+
+@routes.get("/api/containers/{id}/logs", name="container_logs")
+async def container_logs(request: web.Request) -> web.StreamResponse:
+    services = services_of(request)
+    server = _server(request)
+    tail = int_query(request, "tail", services.config.console.history_lines, 0, 1_000_000)
+    follow = flag_query(request, "follow")
+    lines = services.servers.logs(server.id, tail) if tail else []
+    if not follow:
+        return json_response({"id": server.id, "lines": lines, "count": len(lines)})
+    # follow: plain text, one line per line, until the container exits or the client leaves.
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    with services.events.subscribe(server=server.id, kinds={"console", "event"}, maxsize=FOLLOW_QUEUE) as events:
+        await response.prepare(request)
+        if lines:
+            await response.write(("\n".join(lines) + "\n").encode())
+        if server.state == "offline":
+            await response.write_eof()
+            return response
+        async for event in events:
+            if event.kind == "console":
+                await response.write(("\n".join(event.data) + "\n").encode())
+            elif isinstance(event.data, dict) and event.data.get("type") in ("exit", "deleted"):
+                break
+    await response.write_eof()
+    return response
+
+
+@routes.get("/api/containers/{id}/stats", name="container_stats")
+async def container_stats(request: web.Request) -> web.Response:
+    server = _server(request)
+    stats = server.latest_stats if server.state != "offline" else None
+    return json_response({
+        "cpu_usage": round(stats.cpu_absolute, 2) if stats else 0.0,
+        "memory_usage": stats.memory_bytes if stats else 0,
+        "memory_limit": stats.memory_limit_bytes if stats else (server.spec.limits.memory or 0),
+        "network_rx": stats.rx_bytes if stats else 0,
+        "network_tx": stats.tx_bytes if stats else 0,
+        # lightd's sampler does not read block I/O.
+        "block_read": None,
+        "block_write": None,
+        "timestamp": iso(time.time()),
+    })

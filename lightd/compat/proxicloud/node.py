@@ -1,0 +1,240 @@
+"""The ProxiCloud state of one daemon, shared by the front end mounted on the main port and the one on its
+own port: the vmid table (SQLite, cached here), the activity log (fed by the event bus) and the analytics
+collector. The first app to start uses it starts its two background tasks; the last to stop ends them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+import psutil
+from aiohttp import web
+
+from lightd.compat.proxicloud import analytics
+from lightd.errors import Conflict, NotFound
+from lightd.tasks import TaskOwner
+
+if TYPE_CHECKING:
+    from lightd.compat.base import CompatServices
+    from lightd.servers.server import Server
+
+log = logging.getLogger(__name__)
+
+FIRST_VMID = 100
+"""As Proxmox's `cluster/nextid`."""
+ACTIVITY_KEEP = 1000
+"""Activity entries kept (overflow policy: the oldest are deleted)."""
+EVENT_QUEUE = 1024
+"""The activity follower's bus queue (overflow: the bus drops the oldest; a dropped state change is
+simply missing from the log)."""
+RETIRED_KEEP = 256
+"""Recently retired vmids remembered in memory, so a late `deleted` event still names its vmid."""
+EVENT_ACTIONS = {"running": "start", "offline": "stop", "deleted": "delete", "crashed": "crash"}
+"""Server event types -> activity actions (any front end or the native API caused them)."""
+NAME_PREFIX = "proxicloud-"
+
+
+def node_name() -> str:
+    """The host name as Proxmox allows node names (letters, digits, '-')."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:63] or "lightd"
+
+
+class ProxiCloudNode:
+    """vmids, activity and analytics for every ProxiCloud app of one daemon."""
+
+    def __init__(self, services: CompatServices) -> None:
+        self.services = services
+        self.name = node_name()
+        self._by_server: dict[str, int] = {}
+        self._by_vmid: dict[int, str] = {}
+        self._options: dict[str, dict[str, Any]] = {}
+        self._retired: dict[str, int] = {}
+        self._creating: set[str] = set()
+        self._create_spans: dict[str, tuple[float, float]] = {}
+        """When each recent ProxiCloud create ran: the events of that span are the create's own."""
+        self._users = 0
+        self._tasks: TaskOwner | None = None
+        self._task_seq = 0
+        self.collector = analytics.Collector(self)
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    async def acquire(self) -> None:
+        """An app starts serving: the first one loads the table and starts the follower and collector."""
+        if self._users > 0:
+            self._users += 1
+            return
+        await self._load()
+        # Primes psutil's CPU baseline: later calls measure since the previous one and never sleep.
+        await asyncio.to_thread(psutil.cpu_percent, None)
+        tasks = TaskOwner("proxicloud")
+        # Subscribed here, synchronously: no event between now and the follower's first step is lost.
+        sub = self.services.events.subscribe(kinds={"event"}, maxsize=EVENT_QUEUE)
+        tasks.spawn(self._follow(sub), name="activity")
+        tasks.spawn(self.collector.run(), name="analytics")
+        self._tasks = tasks
+        self._users = 1
+
+    async def release(self) -> None:
+        """An app stops serving: the last one stops the background tasks (before the store closes)."""
+        if self._users == 0:
+            return
+        self._users -= 1
+        if self._users == 0 and self._tasks is not None:
+            tasks, self._tasks = self._tasks, None
+            await tasks.close(timeout=5.0)
+
+    async def _load(self) -> None:
+        self._by_server.clear()
+        self._by_vmid.clear()
+        self._options.clear()
+        for row in await self.services.store.proxicloud_vmids():
+            self._remember(row["server"], int(row["vmid"]), row["options"])
+        present = {s.id for s in self._servers()}
+        for server in [name for name in self._by_server if name not in present]:
+            await self.retire(server)  # deleted while the front end was not running
+        await self.sync()
+
+    # -- vmids ----------------------------------------------------------------------------------------
+    def _servers(self) -> list[Server]:
+        return [s for s in list(self.services.servers.servers.values()) if not s.deleted]
+
+    def _remember(self, server: str, vmid: int, options: dict[str, Any]) -> None:
+        self._by_server[server] = vmid
+        self._by_vmid[vmid] = server
+        self._options[server] = options
+
+    async def sync(self) -> list[tuple[int, Server]]:
+        """Every server with its vmid, by vmid; a server seen for the first time (made through another API)
+        gets one now and an `import` activity entry."""
+        result = []
+        for server in self._servers():
+            vmid = self._by_server.get(server.id)
+            if vmid is None:
+                if server.id in self._creating:
+                    continue  # its ProxiCloud create is still reserving
+                vmid, allocated = await self.services.store.proxicloud_assign_vmid(server.id, {}, FIRST_VMID)
+                self._remember(server.id, vmid, self._options.get(server.id, {}))
+                if allocated:
+                    details = f"Created outside ProxiCloud (image {server.spec.image})"
+                    await self.record("import", vmid, server.id, details)
+            result.append((vmid, server))
+        result.sort(key=lambda pair: pair[0])
+        return result
+
+    def vmid_of(self, server: str) -> int | None:
+        return self._by_server.get(server, self._retired.get(server))
+
+    def options_of(self, server: str) -> dict[str, Any]:
+        """What a ProxiCloud create asked for (template, cores, memory, ...); {} for other containers."""
+        return self._options.get(server, {})
+
+    async def find(self, vmid: int) -> Server:
+        """The live server behind `vmid`, or NotFound."""
+        await self.sync()
+        name = self._by_vmid.get(vmid)
+        server = self.services.servers.servers.get(name) if name is not None else None
+        if server is None or server.deleted:
+            raise NotFound(f"Container {vmid} not found")
+        return server
+
+    async def reserve(self, server: str, options: dict[str, Any]) -> int:
+        """A vmid for a container about to be created through ProxiCloud (Conflict if the name is taken)."""
+        if server in self.services.servers.servers or server in self._creating:
+            raise Conflict(f"Container name '{server}' is already in use")
+        if server in self._by_server:
+            await self.retire(server)  # a stale mapping: its `deleted` event was dropped
+        self._creating.add(server)
+        try:
+            vmid, allocated = await self.services.store.proxicloud_assign_vmid(server, options, FIRST_VMID)
+        except BaseException:
+            self._creating.discard(server)
+            raise
+        if not allocated:
+            self._creating.discard(server)
+            raise Conflict(f"Container name '{server}' is already in use")
+        self._remember(server, vmid, options)
+        return vmid
+
+    def created(self, server: str, began: float) -> None:
+        """The create that reserved `server` at `began` is over (either way)."""
+        self._creating.discard(server)
+        self._create_spans[server] = (began, time.time())
+        while len(self._create_spans) > RETIRED_KEEP:
+            self._create_spans.pop(next(iter(self._create_spans)))
+
+    def _during_create(self, server: str, ts: float) -> bool:
+        if server in self._creating:
+            return True
+        span = self._create_spans.get(server)
+        return span is not None and span[0] <= ts <= span[1]
+
+    async def retire(self, server: str) -> int | None:
+        """The container is gone: its vmid is retired (never given again) with its samples."""
+        vmid = await self.services.store.proxicloud_retire_vmid(server)
+        vmid = self._by_server.pop(server, vmid)
+        self._options.pop(server, None)
+        if vmid is not None:
+            self._by_vmid.pop(vmid, None)
+            self._retired[server] = vmid
+            while len(self._retired) > RETIRED_KEEP:
+                self._retired.pop(next(iter(self._retired)))
+        self.collector.forget(server)
+        return vmid
+
+    def generate_name(self) -> tuple[str, int]:
+        """The first `proxicloud-NNN` not in use, and its counter."""
+        taken = set(self.services.servers.servers) | self._creating
+        counter = 1
+        while f"{NAME_PREFIX}{counter:03d}" in taken:
+            counter += 1
+        return f"{NAME_PREFIX}{counter:03d}", counter
+
+    def upid(self, task_type: str, vmid: int) -> str:
+        """A Proxmox task id (`UPID:node:pid:pstart:starttime:type:id:user:`) for an action just begun."""
+        self._task_seq += 1
+        started = int(time.time())
+        return f"UPID:{self.name}:{os.getpid():08X}:{self._task_seq:08X}:{started:08X}:{task_type}:{vmid}:root@pam:"
+
+    # -- activity -------------------------------------------------------------------------------------
+    async def record(self, action: str, vmid: int | None, name: str, details: str | None = None) -> None:
+        await self.services.store.proxicloud_add_activity(action, vmid, name, details, ACTIVITY_KEEP)
+
+    async def recent_activity(self, limit: int) -> list[dict[str, Any]]:
+        """The newest entries in the doc's shape (`details` only where there are some)."""
+        entries = []
+        for row in await self.services.store.proxicloud_activity(limit):
+            entry = {"timestamp": int(row["ts"]), "action": row["action"], "vmid": row["vmid"], "name": row["name"]}
+            if row["details"]:
+                entry["details"] = row["details"]
+            entries.append(entry)
+        return entries
+
+    async def _follow(self, sub: Any) -> None:
+        with sub:
+            async for event in sub:
+                action = EVENT_ACTIONS.get((event.data or {}).get("type")) if isinstance(event.data, dict) else None
+                if action is None or event.server is None or self._during_create(event.server, event.ts):
+                    continue  # a ProxiCloud create records its own entries (none when it fails)
+                try:
+                    if action == "delete" and event.server in self._by_server:
+                        await self.retire(event.server)
+                    elif event.server not in self._by_server:
+                        await self.sync()  # made through another API since the last look
+                    vmid = self.vmid_of(event.server)
+                    if vmid is None:
+                        continue  # a server never seen with a vmid (its create failed early)
+                    details = None
+                    if action == "crash":
+                        details = f"exit code {event.data.get('exit_code')}"
+                    await self.record(action, vmid, event.server, details)
+                except Exception:  # noqa: BLE001 - one failed write must not end the log
+                    log.exception("proxicloud: recording activity for %s failed", event.server)
+
+
+NODE = web.AppKey("proxicloud_node", ProxiCloudNode)
+"""On the main application (shared by both ProxiCloud apps) or, when nothing is mounted, on the one app."""
