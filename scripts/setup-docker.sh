@@ -2,7 +2,8 @@
 # Make a Docker engine available for lightd and its tests, idempotently.
 #
 #  1. install docker.io (+ busybox-static, bash-static, docker-registry) from the distribution if missing;
-#  2. reuse a running engine, or start dockerd in the background and wait for its socket;
+#  2. reuse a running engine, or start dockerd in the background (with --live-restore, so that an engine
+#     restart does not stop the servers: lightd re-attaches them) and wait for its socket;
 #  3. build the local test image `lightd-test/busybox:latest` with `docker import` from a busybox root
 #     file system (busybox-static, bash-static as /bin/bash) — nothing is pulled from the internet;
 #  4. start a local registry (Debian's docker-registry) on 127.0.0.1:${LIGHTD_TEST_REGISTRY_PORT:-5055}
@@ -41,7 +42,7 @@ else
   for _ in $(seq 1 100); do pgrep -x dockerd >/dev/null 2>&1 || break; sleep 0.2; done
   log "starting dockerd (log: $STATE_DIR/dockerd.log)"
   # setsid: the engine outlives this script and the shell that ran it.
-  setsid dockerd >"$STATE_DIR/dockerd.log" 2>&1 < /dev/null &
+  setsid dockerd --live-restore >"$STATE_DIR/dockerd.log" 2>&1 < /dev/null &
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && break
     sleep 0.5
