@@ -20,6 +20,7 @@ async def test_install_script_writes_into_volume_then_ready(dapi, dclient, docke
         dapi, "srv1", volume_id=volume,
         install_script="#!/bin/bash\necho installing from $BASH_VERSION\necho hello > /home/container/installed.txt\n",
     )
+    await events.wait_type("ready")  # the API shows the state as soon as it is set; the event follows
     steps = [e["step"] for e in events.of("event") if e["type"] == "install_step"]
     assert steps == ["Started", "CreatingContainer", "ContainerCreated", "RunningInstallScript",
                      "InstallScriptComplete", "SettingUpEntrypoint", "Ready"]
@@ -42,6 +43,7 @@ async def test_failed_install_reports_reason_and_log_tail(dapi, dclient):
     body = await wait_install(dapi, "bad", "failed")
     assert "exited with code 7" in body["install_error"]
     assert "about to fail" in body["install_error"]
+    await events.wait_type("failed")
     assert events.types()[-1] == "failed"
     status, answer = await dapi.post("/containers/bad/start")
     assert status == 409, answer
@@ -97,6 +99,7 @@ async def test_graceful_stop_by_command(dapi, dclient):
     assert "bye" in events.of("console")
     exit_event = await events.wait("event", lambda d: d["type"] == "exit")
     assert exit_event["exit_code"] == 0
+    await events.wait_type("offline")  # the API shows the state as soon as it is set; the event follows
     assert "crashed" not in events.types()
     assert events.types()[-3:] == ["stopping", "exit", "offline"]
 
