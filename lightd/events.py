@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -53,6 +53,9 @@ class Subscription:
         self._waiter: asyncio.Future[None] | None = None
         self.dropped = 0
         self.closed = False
+        self.deliver_now: Callable[[Event], bool] | None = None
+        """Optional: called for an event when nothing is queued and the consumer is waiting for one; True
+        when the consumer took it there and then (it is then not queued)."""
 
     def wants(self, event: Event) -> bool:
         if self.server is not None and event.server != self.server:
@@ -60,6 +63,9 @@ class Subscription:
         return self.kinds is None or event.kind in self.kinds
 
     def offer(self, event: Event | None) -> None:
+        if (event is not None and self.deliver_now is not None and not self._queue and self._waiter is not None
+                and self.deliver_now(event)):
+            return
         if event is not None:
             self._size += event.weight
             self._queue.append(event)

@@ -82,3 +82,27 @@ async def test_close_wakes_a_waiting_reader():
     await asyncio.sleep(0)
     sub.close()
     assert await asyncio.wait_for(waiting, 1) is None
+
+
+async def test_deliver_now_only_when_the_consumer_waits_on_an_empty_queue():
+    bus = EventBus()
+    sub = bus.subscribe(server="s")
+    taken: list[object] = []
+    accept = True
+
+    def deliver_now(event):
+        if accept:
+            taken.append(event.data)
+        return accept
+
+    sub.deliver_now = deliver_now
+    bus.publish("console", "s", ["queued: nobody waits"])
+    assert taken == [] and sub.get_nowait().data == ["queued: nobody waits"]
+    waiting = asyncio.create_task(sub.get())
+    await asyncio.sleep(0)
+    bus.publish("console", "s", ["taken at once"])
+    assert taken == [["taken at once"]] and not waiting.done()
+    accept = False
+    bus.publish("console", "s", ["refused: queued"])
+    assert (await asyncio.wait_for(waiting, 1)).data == ["refused: queued"]
+    sub.close()
