@@ -586,6 +586,9 @@ class Store:
                 rows,
             )
 
+    async def proxicloud_has_samples(self) -> bool:
+        return await self._fetchone("SELECT 1 AS one FROM proxicloud_samples LIMIT 1") is not None
+
     async def proxicloud_prune_samples(self, before: float) -> int:
         return await self._write("DELETE FROM proxicloud_samples WHERE ts < ?", (before,))
 

@@ -561,3 +561,14 @@ async def test_failed_create_leaves_nothing(cloud: Cloud):
     assert (await cloud.get("/api/containers/generate-name"))[1]["name"] == "proxicloud-001"
     # its vmid was retired with it: the next container gets the one after
     assert (await cloud.create(hostname="doomed", memory=64))["vmid"] == 101
+
+
+async def test_analytics_start_only_once_proxicloud_is_used(aiohttp_client: Callable[..., Any], make_config: Callable[..., Any],
+                                                           node_token: str, no_blocking_calls: None):
+    """Mounted on the main port only (the default), a daemon whose ProxiCloud API nobody asks writes no
+    samples; the first request starts the collector."""
+    client = await aiohttp_client(create_app(make_config()))
+    assert sorted(t.get_name() for t in proxicloud_tasks()) == ["proxicloud:activity"]
+    async with client.get("/compat/proxicloud/api/health", headers={"Authorization": f"Bearer {node_token}"}) as resp:
+        assert resp.status == 200
+    assert sorted(t.get_name() for t in proxicloud_tasks()) == ["proxicloud:activity", "proxicloud:analytics"]

@@ -33,6 +33,7 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
     """The one place this front end turns errors into HTTP: lightd's error tree by type (503 with the
     engine away), aiohttp's own HTTP errors, anything else a logged 500 without a traceback. Every answer
     carries `X-Cache-Status` (`offline` only when the engine is unreachable)."""
+    request.app[NODE].start_collecting()  # in use: from now on analytics are sampled
     try:
         response = await handler(request)
     except DockerUnavailable:

@@ -59,6 +59,7 @@ class ProxiCloudNode:
         """When each recent ProxiCloud create ran: the events of that span are the create's own."""
         self._users = 0
         self._tasks: TaskOwner | None = None
+        self._collecting = False
         self._task_seq = 0
         self.collector = analytics.Collector(self)
 
@@ -75,9 +76,18 @@ class ProxiCloudNode:
         # Subscribed here, synchronously: no event between now and the follower's first step is lost.
         sub = self.services.events.subscribe(kinds={"event"}, maxsize=EVENT_QUEUE)
         tasks.spawn(self._follow(sub), name="activity")
-        tasks.spawn(self.collector.run(), name="analytics")
         self._tasks = tasks
         self._users = 1
+        if self.services.config.compat.proxicloud.enabled or await self.services.store.proxicloud_has_samples():
+            self.start_collecting()
+
+    def start_collecting(self) -> None:
+        """Analytics are sampled once ProxiCloud is in use: served on its own port, asked anything on the
+        main port's mount, or sampled before (the history goes on after a restart). A daemon whose
+        ProxiCloud API is never used writes no samples (30 s x 30 days is ~86k rows per container)."""
+        if self._tasks is not None and not self._collecting:
+            self._collecting = True
+            self._tasks.spawn(self.collector.run(), name="analytics")
 
     async def release(self) -> None:
         """An app stops serving: the last one stops the background tasks (before the store closes)."""
@@ -86,6 +96,7 @@ class ProxiCloudNode:
         self._users -= 1
         if self._users == 0 and self._tasks is not None:
             tasks, self._tasks = self._tasks, None
+            self._collecting = False
             await tasks.close(timeout=5.0)
 
     async def _load(self) -> None:
