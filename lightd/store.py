@@ -15,6 +15,9 @@ from typing import Any
 import aiosqlite
 import orjson
 
+OUTBOX_DROPPED_KEEP = 10_000
+"""Dropped remote-sync updates kept for inspection (newest); the all-time count is kept apart."""
+
 # Each entry migrates the schema from version i to i + 1. Append only; never edit a released step.
 MIGRATIONS: list[str] = [
     """
@@ -152,6 +155,14 @@ MIGRATIONS: list[str] = [
         name        TEXT NOT NULL,
         details     TEXT
     );
+    """,    # Named counters; the first counts every remote-sync update ever dropped, so that outbox_dropped can keep
+    # only the newest rows (it grew without bound while a panel refused updates).
+    """
+    CREATE TABLE counters (
+        name        TEXT PRIMARY KEY,
+        value       INTEGER NOT NULL
+    );
+    INSERT INTO counters (name, value) SELECT 'outbox_dropped', COUNT(*) FROM outbox_dropped;
     """,
 ]
 
@@ -387,7 +398,9 @@ class Store:
         return (await self._fetchone("SELECT COUNT(*) AS n FROM outbox"))["n"]
 
     async def dropped_count(self) -> int:
-        return (await self._fetchone("SELECT COUNT(*) AS n FROM outbox_dropped"))["n"]
+        """Every update ever dropped (outbox_dropped keeps only the newest OUTBOX_DROPPED_KEEP of them)."""
+        row = await self._fetchone("SELECT value FROM counters WHERE name = 'outbox_dropped'")
+        return int(row["value"]) if row else 0
 
     async def list_dropped(self, limit: int = 100) -> list[dict[str, Any]]:
         """The most recently dropped updates, newest first, with their reason."""
@@ -414,6 +427,14 @@ class Store:
             (row["seq"], row["server"], row["payload"], reason, time.time()),
         )
         await self.db.execute("DELETE FROM outbox WHERE seq = ?", (row["seq"],))
+        await self.db.execute(
+            "INSERT INTO counters (name, value) VALUES ('outbox_dropped', 1)"
+            " ON CONFLICT(name) DO UPDATE SET value = value + 1"
+        )
+        await self.db.execute(
+            "DELETE FROM outbox_dropped WHERE seq <= (SELECT seq FROM outbox_dropped ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+            (OUTBOX_DROPPED_KEEP,),
+        )
 
     # -- Container Codes front end --------------------------------------------------------------------
     _CC_JOB_FIELDS = frozenset({"status", "container", "volume_id", "exit_code", "error", "logs", "output_files",

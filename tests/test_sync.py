@@ -200,3 +200,51 @@ async def test_failed_install_on_docker_sends_error_with_details(aiohttp_client,
     assert failed["error"] == "failed" and "status" not in failed
     assert "exited with code 7" in failed["data"] and "about to fail" in failed["data"]
     assert (failed["server"], failed["seq"]) == ("broken", 2)
+
+
+async def test_dropped_updates_keep_the_newest_rows_and_count_them_all(tmp_path, monkeypatch):
+    """outbox_dropped is capped (it grew without bound while a panel refused every update); the count
+    reported as `dropped` stays all-time."""
+    from lightd import store as store_module
+    from lightd.store import Store
+
+    monkeypatch.setattr(store_module, "OUTBOX_DROPPED_KEEP", 5)
+    store = Store(tmp_path / "db.sqlite")
+    await store.open()
+    try:
+        for n in range(12):
+            seq, _ = await store.enqueue_update("srv", {"event": "update", "server": "srv", "n": n}, 1000)
+            await store.drop_update(seq, "http 401")
+        assert await store.dropped_count() == 12
+        kept = await store.list_dropped()
+        assert [row["payload"]["n"] for row in kept] == [11, 10, 9, 8, 7]
+        # the per-server seq goes on from the dropped ones
+        _, server_seq = await store.enqueue_update("srv", {"event": "update", "server": "srv"}, 1000)
+        assert server_seq == 13
+    finally:
+        await store.close()
+
+
+async def test_dropped_count_carries_over_from_a_schema_without_counters(tmp_path):
+    """An existing database (schema 4) with dropped rows: the migration starts the counter at their number."""
+    import aiosqlite
+
+    from lightd.store import MIGRATIONS, Store
+
+    path = tmp_path / "db.sqlite"
+    async with aiosqlite.connect(path) as db:
+        await db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        await db.execute("INSERT INTO schema_version (version) VALUES (0)")
+        for step in range(4):
+            await db.executescript("BEGIN;" + MIGRATIONS[step] + f"UPDATE schema_version SET version = {step + 1};COMMIT;")
+        for seq in (1, 2, 3):
+            await db.execute("INSERT INTO outbox_dropped (seq, server, payload, reason, dropped_at) VALUES (?, 's', '{}', 'x', 0)",
+                             (seq,))
+        await db.commit()
+    store = Store(path)
+    await store.open()
+    try:
+        assert await store.schema_version() == len(MIGRATIONS)
+        assert await store.dropped_count() == 3
+    finally:
+        await store.close()
