@@ -175,7 +175,7 @@ async def test_container_is_a_native_container_and_every_route_works(lxc: Lxc) -
     assert (status, body) == (200, {"message": "Container web1 started successfully"})
     assert (await lxc.listing())["web1"]["state"] == "RUNNING"
     status, body = await lxc.call("POST", "/api/containers/web1/start")
-    assert status == 500 and body["error"] == "Failed to start container" and "already" in body["details"]
+    assert status == 409 and body["error"] == "Failed to start container" and "already" in body["details"]
 
     # Restart keeps the data (the real tool re-creates the container).
     wrote = subprocess.run(["docker", "exec", native["name"], "sh", "-c", "echo kept > /home/container/marker"],
@@ -188,7 +188,7 @@ async def test_container_is_a_native_container_and_every_route_works(lxc: Lxc) -
     assert marker.stdout.strip() == "kept"
 
     status, body = await lxc.call("POST", "/api/containers", json={"name": "web1", "image": "ubuntu:20.04"})
-    assert status == 500 and body["error"] == "Failed to create container" and "already exists" in body["details"]
+    assert status == 409 and body["error"] == "Failed to create container" and "already exists" in body["details"]
 
     status, body = await lxc.call("DELETE", "/api/containers/web1")
     assert (status, body) == (200, {"message": "Container web1 deleted successfully"})
@@ -383,7 +383,7 @@ async def test_authkey_deploys_keys_without_a_shell_and_refuses_bad_ones(lxc: Lx
     await lxc.native.post("/containers/keys1/stop")
     await wait_state(lxc.native, "keys1", "offline")
     status, body = await lxc.call("POST", "/api/containers/keys1/authkey", json={"key": first})
-    assert status == 500 and body["error"] == "Failed to deploy SSH keys" and "not running" in body["details"]
+    assert status == 409 and body["error"] == "Failed to deploy SSH keys" and "not running" in body["details"]
 
 
 # -- port forwards ------------------------------------------------------------------------------------------

@@ -8,10 +8,11 @@ with the Socket.IO endpoint at `/compat/lxc-tools/socket.io/` (clients pass that
 Status codes and error bodies (`{"error", "details"}`, as documented):
 - 400: malformed JSON, a missing field, an invalid container/image/rule name, an invalid SSH key, an
   unknown image, no key for `authkey` (and none configured);
-- 404: unknown container. A deliberate deviation: the real server answers 500 for it (its `lxc` call
-  fails); 404 says what happened and clients treating non-2xx as failure behave the same.
-  `{"error": "Failed to <operation>", "details": "container X not found"}`;
-- 500: anything else the operation hits (busy, wrong state, engine unreachable, no free pool port),
+- 404 unknown container, 409 a request the container's state refuses (already running, busy, exists),
+  413 too large: a deliberate deviation, the real server answers 500 for all of them (its `lxc` call
+  fails); the 4xx says whose fault it is (no server error to alert on), and clients treating non-2xx as
+  failure behave the same. `{"error": "Failed to <operation>", "details": <why>}`;
+- 500: what fails on the daemon's side (engine unreachable, no free pool port, a Docker error),
   `{"error": "Failed to <operation>", "details": <why>}`; an unexpected exception is
   `{"error": "Internal server error", "details": "request <id>"}` and is logged.
 Deviations from the real tool, by design: `restart` keeps data (the real one re-creates the container),
@@ -72,7 +73,7 @@ async def lxc_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         return json_response(_body(exc.message), status=exc.status)
     except LightdError as exc:
         failure = FAILURES.get(request.match_info.route.name or "", "Operation failed")
-        return json_response(_body(failure, exc.message), status=404 if isinstance(exc, NotFound) else 500)
+        return json_response(_body(failure, exc.message), status=exc.status if exc.status < 500 else 500)
     except web.HTTPRequestEntityTooLarge:
         return json_response(_body("Request body too large", f"at most {BODY_MAX} bytes"), status=413)
     except web.HTTPException as exc:
