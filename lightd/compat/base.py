@@ -14,7 +14,7 @@ from aiohttp import web
 from lightd import keys
 from lightd.auth import TokenService
 from lightd.config import Config
-from lightd.errors import LightdError, ValidationFailed
+from lightd.errors import DockerUnavailable, LightdError, ValidationFailed
 from lightd.events import EventBus
 from lightd.ports import PortPool, PortSpec
 from lightd.servers.manager import ServerManager
@@ -143,3 +143,34 @@ class CompatServices:
                 raise LightdError("container did not become ready in time") from None
             raise
         return server
+
+
+class AddressCache:
+    """A container's IPv4 address as the foreign APIs show it: known only while it runs, one inspect per
+    start, then cached."""
+
+    def __init__(self, services: CompatServices) -> None:
+        self.services = services
+        self._addresses: dict[str, tuple[float | None, str | None]] = {}
+
+    async def ipv4(self, server: Server) -> str | None:
+        if server.state == "offline":
+            self._addresses.pop(server.id, None)
+            return None
+        cached = self._addresses.get(server.id)
+        if cached is not None and cached[0] == server.started_at and cached[1]:
+            return cached[1]
+        try:
+            address, _ = await self.services.servers.env.addresses(server.id)
+        except DockerUnavailable:
+            raise
+        except LightdError as exc:
+            log.debug("%s: no address: %s", server.id, exc)
+            return None
+        self._addresses[server.id] = (server.started_at, address)
+        return address
+
+    def keep_only(self, alive: set[str]) -> None:
+        """Forget the containers that are gone."""
+        for name in [n for n in self._addresses if n not in alive]:
+            del self._addresses[name]

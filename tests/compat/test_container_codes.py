@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,18 +22,13 @@ from lightd.compat.container_codes.jobs import JOB_RUNNER
 from lightd.compat.container_codes.proxy import PROXY
 from lightd.compat.container_codes.routes import FILE_AREA
 from lightd.compat.serving import start_front_ends
+from tests.compat.helpers import ForeignClient, free_port
 from tests.conftest import TEST_IMAGE, Api, wait_for
 from tests.servers.helpers import create_server, wait_state
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
-class CC:
+class CC(ForeignClient):
     """One daemon with the Container Codes front end on its own port."""
 
     base: str
@@ -44,23 +38,8 @@ class CC:
     token: str
     runners: list[Any]  # the front ends' own-port runners
 
-    async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
-        async with self.http.request(method, self.base + path, **kwargs) as resp:
-            if resp.content_type == "application/json":
-                return resp.status, await resp.json()
-            return resp.status, await resp.read()
-
-    async def get(self, path: str, **kwargs: Any) -> tuple[int, Any]:
-        return await self.call("GET", path, **kwargs)
-
-    async def post(self, path: str, **kwargs: Any) -> tuple[int, Any]:
-        return await self.call("POST", path, **kwargs)
-
-    async def put(self, path: str, **kwargs: Any) -> tuple[int, Any]:
-        return await self.call("PUT", path, **kwargs)
-
-    async def delete(self, path: str, **kwargs: Any) -> tuple[int, Any]:
-        return await self.call("DELETE", path, **kwargs)
+    async def read(self, resp: aiohttp.ClientResponse) -> Any:
+        return await resp.json() if resp.content_type == "application/json" else await resp.read()
 
     def services(self) -> Any:
         return self.main.app

@@ -7,7 +7,6 @@ import asyncio
 import base64
 import json
 import os
-import socket
 import struct
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -24,16 +23,11 @@ from aiohttp.test_utils import TestClient
 from lightd.app import create_app
 from lightd.compat.serving import start_front_ends
 from lightd.config import Config
+from tests.compat.helpers import free_port
 from tests.conftest import TEST_IMAGE, Api, wait_for
 from tests.servers.helpers import create_server, get, wait_state
 
 pytestmark = pytest.mark.docker
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ed25519_key(comment: str = "me@host") -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,20 +16,15 @@ from aiohttp import WSMsgType
 from lightd.app import create_app
 from lightd.compat.lxd_panel.views import parse_description
 from lightd.compat.serving import start_front_ends
+from tests.compat.helpers import ForeignClient, free_port
 from tests.conftest import Api
 from tests.servers.helpers import create_server, get, wait_state
 
 DESCRIPTION = "web1 2201 s3cret 30000 30010"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
-class Panel:
+class Panel(ForeignClient):
     """One daemon with the LXD panel front end on its own port."""
 
     base: str
@@ -38,19 +32,6 @@ class Panel:
     api: Api  # the native API on the main port
     main: Any  # the main port's test client
     runners: list[Any]  # the front ends' own-port runners
-
-    async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
-        async with self.http.request(method, self.base + path, **kwargs) as resp:
-            return resp.status, await resp.json(content_type=None)
-
-    async def get(self, path: str, **kwargs: Any) -> tuple[int, Any]:
-        return await self.call("GET", path, **kwargs)
-
-    async def post(self, path: str, **kwargs: Any) -> tuple[int, Any]:
-        return await self.call("POST", path, **kwargs)
-
-    async def delete(self, path: str, **kwargs: Any) -> tuple[int, Any]:
-        return await self.call("DELETE", path, **kwargs)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from lightd.compat.proxicloud.node import NODE
 from lightd.compat.proxicloud.templates import template_id
 from lightd.compat.serving import start_front_ends
 from lightd.store import Store
+from tests.compat.helpers import ForeignClient, free_port
 from tests.conftest import REGISTRY, TEST_IMAGE, Api, wait_for
 from tests.servers.helpers import create_server, get, wait_state
 
@@ -28,14 +28,8 @@ TEMPLATE = "ubuntu-24.04-standard"
 IMAGE_MAP = {TEMPLATE: TEST_IMAGE, "broken-1.0": f"{REGISTRY}/lightd-test/does-not-exist:1"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
-class Cloud:
+class Cloud(ForeignClient):
     """One daemon with the ProxiCloud front end on its own port."""
 
     base: str
@@ -45,19 +39,9 @@ class Cloud:
     config: Any
     runners: list[Any]  # the front end's own-port runner (cleaned up by the fixture)
 
-    async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
-        async with self.http.request(method, self.base + path, **kwargs) as resp:
-            assert resp.headers.get("X-Cache-Status") in ("online", "offline"), (path, dict(resp.headers))
-            return resp.status, await resp.json(content_type=None)
-
-    async def get(self, path: str, **kwargs: Any) -> tuple[int, Any]:
-        return await self.call("GET", path, **kwargs)
-
-    async def post(self, path: str, **kwargs: Any) -> tuple[int, Any]:
-        return await self.call("POST", path, **kwargs)
-
-    async def delete(self, path: str, **kwargs: Any) -> tuple[int, Any]:
-        return await self.call("DELETE", path, **kwargs)
+    async def read(self, resp: aiohttp.ClientResponse) -> Any:
+        assert resp.headers.get("X-Cache-Status") in ("online", "offline"), (str(resp.url), dict(resp.headers))
+        return await resp.json(content_type=None)
 
     async def create(self, **body: Any) -> dict[str, Any]:
         status, answer = await self.post("/api/containers", json={"template": TEMPLATE, **body})

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 import shlex
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from lightd.servers.models import INTERNAL_ID
 
@@ -135,11 +135,23 @@ def _check_environment(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+def _check_image(value: str) -> str:
+    if ".." in value or "//" in value:
+        raise ValueError("must not contain '..' or '//'")
+    return value
+
+
+Image = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_check_image)]
+Command = Annotated[list[str] | str, AfterValidator(_check_command)]
+"""The seed's argv list or a shell string."""
+Environment = Annotated[dict[str, str], AfterValidator(_check_environment)]
+
+
 class ContainerCreate(_Model):
     name: str
-    image: str = Field(min_length=1, max_length=255)
-    command: list[str] | str | None = None
-    environment: dict[str, str] = Field(default_factory=dict, max_length=256)
+    image: Image
+    command: Command | None = None
+    environment: Environment = Field(default_factory=dict, max_length=256)
     ports: dict[str, str | int] = Field(default_factory=dict, max_length=64)
     volumes: dict[str, str] = Field(default_factory=dict, max_length=32)
     resources: Resources = Field(default_factory=Resources)
@@ -155,23 +167,6 @@ class ContainerCreate(_Model):
         if not NAME.match(value) or not INTERNAL_ID.match(value):
             raise ValueError("1-63 characters: letters, digits, '-' and '_', not starting or ending with '-'")
         return value
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, value: str) -> str:
-        if ".." in value or "//" in value:
-            raise ValueError("must not contain '..' or '//'")
-        return value
-
-    @field_validator("command")
-    @classmethod
-    def _command(cls, value: list[str] | str | None) -> list[str] | str | None:
-        return _check_command(value)
-
-    @field_validator("environment")
-    @classmethod
-    def _environment(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_environment(value)
 
     @field_validator("restart_policy")
     @classmethod
@@ -201,9 +196,9 @@ class RetryPolicy(_Model):
 
 class JobCreate(_Model):
     name: str
-    image: str = Field(min_length=1, max_length=255)
-    command: list[str] | str
-    environment: dict[str, str] = Field(default_factory=dict, max_length=256)
+    image: Image
+    command: Command
+    environment: Environment = Field(default_factory=dict, max_length=256)
     input_files: list[InputFile] = Field(default_factory=list, max_length=64)
     output_patterns: list[str] = Field(default_factory=list, max_length=64)
     resources: Resources = Field(default_factory=Resources)
@@ -217,17 +212,6 @@ class JobCreate(_Model):
         if not 0 < len(value) <= 128 or "\x00" in value:
             raise ValueError("must be 1-128 characters")
         return value
-
-    _image = field_validator("image")(ContainerCreate._image.__func__)  # type: ignore[attr-defined]
-    @field_validator("command")
-    @classmethod
-    def _command(cls, value: list[str] | str | None) -> list[str] | str | None:
-        return _check_command(value)
-
-    @field_validator("environment")
-    @classmethod
-    def _environment(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_environment(value)
 
     @field_validator("timeout")
     @classmethod

@@ -6,7 +6,6 @@ a worker thread."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import platform
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,13 +14,12 @@ from typing import TYPE_CHECKING, Any
 import psutil
 from aiohttp import web
 
-from lightd.errors import DockerUnavailable, LightdError, NotFound
+from lightd.compat.base import AddressCache
+from lightd.errors import LightdError, NotFound
 
 if TYPE_CHECKING:
     from lightd.compat.base import CompatServices
     from lightd.servers.server import Server
-
-log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 GIB = 1024 * 1024 * 1024
@@ -124,7 +122,7 @@ class InstanceViews:
 
     def __init__(self, services: CompatServices) -> None:
         self.services = services
-        self._addresses: dict[str, tuple[float | None, str | None]] = {}
+        self.addresses = AddressCache(services)
         self._architecture: str | None = None
 
     async def host(self) -> dict[str, Any]:
@@ -147,7 +145,7 @@ class InstanceViews:
     async def instance(self, server: Server) -> Instance:
         """One server, with its resources."""
         ipv4, architecture, resources = await asyncio.gather(
-            self._ipv4(server), self._engine_architecture(), self.resources(server)
+            self.addresses.ipv4(server), self._engine_architecture(), self.resources(server)
         )
         description = server.spec.description
         created = server.record.get("created_at")
@@ -178,24 +176,6 @@ class InstanceViews:
             "network_tx": sample.tx_bytes // MIB if sample else 0,
         }
 
-    async def _ipv4(self, server: Server) -> str | None:
-        # LXD reports an address only while the instance runs; one inspect per start, then cached.
-        if server.state == "offline":
-            self._addresses.pop(server.id, None)
-            return None
-        cached = self._addresses.get(server.id)
-        if cached is not None and cached[0] == server.started_at and cached[1]:
-            return cached[1]
-        try:
-            address, _ = await self.services.servers.env.addresses(server.id)
-        except DockerUnavailable:
-            raise
-        except LightdError as exc:
-            log.debug("%s: no address: %s", server.id, exc)
-            return None
-        self._addresses[server.id] = (server.started_at, address)
-        return address
-
     async def _engine_architecture(self) -> str:
         if self._architecture is None:
             try:
@@ -206,8 +186,7 @@ class InstanceViews:
         return self._architecture
 
     def _forget_gone(self, alive: set[str]) -> None:
-        for name in [n for n in self._addresses if n not in alive]:
-            del self._addresses[name]
+        self.addresses.keep_only(alive)
 
 
 VIEWS = web.AppKey("lxd_panel_views", InstanceViews)

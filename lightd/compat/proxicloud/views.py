@@ -6,7 +6,6 @@ psutil in a worker thread."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import shutil
 import time
@@ -16,15 +15,13 @@ from typing import TYPE_CHECKING, Any
 import psutil
 from aiohttp import web
 
+from lightd.compat.base import AddressCache
 from lightd.compat.proxicloud.analytics import ACTIVE_STATES, cores_of, cpu_percent
-from lightd.errors import DockerUnavailable, LightdError
 
 if TYPE_CHECKING:
     from lightd.compat.base import CompatServices
     from lightd.compat.proxicloud.node import ProxiCloudNode
     from lightd.servers.server import Server
-
-log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -137,7 +134,7 @@ class ContainerViews:
     def __init__(self, services: CompatServices, node: ProxiCloudNode) -> None:
         self.services = services
         self.node = node
-        self._addresses: dict[str, tuple[float | None, str | None]] = {}
+        self.addresses = AddressCache(services)
         self._host_memory = psutil.virtual_memory().total  # a container without a limit may use it all
 
     async def host(self) -> HostFigures:
@@ -154,8 +151,7 @@ class ContainerViews:
         """Every container, by vmid."""
         pairs = await self.node.sync()
         alive = {server.id for _, server in pairs}
-        for name in [n for n in self._addresses if n not in alive]:
-            del self._addresses[name]
+        self.addresses.keep_only(alive)
         storage_total = await self.storage_total()
         return list(await asyncio.gather(*(self.container(vmid, server, storage_total) for vmid, server in pairs)))
 
@@ -169,7 +165,7 @@ class ContainerViews:
         options = self.node.options_of(server.id) or {"network": {"bridge": self.services.config.docker.network}}
         sample = server.latest_stats if server.state in ACTIVE_STATES else None
         ip_address, disk_usage = await asyncio.gather(
-            self._address(server), self.services.stats.disk.bytes_of(server.spec.volume_id)
+            self.addresses.ipv4(server), self.services.stats.disk.bytes_of(server.spec.volume_id)
         )
         limit = server.spec.limits.memory
         memory_total = (sample.memory_limit_bytes if sample else 0) or limit or self._host_memory
@@ -194,24 +190,6 @@ class ContainerViews:
             created_at=int(created) if created else None,
             volume_id=server.spec.volume_id,
         )
-
-    async def _address(self, server: Server) -> str | None:
-        # An address exists only while the container runs; one inspect per start, then cached.
-        if server.state == "offline":
-            self._addresses.pop(server.id, None)
-            return None
-        cached = self._addresses.get(server.id)
-        if cached is not None and cached[0] == server.started_at and cached[1]:
-            return cached[1]
-        try:
-            address, _ = await self.services.servers.env.addresses(server.id)
-        except DockerUnavailable:
-            raise
-        except LightdError as exc:
-            log.debug("%s: no address: %s", server.id, exc)
-            return None
-        self._addresses[server.id] = (server.started_at, address)
-        return address
 
 
 VIEWS = web.AppKey("proxicloud_views", ContainerViews)
