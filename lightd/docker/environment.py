@@ -36,6 +36,10 @@ class AttachedConsole:
     def __init__(self, stream: Any) -> None:
         self._stream = stream
 
+    async def connect(self) -> None:
+        """Make the attach connection (aiodocker otherwise makes it at the first read)."""
+        await self._stream._init()
+
     async def read(self) -> bytes | None:
         try:
             message = await self._stream.read_out()
@@ -55,6 +59,11 @@ class AttachedConsole:
             await self._stream.close()
         except Exception:  # noqa: BLE001 - closing a dead stream
             pass
+        # aiodocker's close gives up on a stream whose connection is gone or never upgraded; the response
+        # must still be closed, or its connection is only found (and reported unclosed) by the collector.
+        response = getattr(self._stream, "_resp", None)
+        if response is not None and not response.closed:
+            response.close()
 
 
 class DockerEnvironment:
@@ -168,14 +177,15 @@ class DockerEnvironment:
         )
 
     async def attach(self, internal_id: str) -> AttachedConsole:
-        stream = self.client.attach(self.name_of(internal_id))
+        console = AttachedConsole(self.client.attach(self.name_of(internal_id)))
         try:
-            await stream._init()  # connect now: output must be attached before the start
-        except LightdError:
+            await console.connect()  # now: output must be attached before the start
+        except BaseException as exc:
+            await console.close()
+            if isinstance(exc, Exception) and not isinstance(exc, LightdError):
+                raise translate(exc, f"attach {internal_id}") from exc
             raise
-        except Exception as exc:  # noqa: BLE001
-            raise translate(exc, f"attach {internal_id}") from exc
-        return AttachedConsole(stream)
+        return console
 
     async def start(self, internal_id: str) -> None:
         await self.client.start_container(self.name_of(internal_id))
@@ -217,10 +227,9 @@ class DockerEnvironment:
         }
         await self.client.create_container(name, config)
         try:
-            stream = self.client.attach(name)
-            await stream._init()
-            console = AttachedConsole(stream)
+            console = AttachedConsole(self.client.attach(name))
             try:
+                await console.connect()
                 await self.client.start_container(name)
                 while (chunk := await console.read()) is not None:
                     on_output(chunk)
