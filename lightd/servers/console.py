@@ -72,12 +72,6 @@ class ConsoleHistory:
         self._lines: deque[str] = deque()
         self._bytes = 0
 
-    def append(self, line: str) -> None:
-        self._lines.append(line)
-        self._bytes += len(line)
-        while len(self._lines) > self.max_lines or (self._bytes > self.max_bytes and len(self._lines) > 1):
-            self._bytes -= len(self._lines.popleft())
-
     def extend(self, lines: Iterable[str]) -> None:
         lines = list(lines)
         self._lines.extend(lines)
@@ -105,8 +99,8 @@ class ConsoleHistory:
 
 
 class OutputThrottle:
-    """Fixed-window line budget (Wings: 2000 lines per 100 ms). `admit` says whether a line may be
-    published; `take_notice` is True once per window in which lines were dropped."""
+    """Fixed-window line budget (Wings: 2000 lines per 100 ms). `admit_many` says how many of a chunk's
+    lines may be published; `take_notice` is True once per window in which lines were dropped."""
 
     def __init__(self, lines_per_window: int, window_ms: int) -> None:
         self.limit = lines_per_window
@@ -119,9 +113,6 @@ class OutputThrottle:
         self._window_start = 0.0
         self._count = 0
         self._noticed = False
-
-    def admit(self, now: float | None = None) -> bool:
-        return self.admit_many(1, now) == 1
 
     def admit_many(self, count: int, now: float | None = None) -> int:
         """How many of the next `count` lines may be published (the first ones); the rest are dropped."""

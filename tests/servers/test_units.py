@@ -44,12 +44,12 @@ def test_history_bounded_by_lines_and_bytes():
 
 def test_throttle_fixed_window_with_one_notice():
     throttle = OutputThrottle(lines_per_window=3, window_ms=100)
-    assert [throttle.admit(now=10.0) for _ in range(5)] == [True, True, True, False, False]
+    assert [throttle.admit_many(1, now=10.0) for _ in range(5)] == [1, 1, 1, 0, 0]
     assert throttle.take_notice() is True
     assert throttle.take_notice() is False
-    assert throttle.admit(now=10.2) is True  # a new window
+    assert throttle.admit_many(1, now=10.2) == 1  # a new window
     assert throttle.take_notice() is True
-    assert OutputThrottle(0, 100).admit() is True  # disabled
+    assert OutputThrottle(0, 100).admit_many(1) == 1  # disabled
 
 
 def test_strip_ansi():
