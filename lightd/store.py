@@ -610,6 +610,28 @@ class Store:
     async def proxicloud_has_samples(self) -> bool:
         return await self._fetchone("SELECT 1 AS one FROM proxicloud_samples LIMIT 1") is not None
 
+    async def proxicloud_compact_samples(self, before: float, bucket: float) -> int:
+        """Samples older than `before` become one row per vmid and `bucket` seconds (averages; network
+        summed; memory total and disk the largest); returns the rows removed. Buckets already down to one
+        row are left as they are."""
+        group = "vmid, CAST(ts / :bucket AS INTEGER)"
+        params = {"before": before, "bucket": bucket}
+        async with self._lock_write():
+            last = (await self._fetchone("SELECT COALESCE(MAX(rowid), 0) AS n FROM proxicloud_samples"))["n"]
+            await self.db.execute(
+                "INSERT INTO proxicloud_samples (vmid, ts, cpu, memory, memory_total, net_in, net_out, disk)"
+                " SELECT vmid, MIN(ts), AVG(cpu), CAST(AVG(memory) AS INTEGER), MAX(memory_total), SUM(net_in),"
+                f" SUM(net_out), MAX(disk) FROM proxicloud_samples WHERE ts < :before GROUP BY {group}"
+                " HAVING COUNT(*) > 1",
+                params,
+            )
+            cur = await self.db.execute(
+                f"DELETE FROM proxicloud_samples WHERE rowid <= :last AND ts < :before AND ({group}) IN"
+                f" (SELECT {group} FROM proxicloud_samples WHERE rowid > :last)",
+                {**params, "last": last},
+            )
+            return cur.rowcount
+
     async def proxicloud_prune_samples(self, before: float) -> int:
         return await self._write("DELETE FROM proxicloud_samples WHERE ts < ?", (before,))
 

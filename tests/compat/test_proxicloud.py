@@ -556,3 +556,28 @@ async def test_analytics_start_only_once_proxicloud_is_used(aiohttp_client: Call
     async with client.get("/compat/proxicloud/api/health", headers={"Authorization": f"Bearer {node_token}"}) as resp:
         assert resp.status == 200
     assert sorted(t.get_name() for t in proxicloud_tasks()) == ["proxicloud:activity", "proxicloud:analytics"]
+
+
+async def test_old_samples_are_compacted_to_one_an_hour(tmp_path: Any):
+    """Past a day, samples become hourly rows: averages, network summed, the 30d series unchanged in its
+    totals; recent samples stay at full resolution; compacting again changes nothing."""
+    store = Store(tmp_path / "db.sqlite")
+    await store.open()
+    try:
+        now = time.time()
+        start = (now - 3 * 86400) // 3600 * 3600  # on an hour boundary: exactly 3 buckets of 120 samples
+        old = [(101, start + i * 30, float(i % 4), 100 + i, 1000, 10, 5, i) for i in range(360)]
+        recent = [(101, now - 300 + i * 30, 50.0, 7, 1000, 1, 1, 9) for i in range(10)]
+        await store.proxicloud_add_samples(old + recent)
+        before = await store.proxicloud_series(101, now - 30 * 86400, 3600)
+        removed = await store.proxicloud_compact_samples(now - 25 * 3600, 3600)
+        assert removed == 360
+        after = await store.proxicloud_series(101, now - 30 * 86400, 3600)
+        assert [(r["ts"], r["net_in"], r["net_out"], r["disk"]) for r in after] == \
+               [(r["ts"], r["net_in"], r["net_out"], r["disk"]) for r in before]
+        assert [r["cpu"] for r in after] == pytest.approx([r["cpu"] for r in before])
+        counts = [r["samples"] for r in after]
+        assert counts[:3] == [1, 1, 1] and sum(counts[3:]) == 10  # three hourly rows, then full resolution
+        assert await store.proxicloud_compact_samples(now - 25 * 3600, 3600) == 0
+    finally:
+        await store.close()

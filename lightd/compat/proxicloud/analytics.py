@@ -1,7 +1,8 @@
 """Analytics: one collector per daemon samples every running container every `SAMPLE_INTERVAL_SECONDS`
 (30 s, as the real ProxiCloud collector) from the StatsSampler's latest sample into SQLite, keeps
 `RETENTION_SECONDS` (30 days) and prunes the rest; the routes read it back in buckets of the requested
-interval."""
+interval. Samples older than `FULL_RESOLUTION_SECONDS` are compacted to one per hour (the 7d and 30d ranges
+read hourly buckets anyway): about 3,600 rows per container instead of 86,400."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ log = logging.getLogger(__name__)
 SAMPLE_INTERVAL_SECONDS = 30.0
 """Read when the collector starts (tests set a shorter one)."""
 RETENTION_SECONDS = 30 * 86400
+FULL_RESOLUTION_SECONDS = 25 * 3600
+"""The 1h and 24h ranges (30 s and 5 min buckets) read full-resolution samples."""
+COMPACT_BUCKET_SECONDS = 3600
+COMPACT_EVERY_SECONDS = 3600
 ACTIVE_STATES = frozenset({"starting", "running", "stopping"})
 RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 INTERVALS = {"30s": 30, "1m": 60, "5m": 300, "1h": 3600}
@@ -51,6 +56,7 @@ class Collector:
     def __init__(self, node: ProxiCloudNode) -> None:
         self.node = node
         self._last_net: dict[str, tuple[int, int]] = {}
+        self._compacted_at = 0.0
 
     def forget(self, server: str) -> None:
         self._last_net.pop(server, None)
@@ -87,6 +93,9 @@ class Collector:
                          net_in, net_out, disk))
         await services.store.proxicloud_add_samples(rows)
         await services.store.proxicloud_prune_samples(now - RETENTION_SECONDS)
+        if now - self._compacted_at >= COMPACT_EVERY_SECONDS:
+            self._compacted_at = now
+            await services.store.proxicloud_compact_samples(now - FULL_RESOLUTION_SECONDS, COMPACT_BUCKET_SECONDS)
         return len(rows)
 
 
