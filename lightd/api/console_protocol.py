@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from lightd.api.responses import ascii_int
+
 DEFAULT_LOG_LINES = 150
 MAX_LOG_LINES = 1000
 POWER_ACTIONS = ("start", "stop", "kill", "restart")
@@ -123,8 +125,8 @@ def _log_lines(payload: Any) -> int:
         payload = payload.get("lines")
     if payload is None:
         return DEFAULT_LOG_LINES
-    if isinstance(payload, str) and payload.strip().isdigit():
-        payload = int(payload)
+    if isinstance(payload, str) and (number := ascii_int(payload.strip())) is not None:
+        payload = number
     if isinstance(payload, bool) or not isinstance(payload, int) or payload < 1:
         raise ProtocolError("request_logs: lines must be a positive integer")
     return min(payload, MAX_LOG_LINES)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lightd import keys
 from lightd.api.openapi import documented
-from lightd.api.responses import json_response, read_model, read_query
+from lightd.api.responses import ascii_int, json_response, read_model, read_query
 from lightd.errors import ValidationFailed
 from lightd.ports import PortSpec, normalize_ip
 
@@ -43,10 +43,10 @@ def _address(request: web.Request) -> tuple[str, int]:
         ip = normalize_ip(request.match_info["ip"])
     except ValueError:
         raise ValidationFailed("ip: must be an IPv4 or IPv6 address", details={"field": "ip"}) from None
-    raw = request.match_info["port"]
-    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+    port = ascii_int(request.match_info["port"])
+    if port is None or not 1 <= port <= 65535:
         raise ValidationFailed("port: must be an integer from 1 to 65535", details={"field": "port"})
-    return ip, int(raw)
+    return ip, port
 
 
 @routes.post("/network/ports")

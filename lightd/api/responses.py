@@ -20,6 +20,24 @@ def _default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+def ascii_int(text: str) -> int | None:
+    """The integer a string of ASCII digits spells; None for anything else (str.isdigit() admits "²",
+    which int() refuses)."""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter from `low` to `high` (`default` when absent); 400 naming it otherwise."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    value = ascii_int(raw)
+    if value is None or not low <= value <= high:
+        raise ValidationFailed(f"{name}: must be an integer from {low} to {high}, not '{raw[:64]}'",
+                               details={"field": name})
+    return value
+
+
 def dumps(data: Any) -> str:
     return orjson.dumps(data, default=_default).decode()
 

@@ -15,6 +15,7 @@ from aiohttp import web
 from lightd import keys
 from lightd.access_log import MaskedAccessLogger
 from lightd.api.middleware import bearer_token
+from lightd.api.responses import ascii_int
 from lightd.compat.base import CompatServices
 from lightd.config import CompatFrontEnd, Config
 from lightd.errors import LightdError
@@ -59,7 +60,8 @@ def listen_address(front_end: FrontEnd, settings: CompatFrontEnd) -> tuple[str, 
     """config.compat.<name>.{host,port}, overridden by the original project's environment variables."""
     host = os.environ.get(front_end.env_host or "", "") or settings.host
     port = os.environ.get(front_end.env_port or "", "")
-    return host, int(port) if port.isdigit() else settings.port
+    number = ascii_int(port)
+    return host, number if number is not None else settings.port
 
 
 def token_middleware(services: CompatServices) -> Callable[..., Awaitable[web.StreamResponse]]:

@@ -34,6 +34,7 @@ def test_accepted_shapes(message, expected):
     '{"send_command": ["a"], "power": ["start"]}', '{"event": "send_command", "data": ""}',
     '{"event": "send_command", "data": 5}', '{"event": "request_logs", "data": {"lines": 0}}',
     '{"event": "request_logs", "data": {"lines": true}}', "{}",
+    '{"event": "request_logs", "data": {"lines": "\u00b2"}}', '{"logs": ["\u0663"]}',
 ])
 def test_refused_shapes(text):
     with pytest.raises(ProtocolError):

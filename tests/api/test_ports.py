@@ -101,6 +101,7 @@ async def test_bad_path_params(api):
     assert (await api.get("/network/ports/not-an-ip/80"))[0] == 400
     assert (await api.get("/network/ports/127.0.0.1/99999"))[0] == 400
     assert (await api.get("/network/ports/127.0.0.1/abc"))[0] == 400
+    assert (await api.get("/network/ports/127.0.0.1/%C2%B2"))[0] == 400  # "²": str.isdigit() yes, int() no
     assert (await api.get("/network/ports", params={"in_use": "maybe"}))[0] == 400
 
 

@@ -37,7 +37,10 @@ PATH_VALUES = ["..", "%2e%2e%2f..", "a\x00b", "x" * 300, "\u202e\u0000", "-1", "
                "nope"]
 QUERIES = [{"range": "forever", "interval": "-1s", "limit": "-5", "offset": "x", "tail": "abc", "status": "\x00",
             "sort": "1;drop", "order": "sideways", "force": "maybe", "timeout": "NaN", "purge": "2", "q": "x" * 5000,
-            "lines": "-1", "follow": "perhaps"}]
+            "lines": "-1", "follow": "perhaps"},
+           # digits that str.isdigit() accepts and int() refuses
+           {"limit": "\u00b2", "offset": "\u0663", "tail": "\u00b2", "timeout": "\u00b2", "lines": "\u00b2",
+            "hours": "\u00b2"}]
 # Sockets and streams: a plain GET gets a 4xx (no upgrade) or would hold the connection open.
 SKIP = re.compile(r"/socket\.io/|/ws/|/ws$|/logs.*follow")
 

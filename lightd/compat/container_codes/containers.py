@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from lightd import keys
-from lightd.api.responses import json_response, read_model
+from lightd.api.responses import ascii_int, json_response, query_int, read_model
 from lightd.compat.base import KEEPALIVE_COMMAND, CompatServices
 from lightd.compat.container_codes.models import RESTART_POLICIES, ContainerCreate, command_line, iso
 from lightd.errors import Conflict, LightdError, ValidationFailed
@@ -74,15 +74,6 @@ def _server(request: web.Request) -> Server:
     return services_of(request).servers.get(request.match_info["id"])
 
 
-def int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise ValidationFailed(f"{name}: must be an integer between {low} and {high}", details={"field": name})
-    return int(raw)
-
-
 def flag_query(request: web.Request, name: str) -> bool:
     raw = request.query.get(name, "false").lower()
     if raw not in ("true", "false", "1", "0", "yes", "no"):
@@ -97,8 +88,8 @@ async def list_containers(request: web.Request) -> web.Response:
     if status is not None and status not in STATUS_FILTERS:
         raise ValidationFailed(f"status: must be one of {', '.join(sorted(STATUS_FILTERS))}", details={"field": "status"})
     image = request.query.get("image")
-    limit = int_query(request, "limit", 50, 1, 1000)
-    offset = int_query(request, "offset", 0, 0, 10**9)
+    limit = query_int(request, "limit", 50, 1, 1000)
+    offset = query_int(request, "offset", 0, 0, 10**9)
     servers = sorted(services.servers.servers.values(), key=lambda s: s.record["created_at"])
     views = [container_view(s) for s in servers]
     if status == "stopped":
@@ -119,7 +110,7 @@ async def _pool_ports(services: CompatServices, mapping: dict[str, str | int]) -
         protocol = protocol or "tcp"
         host = str(host_side)
         ip, _, host_port = host.rpartition(":")
-        if not number.isdigit() or not host_port.isdigit() or protocol not in ("tcp", "udp"):
+        if ascii_int(number) is None or ascii_int(host_port) is None or protocol not in ("tcp", "udp"):
             raise ValidationFailed(f"ports: {container_side!r}: {host_side!r} is not '<port>[/udp]': '[ip:]<port>'",
                                    details={"field": "ports"})
         if int(number) != int(host_port):
@@ -216,7 +207,7 @@ async def _power(request: web.Request, action: str) -> web.Response:
     server = _server(request)
     timeout = None
     if action in ("stop", "restart") and "timeout" in request.query:
-        timeout = float(int_query(request, "timeout", 30, 0, 3600))
+        timeout = float(query_int(request, "timeout", 30, 0, 3600))
     await owned(services, services.servers.power_and_wait(server.id, action, timeout), f"{action}:{server.id}")
     return json_response({"id": server.id, "status": status_of(server)})
 
@@ -248,7 +239,7 @@ async def delete_container(request: web.Request) -> web.Response:
 async def container_logs(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     server = _server(request)
-    tail = int_query(request, "tail", services.config.console.history_lines, 0, 1_000_000)
+    tail = query_int(request, "tail", services.config.console.history_lines, 0, 1_000_000)
     follow = flag_query(request, "follow")
     lines = services.servers.logs(server.id, tail) if tail else []
     if not follow:

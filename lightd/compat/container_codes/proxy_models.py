@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from lightd.api.responses import ascii_int
 from lightd.compat.container_codes.models import parse_duration
 
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -21,7 +22,8 @@ class _Model(BaseModel):
 def loopback_address(value: str) -> tuple[str, int]:
     """`127.0.0.1:3001` / `[::1]:3001` -> (ip, port); ValueError for anything not loopback."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    number = ascii_int(port)
+    if not sep or number is None or not 0 < number < 65536:
         raise ValueError(f"{value!r}: expected '<loopback ip>:<port>'")
     try:
         ip = ipaddress.ip_address(host.strip("[]"))

@@ -11,8 +11,8 @@ import psutil
 from aiohttp import web
 
 import lightd
-from lightd.api.responses import json_response, read_model
-from lightd.compat.container_codes.containers import int_query, owned, services_of
+from lightd.api.responses import json_response, query_int, read_model
+from lightd.compat.container_codes.containers import owned, services_of
 from lightd.compat.container_codes.filearea import FileArea, area_path, mime_type
 from lightd.compat.container_codes.jobs import JOB_RUNNER, JobRunner, job_view
 from lightd.compat.container_codes.models import JobCreate, iso
@@ -241,8 +241,8 @@ async def list_jobs(request: web.Request) -> web.Response:
             except ValueError:
                 raise ValidationFailed("created_since: a UNIX time or an ISO 8601 timestamp",
                                        details={"field": "created_since"}) from None
-    limit = int_query(request, "limit", 50, 1, 1000)
-    offset = int_query(request, "offset", 0, 0, 10**9)
+    limit = query_int(request, "limit", 50, 1, 1000)
+    offset = query_int(request, "offset", 0, 0, 10**9)
     rows, total = await services.store.list_cc_jobs(status=status, created_since=created_since, limit=limit, offset=offset)
     return json_response({"jobs": [job_view(r) for r in rows], "total": total, "limit": limit, "offset": offset})
 
@@ -269,7 +269,7 @@ async def retry_job(request: web.Request) -> web.Response:
 async def job_logs(request: web.Request) -> web.Response:
     jobs = _jobs(request)
     row = await jobs.get(request.match_info["id"])
-    tail = int_query(request, "tail", 0, 0, 1_000_000)
+    tail = query_int(request, "tail", 0, 0, 1_000_000)
     lines = jobs.logs(row)
     if tail:
         lines = lines[-tail:]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 from aiohttp import web
 
+from lightd.api.responses import ascii_int
 from lightd.compat.base import AddressCache
 from lightd.errors import LightdError, NotFound
 
@@ -44,18 +45,13 @@ class DescriptionFields:
     nat_ports: str | None = None
 
 
-def _ascii_digits(token: str) -> bool:
-    # str.isdigit() admits "²", which int() refuses.
-    return token.isascii() and token.isdigit()
-
-
 def parse_description(text: str) -> DescriptionFields:
     """The panel's rules: under 3 tokens nothing; token 2 all digits -> ssh_port; token 3 -> password
     (`-` means none); 5 tokens with token 4 not `0` -> nat_ports "start-end"."""
     tokens = text.split()
     if len(tokens) < 3:
         return DescriptionFields()
-    ssh_port = int(tokens[1]) if _ascii_digits(tokens[1]) else None
+    ssh_port = ascii_int(tokens[1])
     password = None if tokens[2] == "-" else tokens[2]
     nat_ports = f"{tokens[3]}-{tokens[4]}" if len(tokens) >= 5 and tokens[3] != "0" else None
     return DescriptionFields(ssh_port, password, nat_ports)

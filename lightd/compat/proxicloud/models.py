@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from lightd.api.responses import validation_error
+from lightd.api.responses import ascii_int
 from lightd.errors import ValidationFailed
 from lightd.servers.models import INTERNAL_ID
 
@@ -75,15 +75,6 @@ class CreateRequest(BaseModel):
         }
 
 
-def parse_create(data: Any) -> CreateRequest:
-    if not isinstance(data, dict):
-        raise ValidationFailed("request body must be a JSON object")
-    try:
-        return CreateRequest.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
-
-
 def query_bool(request: web.Request, name: str, default: bool) -> bool:
     """true/false, 1/0, yes/no, on/off; 400 otherwise."""
     raw = request.query.get(name)
@@ -93,15 +84,6 @@ def query_bool(request: web.Request, name: str, default: bool) -> bool:
         return _BOOL.validate_python(raw)
     except ValidationError:
         raise ValidationFailed(f"{name}: must be a boolean (true or false), not '{raw}'") from None
-
-
-def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
-        raise ValidationFailed(f"{name}: must be an integer from {low} to {high}, not '{raw}'")
-    return int(raw)
 
 
 def query_choice(request: web.Request, name: str, choices: tuple[str, ...], default: str | None) -> str | None:
@@ -116,6 +98,7 @@ def query_choice(request: web.Request, name: str, choices: tuple[str, ...], defa
 def path_vmid(request: web.Request) -> int:
     """The `:id` of a route: a non-negative integer, else 400 `invalid vmid`."""
     raw = request.match_info["vmid"]
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
+    vmid = ascii_int(raw)
+    if vmid is None or len(raw) > 9:
         raise ValidationFailed(f"invalid vmid '{raw}': must be an integer")
-    return int(raw)
+    return vmid

@@ -12,11 +12,11 @@ from aiohttp import web
 
 from lightd import __version__ as lightd_version
 from lightd import keys
-from lightd.api.responses import json_response, read_json
+from lightd.api.responses import json_response, query_int, read_model
 from lightd.compat.base import CompatServices
 from lightd.compat.proxicloud import analytics
 from lightd.compat.proxicloud.models import (
-    parse_create, path_vmid, query_bool, query_choice, query_int,
+    CreateRequest, path_vmid, query_bool, query_choice,
 )
 from lightd.compat.proxicloud.node import NODE, ProxiCloudNode
 from lightd.compat.proxicloud.templates import TemplateCatalogue, template_id
@@ -120,7 +120,7 @@ async def search(request: web.Request) -> web.Response:
 
 @routes.post("/api/containers")
 async def create_container(request: web.Request) -> web.Response:
-    body = parse_create(await read_json(request))
+    body = await read_model(request, CreateRequest)
     services, node = _services(request), _node(request)
     await _engine(request)
     template = template_id(body.template)
