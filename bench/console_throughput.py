@@ -205,8 +205,8 @@ def engine_procs() -> list[psutil.Process]:
 
 
 class CpuSplit:
-    """Where the machine's CPU went during one run: the daemon (user/system), the engine (dockerd,
-    containerd and the shims), the bench client, and the machine's idle share."""
+    """Where the machine's CPU went during one run, from its creation on: the daemon (user/system), the
+    engine (dockerd, containerd and the shims), the bench client, and the machine's idle share."""
 
     def __init__(self, daemon_pid: int) -> None:
         self.daemon = psutil.Process(daemon_pid)
@@ -225,8 +225,18 @@ class CpuSplit:
         except psutil.Error:
             return 0.0
 
+    def wall(self) -> float:
+        return time.perf_counter() - self.w0
+
+    def daemon_seconds(self) -> float:
+        d = self.daemon.cpu_times()
+        return d.user + d.system - self.d0.user - self.d0.system
+
+    def client_seconds(self) -> float:
+        return client_cpu() - self.c0
+
     def summary(self) -> str:
-        wall = time.perf_counter() - self.w0
+        wall = self.wall()
         d = self.daemon.cpu_times()
         m = psutil.cpu_times()
         idle = (m.idle - self.m0.idle) / wall / psutil.cpu_count() * 100
@@ -236,9 +246,10 @@ class CpuSplit:
                 f"bench client {pct(client_cpu() - self.c0):.0f}; machine idle {idle:.0f}% of {psutil.cpu_count()} cores")
 
 
-def cpu_of(pid: int) -> float:
-    t = psutil.Process(pid).cpu_times()
-    return t.user + t.system
+def per_client_rate(readers: list[Any], lines: int) -> float:
+    """Lines/s each of several readers got, from the first line any of them saw to the last."""
+    span = max(r.last for r in readers) - min(r.first for r in readers)
+    return lines / span if span > 0 else math.nan
 
 
 async def main(bench: Bench) -> None:
@@ -290,12 +301,12 @@ async def main(bench: Bench) -> None:
                         raw1.append(rate)
                         note(f"raw 1 reader: {rate:,.0f} lines/s ({count} lines)")
                     else:
-                        d0, m0, w0 = cpu_of(fast.pid), client_cpu(), time.perf_counter()
+                        meter = CpuSplit(fast.pid)
                         (reader,) = await lightd_run(api, fast, "flood1", 1, timeout, session)
-                        wall = time.perf_counter() - w0
+                        wall, dsec = meter.wall(), meter.daemon_seconds()
                         one.append(reader)
-                        one_cpu.append(((cpu_of(fast.pid) - d0) / wall * 100, (client_cpu() - m0) / wall * 100,
-                                        (cpu_of(fast.pid) - d0) / max(reader.lines, 1) * 1e6))
+                        one_cpu.append((dsec / wall * 100, meter.client_seconds() / wall * 100,
+                                        dsec / max(reader.lines, 1) * 1e6))
                         note(f"lightd 1 client: {reader.rate:,.0f} lines/s ({reader.lines}/{n} lines)")
             raw_rate = median(raw1)
             l1 = median(r.rate for r in one)
@@ -308,30 +319,26 @@ async def main(bench: Bench) -> None:
                    f"bench client {median(c[1] for c in one_cpu):.0f}%; daemon CPU {median(c[2] for c in one_cpu):.1f} us per line")
 
             # The same run read by aiohttp's WebSocket client: how much of the figure the reader itself costs.
-            m0, w0 = client_cpu(), time.perf_counter()
+            meter = CpuSplit(fast.pid)
             (areader,) = await lightd_run(api, fast, "flood1", 1, timeout, session, client="aiohttp")
-            acpu = (client_cpu() - m0) / (time.perf_counter() - w0) * 100
+            acpu = meter.client_seconds() / meter.wall() * 100
             report("console_throughput 1 client aiohttp reader",
                    f"lightd {areader.rate:,.0f} lines/s read with aiohttp's client (bench client CPU {acpu:.0f}%), "
                    f"ratio {ratio(areader.rate, raw_rate):.2f} of raw; received {areader.lines} of {n}, {areader.bad} "
                    f"malformed (the figure above uses bench/wsreader.c, which reads like the raw baseline)")
 
             # -- 50 clients, against 1 raw reader (the issue's baseline) and 50 raw attaches ---------------
-            split = CpuSplit(fast.pid)
+            meter = CpuSplit(fast.pid)
             counts50, raw50_rate = await raw_run(raw_containers["raw50"], timeout, readers=50)
-            rsplit = split.summary()
+            rsplit = meter.summary()
             report("console_throughput raw 50 readers",
                    f"50 raw docker attaches of one container ({n50} lines): {raw50_rate:,.0f} lines/s per reader, "
                    f"{raw50_rate / raw_rate:.2f} of 1 raw reader; received min/max {min(counts50)}/{max(counts50)}; {rsplit}")
-            split = CpuSplit(fast.pid)
-            d0, m0, w0 = cpu_of(fast.pid), client_cpu(), time.perf_counter()
+            meter = CpuSplit(fast.pid)
             readers = await lightd_run(api, fast, "flood50", 50, timeout, session)
-            split50 = split.summary()
-            wall = time.perf_counter() - w0
-            dsec = cpu_of(fast.pid) - d0
-            dcpu, mcpu = dsec / wall * 100, (client_cpu() - m0) / wall * 100
-            span = max(r.last for r in readers) - min(r.first for r in readers)
-            per_client = n50 / span if span > 0 else math.nan
+            split50, wall, dsec = meter.summary(), meter.wall(), meter.daemon_seconds()
+            dcpu, mcpu = dsec / wall * 100, meter.client_seconds() / wall * 100
+            per_client = per_client_rate(readers, n50)
             r50 = ratio(per_client, raw_rate)
             got = [r.lines for r in readers]
             report("console_throughput 50 clients",
@@ -343,25 +350,24 @@ async def main(bench: Bench) -> None:
                    f"{dsec / max(sum(got), 1) * 1e6:.1f} us per delivered frame ({dsec / n50 * 1e6:.0f} us per line); "
                    f"against 50 raw attaches {ratio(per_client, raw50_rate):.2f}; {split50}")
             # -- opt-in batching (?batch=1: the lines already queued go out as one console_batch frame) -----
-            d0, w0 = cpu_of(fast.pid), time.perf_counter()
+            meter = CpuSplit(fast.pid)
             (breader,) = await lightd_run(api, fast, "flood1", 1, timeout, session, batch=True)
-            bcpu = (cpu_of(fast.pid) - d0) / max(breader.lines, 1) * 1e6
+            bcpu = meter.daemon_seconds() / max(breader.lines, 1) * 1e6
             rb1 = ratio(breader.rate, raw_rate)
             report("console_throughput 1 client batch",
                    f"lightd ?batch=1 {breader.rate:,.0f} lines/s, raw docker attach {raw_rate:,.0f} lines/s, ratio "
                    f"{rb1:.2f} (target >= {TARGET_1}, {verdict(rb1 >= TARGET_1)}); received {breader.lines} of {n}, "
                    f"{breader.bad} malformed; daemon CPU {bcpu:.1f} us per line")
-            d0, split = cpu_of(fast.pid), CpuSplit(fast.pid)
+            meter = CpuSplit(fast.pid)
             breaders = await lightd_run(api, fast, "flood50", 50, timeout, session, batch=True)
-            bsplit = split.summary()
-            bspan = max(r.last for r in breaders) - min(r.first for r in breaders)
-            bper = n50 / bspan if bspan > 0 else math.nan
+            bsplit, bdsec = meter.summary(), meter.daemon_seconds()
+            bper = per_client_rate(breaders, n50)
             rb50 = ratio(bper, raw_rate)
             bgot = [r.lines for r in breaders]
             report("console_throughput 50 clients batch",
                    f"lightd ?batch=1 {bper:,.0f} lines/s per client, raw docker attach {raw_rate:,.0f} lines/s, ratio "
                    f"{rb50:.3f} (target >= {TARGET_50}, {verdict(rb50 >= TARGET_50)}); received min/max "
-                   f"{min(bgot)}/{max(bgot)} of {n50}, {sum(r.bad for r in breaders)} malformed; daemon CPU {(cpu_of(fast.pid) - d0) / max(sum(bgot), 1) * 1e6:.2f} "
+                   f"{min(bgot)}/{max(bgot)} of {n50}, {sum(r.bad for r in breaders)} malformed; daemon CPU {bdsec / max(sum(bgot), 1) * 1e6:.2f} "
                    f"us per delivered line; against 50 raw attaches {ratio(bper, raw50_rate):.2f}; {bsplit}")
         fast.stop()
 
