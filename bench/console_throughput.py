@@ -268,10 +268,11 @@ async def main(bench: Bench) -> None:
 
     from lightd.config import DockerConfig
     from lightd.docker.environment import DockerEnvironment
+    from lightd.servers.mounts import MountPins
     from lightd.servers.models import ContainerSpec
     from lightd.servers.server import ENTRYPOINT
 
-    env = DockerEnvironment(None, DockerConfig(container_prefix=bench.prefix))  # type: ignore[arg-type]
+    env = DockerEnvironment(None, DockerConfig(container_prefix=bench.prefix), MountPins(bench.tmp / "mounts", []))  # type: ignore[arg-type]
     docker = aiodocker.Docker()
     raw_containers = {}
     try:

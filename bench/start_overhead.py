@@ -100,6 +100,7 @@ async def main(bench: Bench) -> None:
     # The raw container: exactly lightd's create body, with its own entrypoint copy and volume.
     from lightd.config import DockerConfig
     from lightd.docker.environment import DockerEnvironment
+    from lightd.servers.mounts import MountPins
     from lightd.servers.models import ContainerSpec
     from lightd.servers.server import ENTRYPOINT
 
@@ -111,7 +112,7 @@ async def main(bench: Bench) -> None:
     (raw_data / "entrypoint.sh").write_text(ENTRYPOINT)
     spec = ContainerSpec.model_validate({"internal_id": raw_id, "image": common.TEST_IMAGE,
                                          "volume_id": "raw", "startup_command": COMMAND, "start_pattern": "ready"})
-    env = DockerEnvironment(None, DockerConfig(container_prefix=bench.prefix))  # type: ignore[arg-type]
+    env = DockerEnvironment(None, DockerConfig(container_prefix=bench.prefix), MountPins(bench.tmp / "mounts", []))  # type: ignore[arg-type]
     raw_config = env.server_config(spec, raw_volume.absolute(), raw_data.absolute())
 
     docker = aiodocker.Docker()

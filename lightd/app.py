@@ -3,6 +3,7 @@ is one cleanup_ctx generator, in dependency order."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,19 +11,21 @@ from pathlib import Path
 from aiohttp import web
 
 from lightd import keys
+from lightd.access_log import server_log_options
 from lightd.api import console_ws
 from lightd.api import containers as containers_api
 from lightd.api import remote as remote_api
 from lightd.api import middleware, openapi, ports as ports_api, public, tokens as tokens_api, volumes as volumes_api
 from lightd.api import stats as stats_api
 from lightd.auth import TokenService
-from lightd.compat.serving import mount_front_ends
-from lightd.config import Config
+from lightd.compat.serving import mount_front_ends, own_ports
+from lightd.config import Config, secure_data_dir
 from lightd.docker.client import DockerClient
 from lightd.docker.environment import DockerEnvironment
 from lightd.events import EventBus
 from lightd.ports import PortPool
 from lightd.servers.manager import ServerManager
+from lightd.servers.mounts import MountPins
 from lightd.servers.stats import StatsSampler
 from lightd.store import Store
 from lightd.sync import RemoteSync
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
+    await asyncio.to_thread(secure_data_dir, config)
     store = Store(config.db_path)
     await store.open()
     app[keys.STORE] = store
@@ -48,7 +52,7 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.TASKS] = tasks
     app[keys.EVENTS] = EventBus(config.event_queue_size)
     app[keys.TOKENS] = TokenService(store, config.token, config.tokens.default_ttl_seconds, config.tokens.max_ttl_seconds)
-    app[keys.PORTS] = PortPool(store)
+    app[keys.PORTS] = PortPool(store, own_ports(config))
     volumes = VolumeService(config.volumes_dir, store, config.volumes)
     await volumes.open()
     app[keys.VOLUMES] = volumes
@@ -70,9 +74,11 @@ async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _servers_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
     client = DockerClient(config.docker.socket)
+    mounts = MountPins(config.mounts_dir, config.docker.allowed_mounts)
     manager = ServerManager(
-        config=config, store=app[keys.STORE], env=DockerEnvironment(client, config.docker), events=app[keys.EVENTS],
-        tasks=app[keys.TASKS], ports=app[keys.PORTS], volumes=app[keys.VOLUMES],
+        config=config, store=app[keys.STORE], env=DockerEnvironment(client, config.docker, mounts),
+        events=app[keys.EVENTS], tasks=app[keys.TASKS], ports=app[keys.PORTS], volumes=app[keys.VOLUMES],
+        mounts=mounts,
     )
     app[keys.SERVERS] = manager
     await manager.load()
@@ -104,6 +110,7 @@ def create_app(config: Config, *, config_path: Path | None = None) -> web.Applic
     app = web.Application(
         middlewares=[middleware.error_middleware, middleware.body_limit_middleware, middleware.auth_middleware],
         client_max_size=config.api.max_body_bytes,
+        handler_args=server_log_options(),  # whichever runner serves the app logs requests safely
     )
     app[keys.CONFIG] = config
     app[keys.CONFIG_PATH] = config_path

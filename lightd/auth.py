@@ -8,10 +8,10 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from lightd.config import TOKEN_PREFIX, is_valid_token_format
-from lightd.errors import Forbidden, Unauthorized, ValidationFailed
+from lightd.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
 from lightd.store import Store
 
 Purpose = Literal["all", "api", "websocket"]
@@ -26,6 +26,8 @@ class Principal:
     purpose: str = "all"
     container: str | None = None
     expires_at: float | None = None
+    token_id: str | None = None
+    """The public id of the temporary token (None for the node token)."""
 
     def allows(self, purpose: str, container: str | None) -> bool:
         if self.node:
@@ -33,6 +35,15 @@ class Principal:
         if self.purpose not in ("all", purpose):
             return False
         return self.container is None or self.container == container
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A token just minted: the only time its value is known outside the client."""
+
+    token: str
+    id: str
+    expires_at: float
 
 
 def hash_token(token: str) -> str:
@@ -54,8 +65,8 @@ class TokenService:
         self.max_ttl = max_ttl
         self.booted_at = time.time()
 
-    async def issue(self, *, container: str | None, purpose: str, ttl_seconds: int | None) -> tuple[str, float]:
-        """Mint a temporary token; returns (token, expires_at)."""
+    async def issue(self, *, container: str | None, purpose: str, ttl_seconds: int | None) -> IssuedToken:
+        """Mint a temporary token."""
         ttl = self.default_ttl if ttl_seconds is None else ttl_seconds
         if ttl < 1 or ttl > self.max_ttl:
             raise ValidationFailed(f"ttl_seconds: must be between 1 and {self.max_ttl}", details={"field": "ttl_seconds"})
@@ -63,9 +74,22 @@ class TokenService:
             raise ValidationFailed(f"purpose: must be one of {', '.join(PURPOSES)}", details={"field": "purpose"})
         await self.purge_expired()  # the table holds recent tokens only, not every token ever minted
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        # The public id is random, not derived from the token or its hash: it reveals nothing about either.
+        token_id = secrets.token_hex(8)
         now = time.time()
-        await self.store.insert_token(hash_token(token), container, purpose, now, now + ttl)
-        return token, now + ttl
+        await self.store.insert_token(hash_token(token), container, purpose, now, now + ttl, token_id)
+        return IssuedToken(token, token_id, now + ttl)
+
+    async def live(self) -> list[dict[str, Any]]:
+        """The temporary tokens not yet expired: id, purpose, container, created_at, expires_at."""
+        return await self.store.live_tokens(time.time())
+
+    async def revoke(self, token_id: str) -> dict[str, Any]:
+        """Forget a temporary token, so that its next use is 401; NotFound when there is none by that id."""
+        row = await self.store.delete_token(token_id)
+        if row is None:
+            raise NotFound(f"token {token_id} not found", details={"id": token_id})
+        return row
 
     async def authenticate(self, token: str | None, *, purpose: str, container: str | None) -> Principal:
         """The principal for `token` used for `purpose` on `container`; Unauthorized or Forbidden otherwise."""
@@ -84,7 +108,8 @@ class TokenService:
         if purpose == "websocket" and row["created_at"] < self.booted_at:
             # Wings: a socket token minted before the daemon booted is not honoured.
             raise Unauthorized("token was issued before the daemon started")
-        principal = Principal(node=False, purpose=row["purpose"], container=row["container"], expires_at=row["expires_at"])
+        principal = Principal(node=False, purpose=row["purpose"], container=row["container"], expires_at=row["expires_at"],
+                              token_id=row["id"])
         if not principal.allows(purpose, container):
             raise Forbidden("token is not valid for this resource")
         return principal

@@ -38,12 +38,29 @@ class ApiConfig(_Section):
     trusted_proxies: list[str] = []
 
 
+class DefaultLimits(_Section):
+    """Limits a create gets for every field it leaves out (native and compat creates alike)."""
+
+    memory: int | None = Field(default=1024 * 1024 * 1024, ge=6 * 1024 * 1024)
+    """Bytes; null: no memory limit."""
+    cpu: float | None = Field(default=1.0, gt=0, le=1024)
+    """Cores; null: no CPU limit."""
+    pids: int | None = Field(default=None, ge=16, le=1_000_000)
+    """null: `docker.pids_limit` applies."""
+    disk: int = Field(default=0, ge=0)
+    """Bytes of volume disk; 0: unlimited."""
+
+
 class DockerConfig(_Section):
     socket: str = "unix:///var/run/docker.sock"
     network: str = "bridge"
     """Docker network server containers join."""
     container_prefix: str = "lightd-"
     pids_limit: int = Field(default=512, ge=16)
+    user: str = Field(default="988:988", pattern=r"^[0-9]{1,9}:[0-9]{1,9}$")
+    """uid:gid server containers run as; volumes are owned by it (the install container runs as root,
+    then the volume is chowned). "0:0" runs servers as root: never do that on a shared host."""
+    default_limits: DefaultLimits = DefaultLimits()
     memory_overhead_bytes: int = Field(default=0, ge=0)
     log_max_size: str = "5m"
     default_image: str = "lightd-test/busybox:latest"
@@ -100,6 +117,18 @@ class VolumeLimits(_Section):
     archive_max_entries: int = Field(default=100_000, ge=1)
     archive_max_total_bytes: int = Field(default=4 * 1024 * 1024 * 1024, ge=1)
     """Extraction stops with 400 when declared or actual sizes exceed this (archive bomb)."""
+    archive_max_header_bytes: int = Field(default=1024 * 1024, ge=4096)
+    """Largest tar pax / GNU long-name header; tarfile reads one whole into memory (header bomb: 400)."""
+    archive_max_index_bytes: int = Field(default=64 * 1024 * 1024, ge=65536)
+    """Largest zip central directory; zipfile reads it whole (100,000 entries with 200-byte names: ~27 MiB)."""
+    max_depth: int = Field(default=256, ge=8, le=4096)
+    """Folder levels a copy or compress walks below its source (deeper: 400 tree_too_deep); extraction
+    skips entries deeper than this. Real game servers nest a few dozen levels (mods' Java packages,
+    node_modules); past this a tree is an attack, and a bound keeps each operation's time and paths small."""
+    usage_max_depth: int = Field(default=4096, ge=8)
+    """Levels the disk-usage walk descends; deeper contents are left out and the figure says `partial`."""
+    usage_cache_seconds: float = Field(default=60.0, ge=0)
+    """How long a measured disk usage serves the disk limit (lightd's own writes are added meanwhile)."""
 
 
 class TokenConfig(_Section):
@@ -163,6 +192,19 @@ class Config(_Section):
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def mounts_dir(self) -> Path:
+        """Pin points of servers' host mounts (lightd.servers.mounts)."""
+        return self.data_dir / "mounts"
+
+
+def secure_data_dir(config: Config) -> None:
+    """Create `data_dir` and make it and `volumes/` 0700: no local account may reach a volume (a file a
+    server made there must not be runnable by anyone on the host). Blocking."""
+    for path in (config.data_dir, config.volumes_dir):
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)  # SECURITY: setuid files in volumes — nobody on the host can reach them
 
 
 class ConfigError(Exception):

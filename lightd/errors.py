@@ -4,11 +4,13 @@
     ├── BadRequest (400, "bad_request")
     │   ├── ValidationFailed (400, "validation_failed")   a field of a request is wrong; names the field
     │   ├── PathNotAllowed (400, "path_not_allowed")      "..", absolute, NUL, overlong or escaping path
-    │   └── ArchiveRejected (400, "archive_rejected")     unsupported, malformed or over the extraction cap
+    │   ├── ArchiveRejected (400, "archive_rejected")     unsupported, malformed or over the extraction cap
+    │   └── TreeTooDeep (400, "tree_too_deep")            a copy or compress met folders past volumes.max_depth
     ├── Unauthorized (401, "unauthorized")                 missing, malformed, unknown or expired token
     ├── Forbidden (403, "forbidden")                       vendor Accept header missing; token out of scope
     ├── NotFound (404, "not_found")
     ├── Conflict (409, "conflict")                         duplicate, in use, busy (power lock), wrong state
+    │   └── DiskQuotaExceeded (409, "disk_quota_exceeded") a write would take a server over limits.disk
     ├── PayloadTooLarge (413, "payload_too_large")
     └── ServiceUnavailable (503, "service_unavailable")
         └── DockerUnavailable (503, "docker_unavailable")  the engine cannot be reached
@@ -33,7 +35,7 @@ class LightdError(Exception):
         self.details = details
 
     def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": self.message}
+        body: dict[str, Any] = {"error": self.message, "code": self.code}
         if self.details is not None:
             body["details"] = self.details
         return body
@@ -56,6 +58,10 @@ class ArchiveRejected(BadRequest):
     code = "archive_rejected"
 
 
+class TreeTooDeep(BadRequest):
+    code = "tree_too_deep"
+
+
 class Unauthorized(LightdError):
     status = 401
     code = "unauthorized"
@@ -74,6 +80,10 @@ class NotFound(LightdError):
 class Conflict(LightdError):
     status = 409
     code = "conflict"
+
+
+class DiskQuotaExceeded(Conflict):
+    code = "disk_quota_exceeded"
 
 
 class PayloadTooLarge(LightdError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -53,13 +54,26 @@ def port_view(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class PortPool:
-    """Adds, lists, hands out and releases ports; a port held by a container cannot be deleted."""
+    """Adds, lists, hands out and releases ports; a port held by a container cannot be deleted, and the
+    daemon's own listening ports (`own_ports`) are never in it."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, own_ports: Iterable[int] = ()) -> None:
         self.store = store
+        self.own_ports = frozenset(own_ports)
+
+    def _refuse_own(self, spec: PortSpec, field: str) -> None:
+        # SECURITY: the daemon's own ports in the pool. A container holding api.port (or a front end's
+        # port) makes it a published port to everything that trusts the pool, e.g. Container Codes'
+        # reverse proxy, which would then forward to the native API. Refused on every IP: a pool entry on
+        # 0.0.0.0, the daemon's own address or loopback all reach the daemon, and no other IP needs it.
+        if spec.port in self.own_ports:
+            raise ValidationFailed(
+                f"{field}: port {spec.port} is one of lightd's own listening ports (api.port or an enabled "
+                "compat front end's port) and cannot be in the port pool", details={"field": field})
 
     async def add(self, spec: PortSpec) -> dict[str, Any]:
-        """Add one port to the pool (409 if present)."""
+        """Add one port to the pool (409 if present, 400 for the daemon's own ports)."""
+        self._refuse_own(spec, "port")
         if not await self.store.insert_port(*spec.key):
             raise Conflict(f"port {spec.ip}:{spec.port}/{spec.protocol} is already in the pool")
         return await self.get(spec.ip, spec.port, spec.protocol)
@@ -80,7 +94,8 @@ class PortPool:
 
     async def random_available(self, *, ip: str | None = None, protocol: str | None = None) -> dict[str, Any]:
         """A random free port (404 when none is free)."""
-        free = await self.store.list_ports(ip=ip, protocol=protocol, in_use=False)
+        free = [row for row in await self.store.list_ports(ip=ip, protocol=protocol, in_use=False)
+                if row["port"] not in self.own_ports]  # rows added before own ports were refused
         if not free:
             raise NotFound("no available port in the pool matches")
         return port_view(random.choice(free))
@@ -121,6 +136,7 @@ class PortPool:
     async def claim(self, specs: list[PortSpec], container: str) -> None:
         """Reserve every port for `container` atomically: 400 if one is not in the pool, 409 if one is taken."""
         for spec in specs:
+            self._refuse_own(spec, "ports")  # also a row that entered the pool before they were refused
             rows = await self.store.list_ports(ip=spec.ip, port=spec.port, protocol=spec.protocol)
             if not rows:
                 raise ValidationFailed(f"ports: {spec.ip}:{spec.port}/{spec.protocol} is not in the port pool",

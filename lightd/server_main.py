@@ -9,7 +9,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.web_runner import GracefulExit
 
-from lightd.access_log import MaskedAccessLogger
+from lightd.access_log import server_log_options
 from lightd.app import create_app
 from lightd.compat.serving import start_front_ends
 from lightd.config import Config
@@ -19,7 +19,7 @@ log = logging.getLogger("lightd")
 
 async def _serve(config: Config, config_path: Path) -> None:
     app = create_app(config, config_path=config_path)
-    runner = web.AppRunner(app, access_log_class=MaskedAccessLogger, handle_signals=True)
+    runner = web.AppRunner(app, handle_signals=True, **server_log_options())
     await runner.setup()
     site = web.TCPSite(runner, config.api.host, config.api.port)
     await site.start()

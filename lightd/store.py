@@ -164,6 +164,12 @@ MIGRATIONS: list[str] = [
     );
     INSERT INTO counters (name, value) SELECT 'outbox_dropped', COUNT(*) FROM outbox_dropped;
     """,
+    # Temporary tokens get a public id, by which they are listed and revoked; the hash is never shown.
+    """
+    ALTER TABLE tokens ADD COLUMN id TEXT;
+    UPDATE tokens SET id = lower(hex(randomblob(8)));
+    CREATE UNIQUE INDEX tokens_id ON tokens(id);
+    """,
 ]
 
 
@@ -196,6 +202,11 @@ class Store:
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.execute("PRAGMA foreign_keys=ON")
         await self._migrate()
+        # SECURITY: the database holds token hashes and every server's spec: root only.
+        for suffix in ("", "-wal", "-shm"):
+            path = self.path.with_name(self.path.name + suffix)
+            if path.exists():
+                path.chmod(0o600)
 
     async def close(self) -> None:
         if self._db is not None:
@@ -350,14 +361,33 @@ class Store:
         return await self._write("DELETE FROM containers WHERE internal_id = ?", (internal_id,)) > 0
 
     # -- temporary tokens ----------------------------------------------------------------------------
-    async def insert_token(self, token_hash: str, container: str | None, purpose: str, created_at: float, expires_at: float) -> None:
+    async def insert_token(self, token_hash: str, container: str | None, purpose: str, created_at: float, expires_at: float,
+                           token_id: str | None = None) -> None:
+        """`token_id` is the public id (a random one when None)."""
         await self._write(
-            "INSERT INTO tokens (hash, container, purpose, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
-            (token_hash, container, purpose, created_at, expires_at),
+            "INSERT INTO tokens (hash, container, purpose, created_at, expires_at, id)"
+            " VALUES (?, ?, ?, ?, ?, COALESCE(?, lower(hex(randomblob(8)))))",
+            (token_hash, container, purpose, created_at, expires_at, token_id),
         )
 
     async def get_token(self, token_hash: str) -> dict[str, Any] | None:
         return await self._fetchone("SELECT * FROM tokens WHERE hash = ?", (token_hash,))
+
+    async def live_tokens(self, now: float) -> list[dict[str, Any]]:
+        """Unexpired tokens, oldest first, without their hashes."""
+        return await self._fetchall(
+            "SELECT id, container, purpose, created_at, expires_at FROM tokens WHERE expires_at > ? ORDER BY created_at, id",
+            (now,),
+        )
+
+    async def delete_token(self, token_id: str) -> dict[str, Any] | None:
+        """Remove the token with this public id; the row removed (without its hash), or None."""
+        async with self._lock_write():
+            row = await self._fetchone(
+                "SELECT id, container, purpose, created_at, expires_at FROM tokens WHERE id = ?", (token_id,))
+            if row is not None:
+                await self.db.execute("DELETE FROM tokens WHERE id = ?", (token_id,))
+            return row
 
     async def delete_expired_tokens(self, now: float) -> int:
         return await self._write("DELETE FROM tokens WHERE expires_at < ?", (now,))

@@ -32,7 +32,7 @@ from lightd.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 
-STATUS_TYPES = frozenset({"installing", "ready", "starting", "running", "stopping", "offline", "crashed"})
+STATUS_TYPES = frozenset({"installing", "ready", "starting", "running", "stopping", "offline", "crashed", "deleted"})
 RETRYABLE_STATUSES = frozenset({408, 429})
 # The collector only writes to SQLite, so it keeps up; the bound is for a stalled disk. Overflow drops the
 # oldest event (the bus's policy) and is logged and counted in status()["missed_events"].
@@ -48,9 +48,16 @@ def update_for(event: Event) -> dict[str, Any] | None:
     base: dict[str, Any] = {"event": "update", "server": event.server}
     if event_type in STATUS_TYPES:
         base["status"] = event_type
+        if event_type == "crashed":
+            base["exit_code"] = event.data.get("exit_code")
+            base["oom_killed"] = bool(event.data.get("oom_killed"))
     elif event_type == "failed":
         base["error"] = "failed"
         base["data"] = str(event.data.get("error") or "install failed")
+    elif event_type == "error" and event.data.get("action"):
+        # A power action, reinstall or rebind that failed (e.g. a start refused by a mount or disk check).
+        base["error"] = f"{event.data['action']}_failed"
+        base["data"] = str(event.data.get("message") or "")
     else:
         return None
     base["ts"] = int(event.ts * 1000)

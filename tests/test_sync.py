@@ -37,7 +37,14 @@ def test_update_for_maps_states_and_failures():
         "event": "update", "server": "s", "status": "running", "ts": 1500}
     assert update_for(Event("event", "s", {"type": "failed", "error": "exit 7"}, ts=2)) == {
         "event": "update", "server": "s", "error": "failed", "data": "exit 7", "ts": 2000}
-    for ignored in ({"type": "exit", "exit_code": 0}, {"type": "install_step", "step": "Started"}, {"type": "deleted"}):
+    refused = {"type": "error", "action": "start", "message": "mount: /srv/x: is a symbolic link"}
+    assert update_for(Event("event", "s", refused, ts=3)) == {
+        "event": "update", "server": "s", "error": "start_failed", "data": "mount: /srv/x: is a symbolic link", "ts": 3000}
+    assert update_for(Event("event", "s", {"type": "crashed", "exit_code": 137, "oom_killed": False}, ts=4)) == {
+        "event": "update", "server": "s", "status": "crashed", "exit_code": 137, "oom_killed": False, "ts": 4000}
+    assert update_for(Event("event", "s", {"type": "deleted"}, ts=5)) == {
+        "event": "update", "server": "s", "status": "deleted", "ts": 5000}
+    for ignored in ({"type": "exit", "exit_code": 0}, {"type": "install_step", "step": "Started"}):
         assert update_for(Event("event", "s", ignored)) is None
     assert update_for(Event("console", "s", "running")) is None
     assert update_for(Event("event", None, {"type": "running"})) is None

@@ -79,6 +79,13 @@ class ConsoleSockets:
     def count(self, server_id: str) -> int:
         return len(self._by_server.get(server_id, ()))
 
+    def close_token(self, token_id: str) -> int:
+        """Close (4401) every socket opened with the temporary token `token_id`, now revoked; how many."""
+        socks = [s for group in self._by_server.values() for s in group if s.principal.token_id == token_id]
+        for sock in socks:
+            sock.request_close(CLOSE_TOKEN_EXPIRED, "token revoked")
+        return len(socks)
+
     async def close_all(self, code: int, reason: str) -> None:
         """Close every socket (daemon shutdown)."""
         socks = [s for group in self._by_server.values() for s in group]

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from lightd import keys
+from lightd.access_log import escape
 from lightd.api.public import is_public
 from lightd.api.responses import json_response
 from lightd.errors import Forbidden, LightdError, PayloadTooLarge, Unauthorized
@@ -40,7 +41,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_response({"error": message}, status=exc.status, headers=_allowed(exc))
     except Exception:
         request_id = uuid.uuid4().hex[:12]
-        log.exception("unhandled error in %s %s (request %s)", request.method, request.rel_url.path, request_id)
+        # SECURITY: log forging: the path arrives percent-decoded (`%0a` is a newline).
+        log.exception("unhandled error in %s %s (request %s)", escape(request.method), escape(request.rel_url.path),
+                      request_id)
         return json_response({"error": "internal server error", "request_id": request_id}, status=500)
 
 

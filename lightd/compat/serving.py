@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from lightd import keys
-from lightd.access_log import MaskedAccessLogger
+from lightd.access_log import server_log_options
 from lightd.api.middleware import bearer_token
 from lightd.api.responses import ascii_int
 from lightd.compat.base import CompatServices
@@ -64,6 +64,16 @@ def listen_address(front_end: FrontEnd, settings: CompatFrontEnd) -> tuple[str, 
     return host, number if number is not None else settings.port
 
 
+def own_ports(config: Config) -> frozenset[int]:
+    """Every port the daemon itself listens on: api.port and each enabled front end's own port."""
+    ports = {config.api.port}
+    for front_end in FRONT_ENDS:
+        settings: CompatFrontEnd = getattr(config.compat, front_end.name)
+        if settings.enabled:
+            ports.add(listen_address(front_end, settings)[1])
+    return frozenset(ports)
+
+
 def token_middleware(services: CompatServices) -> Callable[..., Awaitable[web.StreamResponse]]:
     """For a separate port with `require_token`: the node token (Bearer, X-API-Key or ?token=) on every
     request."""
@@ -94,7 +104,7 @@ async def start_front_ends(main_app: web.Application, config: Config) -> list[we
         elif settings.host not in ("127.0.0.1", "::1", "localhost"):
             log.warning("compat %s listens on %s without a token: anyone who reaches it controls containers",
                         front_end.name, settings.host)
-        runner = web.AppRunner(app, handle_signals=False, access_log_class=MaskedAccessLogger)
+        runner = web.AppRunner(app, handle_signals=False, **server_log_options())
         await runner.setup()
         host, port = listen_address(front_end, settings)
         await web.TCPSite(runner, host, port).start()

@@ -4,6 +4,7 @@ tree and its payloads into plain values; nothing outside lightd/docker/ imports 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -127,6 +128,13 @@ class DockerClient:
     async def create_container(self, name: str, config: dict[str, Any]) -> str:
         container = await self._call(f"create container {name}", self.raw.containers.create(config, name=name))
         return container.id
+
+    async def list_containers(self, labels: dict[str, str]) -> list[dict[str, Any]]:
+        """Every container (running or not) carrying all of `labels`, as Docker's list documents."""
+        filters = json.dumps({"label": [f"{k}={v}" for k, v in labels.items()]})
+        containers = await self._call("list containers", self.raw.containers.list(all="1", filters=filters))
+        return [{key: container[key] for key in ("Id", "Names", "Labels", "State") if key in container}
+                for container in containers]
 
     async def inspect_container(self, name: str) -> dict[str, Any] | None:
         """The container's inspect document, or None when it does not exist."""

@@ -15,6 +15,7 @@ from lightd.docker.stats import sample_from_stats
 from lightd.errors import LightdError, NotFound
 from lightd.servers.environment import ContainerStatus, ExitStatus, StatsSample
 from lightd.servers.models import ContainerSpec
+from lightd.servers.mounts import MountPins
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,25 @@ DROPPED_CAPABILITIES = [
     "SETPCAP", "MKNOD", "AUDIT_WRITE", "NET_RAW", "DAC_OVERRIDE", "FOWNER", "FSETID",
     "NET_BIND_SERVICE", "SYS_CHROOT", "SETFCAP",
 ]
+INSTALLER_KEEPS = ("DAC_OVERRIDE", "FOWNER")
 LABEL_MANAGED = "lightd.managed"
 LABEL_ID = "lightd.internal_id"
 LABEL_ROLE = "lightd.role"
+
+
+async def _complete(coro: Any) -> Any:
+    """Await an engine call to its end even when the caller is cancelled meanwhile (then re-raise the
+    cancellation): a cancelled `docker create` may still be carried out by the engine, and a container
+    nobody knows of would be left behind by a delete that cancelled the install."""
+    task = asyncio.ensure_future(coro)  # awaited below on every path
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        try:
+            await task
+        except Exception:  # noqa: BLE001 - the create failed after all: nothing to clean up
+            pass
+        raise
 
 
 class AttachedConsole:
@@ -69,9 +86,10 @@ class AttachedConsole:
 class DockerEnvironment:
     """Servers as Docker containers named `{prefix}{internal_id}`."""
 
-    def __init__(self, client: DockerClient, config: DockerConfig) -> None:
+    def __init__(self, client: DockerClient, config: DockerConfig, mounts: MountPins) -> None:
         self.client = client
         self.config = config
+        self.mounts = mounts
 
     def name_of(self, internal_id: str) -> str:
         return f"{self.config.container_prefix}{internal_id}"
@@ -116,7 +134,10 @@ class DockerEnvironment:
 
     def _binds(self, spec: ContainerSpec, volume_path: Path, data_path: Path) -> list[str]:
         binds = [f"{volume_path}:{CONTAINER_HOME}:rw", f"{data_path}:{DATA_DIR}:ro"]
-        binds += [f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mount]
+        # SECURITY: symlink mount escape — Docker binds the pin point (a bind of the checked directory,
+        # made before every start by MountPins), never the tenant-reachable source path itself.
+        binds += [f"{self.mounts.pin_path(spec.internal_id, i)}:{m.target}:{'ro' if m.read_only else 'rw'}"
+                  for i, m in enumerate(spec.mount)]
         return binds
 
     def server_config(self, spec: ContainerSpec, volume_path: Path, data_path: Path) -> dict[str, Any]:
@@ -140,6 +161,8 @@ class DockerEnvironment:
         }
         return {
             "Image": spec.image,
+            # SECURITY: setuid files — the server runs unprivileged (docker.user); only the installer is root.
+            "User": self.config.user,
             "Cmd": ["/bin/sh", f"{DATA_DIR}/entrypoint.sh"],
             "WorkingDir": CONTAINER_HOME,
             "Env": [f"{k}={v}" for k, v in env.items()],
@@ -157,11 +180,25 @@ class DockerEnvironment:
     async def create(self, spec: ContainerSpec, volume_path: Path, data_path: Path) -> str:
         name = self.name_of(spec.internal_id)
         await self.client.remove_container(name)
-        return await self.client.create_container(name, self.server_config(spec, volume_path, data_path))
+        return await _complete(self.client.create_container(name, self.server_config(spec, volume_path, data_path)))
 
     async def remove(self, internal_id: str) -> None:
         await self.client.remove_container(self.name_of(internal_id))
         await self.client.remove_container(self.installer_name_of(internal_id))
+        # Anything else carrying the server's label (a create that raced a delete).
+        for doc in await self.client.list_containers({LABEL_ID: internal_id, "lightd.prefix": self.config.container_prefix}):
+            await self.client.remove_container(doc["Id"])
+
+    async def remove_leftovers(self, known: set[str]) -> list[str]:
+        """Remove installer containers (no install survives a daemon restart) and server containers of
+        this prefix that belong to no known server; the names removed."""
+        removed = []
+        for doc in await self.client.list_containers({"lightd.prefix": self.config.container_prefix}):
+            labels = doc.get("Labels") or {}
+            if labels.get(LABEL_ROLE) == "installer" or labels.get(LABEL_ID) not in known:
+                await self.client.remove_container(doc["Id"])
+                removed.append(((doc.get("Names") or [doc["Id"]])[0]).lstrip("/"))
+        return removed
 
     async def status(self, internal_id: str) -> ContainerStatus:
         doc = await self.client.inspect_container(self.name_of(internal_id))
@@ -214,6 +251,9 @@ class DockerEnvironment:
         host = {**self._hardening(spec), "Binds": self._binds(spec, volume_path, data_path),
                 "NetworkMode": self.config.network}
         host.pop("Init", None)
+        # The installer is root and keeps the right to write files it does not own: after the first
+        # install the volume belongs to docker.user (a reinstall writes into it). It is chowned back after.
+        host["CapDrop"] = [cap for cap in DROPPED_CAPABILITIES if cap not in INSTALLER_KEEPS]
         config = {
             "Image": spec.install_image or spec.image,
             "Cmd": cmd,
@@ -225,8 +265,8 @@ class DockerEnvironment:
             "Tty": False,
             "HostConfig": host,  # never privileged (Wings advisory: privileged installer = escape)
         }
-        await self.client.create_container(name, config)
         try:
+            await _complete(self.client.create_container(name, config))
             console = AttachedConsole(self.client.attach(name))
             try:
                 await console.connect()

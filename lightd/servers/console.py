@@ -1,11 +1,15 @@
-"""Console output: bytes to lines, the bounded history of a server, and the output throttle."""
+"""Console output: bytes to lines, the bounded history of a server, the output throttle, and the start
+pattern that tells a server is up."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+
+import re2
 
 ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 
@@ -132,3 +136,73 @@ class OutputThrottle:
             return False
         self._noticed = True
         return True
+
+
+# A pattern without any of these is a plain substring, found with `in`.
+_REGEX_METACHARACTERS = frozenset(".^$*+?{}[]\\|()")
+START_PATTERN_MAX_PROGRAM = 512
+"""Largest RE2 program a start pattern may compile to. RE2 is linear in the line, but when its DFA cache
+overflows it falls back to an NFA whose cost per byte grows with the program: at 512 instructions a
+64 KiB line of adversarial output costs ~0.2 s, at the 1024-character limit it could cost several."""
+_MATCH_BUDGET = 4_000_000
+"""Work (bytes searched x program size) between two yields to the event loop while matching a chunk."""
+
+
+class StartPattern:
+    """How a server's console shows it has started: a plain substring, or a regular expression matched by
+    RE2, in time linear in the line. Raises ValueError for what RE2 cannot take (backreferences,
+    lookaround) or for a pattern too complex to bound."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self._needle: str | None = None
+        self._regex: re2._Regexp | None = None
+        if _REGEX_METACHARACTERS.isdisjoint(pattern):
+            self._needle = pattern
+            self._cost = 1
+            return
+        # SECURITY: backtracking start pattern. The pattern is the tenant's and runs on every line its
+        # server prints: Python's backtracking `re` spent seconds per 64 KiB line on ".*Server started",
+        # with the event loop blocked. RE2 has no backtracking; captures are never needed here, and
+        # without them RE2 runs a smaller program and skips the submatch pass.
+        options = re2.Options()
+        options.log_errors = False  # a refused pattern is the client's error, not something for stderr
+        options.never_capture = True
+        try:
+            self._regex = re2.compile(pattern, options)
+        except re2.error as exc:
+            reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+            raise ValueError(
+                f"not a regular expression lightd can match in linear time ({reason}); RE2 syntax: no "
+                "backreferences, lookahead or lookbehind, repetition counts up to 1000"
+            ) from None
+        size = self._regex.programsize
+        if size > START_PATTERN_MAX_PROGRAM:
+            raise ValueError(
+                f"regular expression too complex: it compiles to {size} RE2 instructions, at most "
+                f"{START_PATTERN_MAX_PROGRAM} (use smaller repetition counts)"
+            )
+        self._cost = size
+
+    def search(self, line: str) -> bool:
+        """Whether the line (ANSI escapes removed) shows the server has started."""
+        text = strip_ansi(line)
+        if self._needle is not None:
+            return self._needle in text
+        assert self._regex is not None
+        # Bytes, not str: the str path of the re2 module maps every match offset back to characters.
+        return self._regex.search(text.encode("utf-8", "replace")) is not None
+
+    async def first_match(self, lines: Sequence[str]) -> int:
+        """Index of the first line that matches, -1 if none. Yields to the event loop whenever the work
+        done on this chunk passes a budget, so that a flood of long lines never holds the loop for more
+        than one line's search."""
+        work = 0
+        for index, line in enumerate(lines):
+            if self.search(line):
+                return index
+            work += (len(line) + 1) * self._cost
+            if work >= _MATCH_BUDGET:
+                work = 0
+                await asyncio.sleep(0)
+        return -1

@@ -59,7 +59,11 @@ class Environment(Protocol):
 
     async def create(self, spec: ContainerSpec, volume_path: Path, data_path: Path) -> str: ...
 
-    async def remove(self, internal_id: str) -> None: ...
+    async def remove(self, internal_id: str) -> None:
+        """Remove the server's containers (server, installer, anything else with its label)."""
+
+    async def remove_leftovers(self, known: set[str]) -> list[str]:
+        """Remove installer containers and containers of servers not in `known`; the names removed."""
 
     async def status(self, internal_id: str) -> ContainerStatus: ...
 

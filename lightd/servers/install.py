@@ -66,6 +66,7 @@ async def install(server: Server) -> bool:
         if spec.install_script:
             step("RunningInstallScript")
             await asyncio.to_thread(_write_script, server.data_path / "install.sh", spec.install_script)
+            await server.preflight.before_install(server)
             code = await server.env.run_install(spec, server.volume_path, server.data_path, log_.feed)
             log_.finish()
             await log_.save()
@@ -73,6 +74,7 @@ async def install(server: Server) -> bool:
                 raise InstallFailed(f"install script exited with code {code}", log_.tail())
             step("InstallScriptComplete")
         step("SettingUpEntrypoint")
+        await server.preflight.after_install(server)
         await server.write_entrypoint()
     except asyncio.CancelledError:
         await _fail(server, "install was interrupted (daemon shutdown or delete)", log_.tail())

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path, PurePosixPath
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,7 +18,9 @@ from lightd.events import EventBus
 from lightd.ports import PortPool
 from lightd.servers.environment import Environment
 from lightd.servers.install import install
-from lightd.servers.models import ContainerSpec, RebindRequest, ReinstallRequest, container_view
+from lightd.servers.models import ContainerSpec, Limits, RebindRequest, ReinstallRequest, container_view
+from lightd.servers.mounts import MountPins
+from lightd.servers.preflight import Preflight
 from lightd.servers.server import Server
 from lightd.store import Store
 from lightd.tasks import TaskOwner
@@ -27,23 +31,12 @@ log = logging.getLogger(__name__)
 POWER_ACTIONS = ("start", "stop", "restart", "kill")
 
 
-def mount_allowed(source: str, allowed: list[str]) -> bool:
-    """True when `source` is one of `allowed` or below one, compared by path component
-    (`/srv/shared` admits `/srv/shared/x`, never `/srv/shared-secret`)."""
-    parts = PurePosixPath(source).parts
-    for root in allowed:
-        root_parts = PurePosixPath(root).parts
-        if len(root_parts) > 1 and parts[: len(root_parts)] == root_parts:
-            return True
-    return False
-
-
 class ServerManager:
     """Every server of this node, by internal id."""
 
     def __init__(
         self, *, config: Config, store: Store, env: Environment, events: EventBus, tasks: TaskOwner,
-        ports: PortPool, volumes: VolumeService,
+        ports: PortPool, volumes: VolumeService, mounts: MountPins,
     ) -> None:
         self.config = config
         self.store = store
@@ -52,6 +45,8 @@ class ServerManager:
         self.tasks = tasks
         self.ports = ports
         self.volumes = volumes
+        self.mounts = mounts
+        self.preflight = Preflight(volumes, mounts, config.docker.user)
         self.servers: dict[str, Server] = {}
         self.engine_up = False
         self._creating: set[str] = set()
@@ -64,7 +59,21 @@ class ServerManager:
         return Server(
             record, env=self.env, store=self.store, events=self.events, tasks=self.tasks, config=self.config,
             volume_path=self.volumes.path_of(record["volume_id"]), data_path=self._data_path(record["internal_id"]),
+            preflight=self.preflight,
         )
+
+    def _apply_disk_limit(self, volume_id: str) -> None:
+        """The volume's disk limit: the smallest `limits.disk` of the servers using it (0/None: unlimited)."""
+        limits = [s.spec.limits.disk for s in self.servers.values() if s.spec.volume_id == volume_id and s.spec.limits.disk]
+        self.volumes.set_disk_limit(volume_id, min(limits) if limits else None)
+
+    def with_default_limits(self, spec: ContainerSpec) -> ContainerSpec:
+        """`docker.default_limits` for every limit the create left out."""
+        defaults = self.config.docker.default_limits.model_dump()
+        defaults["pids"] = defaults["pids"] or self.config.docker.pids_limit
+        given = spec.limits.model_dump()
+        filled = {key: defaults[key] if value is None else value for key, value in given.items()}
+        return spec.model_copy(update={"limits": Limits.model_validate(filled)})
 
     # -- queries -------------------------------------------------------------------------------------
     def get(self, internal_id: str) -> Server:
@@ -116,10 +125,15 @@ class ServerManager:
             self._creating.discard(spec.internal_id)
 
     async def _create(self, spec: ContainerSpec) -> dict[str, Any]:
-        for mount in spec.mount:
-            if not mount_allowed(mount.source, self.config.docker.allowed_mounts):
-                raise ValidationFailed(f"mount: {mount.source} is not under an allowed mount directory",
-                                       details={"field": "mount"})
+        spec = self.with_default_limits(spec)
+        cores = os.cpu_count() or 1
+        if spec.limits.cpu is not None and not 0.01 <= spec.limits.cpu <= cores:
+            # Docker would refuse it at container create, after the server was recorded.
+            raise ValidationFailed(f"limits.cpu: must be between 0.01 and {cores} (this node's CPUs)",
+                                   details={"field": "limits.cpu"})
+        # SECURITY: symlink mount escape — every source is walked without following links (and again,
+        # and pinned, before every start: see Preflight).
+        await self.mounts.check_async(spec.mount)
         try:
             await self.volumes.record(spec.volume_id)
         except NotFound:
@@ -134,6 +148,7 @@ class ServerManager:
         record = await self.store.get_container(spec.internal_id)
         server = self._build(record)
         self.servers[spec.internal_id] = server
+        self._apply_disk_limit(spec.volume_id)
         server.lock.try_acquire("install")
         server.install_task = self.tasks.spawn(self._install(server), name=f"install:{server.id}")
         return container_view(record, server.runtime())
@@ -169,6 +184,10 @@ class ServerManager:
         await self.store.delete_tokens_of(internal_id)
         await self.store.delete_container(internal_id)
         self.servers.pop(internal_id, None)
+        self._apply_disk_limit(server.spec.volume_id)
+        await self.mounts.unpin(internal_id)
+        # Entrypoint, install script and install log (written by lightd only: the container sees them read-only).
+        await asyncio.to_thread(shutil.rmtree, server.data_path, True)
         server.publish_event("deleted")
         if server.spec.owned_volume:
             try:
@@ -317,27 +336,41 @@ class ServerManager:
         for record in await self.store.list_containers():
             server = self._build(record)
             self.servers[server.id] = server
+            self._apply_disk_limit(server.spec.volume_id)
             if record["install_state"] == "installing":
                 # The daemon stopped mid-install: the install cannot be trusted.
                 await server.set_install_state("failed", "install was interrupted by a daemon restart")
         if await self.env.available():
             self.engine_up = True
+            await self._remove_leftovers()
             await self.reconcile()
         else:
             log.warning("Docker engine unreachable at start-up; servers are re-attached when it is back")
 
+    async def _remove_leftovers(self) -> None:
+        """Installer containers left by a daemon that died mid-install (they would go on running their
+        script against the volume) and containers of this prefix that belong to no server."""
+        try:
+            removed = await self.env.remove_leftovers(set(self.servers))
+        except LightdError as exc:
+            log.warning("could not remove leftover containers: %s", exc)
+            return
+        for name in removed:
+            log.info("removed leftover container %s", name)
+
     async def reconcile(self) -> None:
-        """Re-attach running containers, mark vanished ones; never start or stop anything."""
+        """Compare the engine with the state last announced: re-attach running containers, handle exits
+        that happened unseen; never start or stop anything."""
         for server in list(self.servers.values()):
-            if server.lock.locked or server.deleted or server.stream_ending:
+            if server.lock.locked or server.deleted or server.stream_ending or server.attached:
                 continue
             try:
                 status = await self.env.status(server.id)
                 server.container_missing = not status.exists and server.install_state == "ready"
-                if status.running and server._console is None:
-                    await server.reattach(assume_state=server.record["state"])
-                elif not status.running and server.state != "offline" and server._console is None:
-                    await server.set_state("offline")
+                if status.running:
+                    await server.reattach()
+                elif server.state != "offline":
+                    await server.exited_while_away(status.exit_code if status.exists else None, status.oom_killed)
             except LightdError as exc:
                 log.warning("%s: reconcile failed: %s", server.id, exc)
 

@@ -36,11 +36,13 @@ def validate_image(value: str) -> str:
 
 class Limits(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    memory: int | None = Field(default=None, gt=0, strict=True)
-    """Bytes."""
+    memory: int | None = Field(default=None, gt=0, le=2**50, strict=True)
+    """Bytes (at most 1 PiB: Docker takes an int64, and overhead is added to it)."""
     cpu: float | None = Field(default=None, gt=0, le=1024)
     """Cores (1.0 = one core)."""
     pids: int | None = Field(default=None, ge=16, le=1_000_000, strict=True)
+    disk: int | None = Field(default=None, ge=0, le=2**62, strict=True)
+    """Bytes of the volume this server may fill; 0 or null: unlimited."""
 
     @field_validator("memory")
     @classmethod
@@ -68,6 +70,11 @@ class StopConfig(BaseModel):
         return self
 
 
+# Targets a mount may not cover: the container's root and kernel filesystems, and the two paths lightd
+# itself binds (the volume and the entrypoint directory).
+RESERVED_TARGETS = ("/proc", "/sys", "/dev", "/app/data")
+
+
 class Mount(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source: str = Field(min_length=1, max_length=4096)
@@ -77,8 +84,18 @@ class Mount(BaseModel):
     @field_validator("source", "target")
     @classmethod
     def _absolute(cls, value: str) -> str:
-        if not value.startswith("/") or "\x00" in value or any(p == ".." for p in value.split("/")):
-            raise ValueError("must be an absolute path without '..'")
+        if not value.startswith("/") or any(p in ("..", ".") for p in value.split("/")):
+            raise ValueError("must be an absolute path without '.' or '..' components")
+        # ':' and ',' split Docker's bind and mount strings; control characters have no business here.
+        if any(c in value for c in ":,") or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("must not contain ':', ',' or control characters")
+        return value.rstrip("/") or "/"
+
+    @field_validator("target")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in ("/", "/home/container") or any(value == r or value.startswith(r + "/") for r in RESERVED_TARGETS):
+            raise ValueError(f"{value} cannot be a mount target")
         return value
 
 
@@ -121,10 +138,11 @@ class ContainerSpec(BaseModel):
     def _pattern(cls, value: str | None) -> str | None:
         if value in (None, ""):
             return None
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
+        # SECURITY: backtracking start pattern. Refused here (create and reinstall) unless it can be
+        # matched in linear time; the server compiles it with the same class.
+        from lightd.servers.console import StartPattern
+
+        StartPattern(value)
         return value
 
     @field_validator("environment")
@@ -140,6 +158,9 @@ class ContainerSpec(BaseModel):
         keys = [p.key for p in self.ports]
         if len(keys) != len(set(keys)):
             raise ValueError("ports: the same ip/port/protocol is listed twice")
+        targets = [m.target for m in self.mount]
+        if len(targets) != len(set(targets)):
+            raise ValueError("mount: the same target is listed twice")
         return self
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -12,10 +11,11 @@ from typing import Any
 from lightd.config import Config
 from lightd.errors import Conflict, DockerUnavailable, LightdError
 from lightd.events import EventBus
-from lightd.servers.console import ConsoleHistory, LineSplitter, OutputThrottle, strip_ansi
+from lightd.servers.console import ConsoleHistory, LineSplitter, OutputThrottle, StartPattern
 from lightd.servers.environment import ConsoleStream, Environment, StatsSample
 from lightd.servers.models import ContainerSpec
 from lightd.servers.power import PowerLock
+from lightd.servers.preflight import Preflight
 from lightd.store import Store
 from lightd.tasks import TaskOwner
 
@@ -34,13 +34,15 @@ class Server:
 
     def __init__(
         self, record: dict[str, Any], *, env: Environment, store: Store, events: EventBus, tasks: TaskOwner,
-        config: Config, volume_path: Path, data_path: Path,
+        config: Config, volume_path: Path, data_path: Path, preflight: Preflight,
     ) -> None:
         self.id: str = record["internal_id"]
         self.record = record
         self.spec = ContainerSpec.model_validate(record["spec"])
         self.install_state: str = record["install_state"]
-        self.state: str = "offline"
+        # The last state announced (stored): what recovery compares the engine with, so that only
+        # transitions that really happened while the daemon was away are announced.
+        self.state: str = record.get("state") or "offline"
         self.env = env
         self.store = store
         self.events = events
@@ -48,6 +50,7 @@ class Server:
         self.config = config
         self.volume_path = volume_path
         self.data_path = data_path
+        self.preflight = preflight
         self.lock = PowerLock(self.id)
         self.history = ConsoleHistory(config.console.history_lines, config.console.history_bytes)
         self.throttle = OutputThrottle(config.console.throttle_lines, config.console.throttle_window_ms)
@@ -57,7 +60,7 @@ class Server:
         self.latest_stats: StatsSample | None = None
         self.deleted = False
         self.install_task: asyncio.Task[Any] | None = None
-        self._pattern = re.compile(self.spec.start_pattern) if self.spec.start_pattern else None
+        self._pattern = StartPattern(self.spec.start_pattern) if self.spec.start_pattern else None
         self._console: ConsoleStream | None = None
         self.stream_ending = False  # between the end of a console stream and the handling of the exit
         self._expect_exit = False
@@ -126,13 +129,14 @@ class Server:
         """Attach to the output, then start; `running` on the first line matching the start pattern."""
         self.check_can_start()
         status = await self.env.status(self.id)
+        if status.running:
+            await self.reattach()
+            return
+        await self.preflight.before_start(self)
         if not status.exists:
             await self.write_entrypoint()
             await self.env.create(self.spec, self.volume_path, self.data_path)
             self.container_missing = False
-        elif status.running:
-            await self.reattach(assume_state="running")
-            return
         console = await self.env.attach(self.id)
         self._expect_exit = False
         self._exited.clear()
@@ -226,13 +230,19 @@ class Server:
         self.tasks.spawn(self._read_console(console), name=f"console:{self.id}")
 
     @property
+    def attached(self) -> bool:
+        """A console stream is being read."""
+        return self._console is not None
+
+    @property
     def detached(self) -> bool:
         """Looks alive but no console is attached and nothing is dealing with it (the engine went away)."""
         return (self.state != "offline" and self._console is None and not self.stream_ending
                 and not self.lock.locked and not self.deleted)
 
-    async def reattach(self, assume_state: str) -> None:
-        """Attach to a container that is already running (daemon restart, engine back)."""
+    async def reattach(self) -> None:
+        """Attach to a container that is already running (daemon restart, engine back); announce a state
+        only if it differs from the last one announced."""
         try:
             self.history.clear()
             self.history.extend(await self.env.tail_logs(self.id, self.config.console.history_lines))
@@ -241,11 +251,25 @@ class Server:
         console = await self.env.attach(self.id)
         self._expect_exit = False
         self._exited.clear()
-        self.state = "offline"  # so that set_state announces the state found, even if it is unchanged
-        await self.set_state("starting" if assume_state == "starting" and self._pattern else "running")
+        starting = self.state == "starting" and self._pattern is not None and not any(
+            self._pattern.search(strip_ansi(line)) for line in self.history.tail(self.config.console.history_lines))
+        # A stop that was under way when the daemon went away ended with it: the server is running.
+        await self.set_state("starting" if starting else "running")
         if self.started_at is None:
             self.started_at = time.time()
         self._watch(console)
+
+    async def exited_while_away(self, exit_code: int | None, oom_killed: bool) -> None:
+        """The container stopped while nobody watched (daemon down, engine away): handle that exit as if
+        it had been seen — a crash with its real exit code unless a stop had been asked for."""
+        self._expect_exit = self.state == "stopping"
+        self._exited.clear()
+        if exit_code is None:  # the container itself is gone: no exit to report
+            self.daemon_message("The server's container disappeared while the daemon was away")
+            await self.set_state("offline")
+            self._exited.set()
+            return
+        await self._handle_exit(exit_code, oom_killed)
 
     async def _read_console(self, console: ConsoleStream) -> None:
         splitter = LineSplitter(self.config.console.line_max_bytes)
@@ -272,14 +296,12 @@ class Server:
         if not lines:
             return
         if self.state == "starting" and self._pattern is not None:
-            search = self._pattern.search
-            for index, line in enumerate(lines):
-                if search(strip_ansi(line)):
-                    # The lines before the match go out first, then `running`, then the rest.
-                    self._publish_lines(lines[:index])
-                    await self.set_state("running")
-                    lines = lines[index:]
-                    break
+            index = await self._pattern.first_match(lines)  # may yield: the state is checked again
+            if index >= 0 and self.state == "starting":
+                # The lines before the match go out first, then `running`, then the rest.
+                self._publish_lines(lines[:index])
+                await self.set_state("running")
+                lines = lines[index:]
         self._publish_lines(lines)
 
     def _publish_lines(self, lines: list[str]) -> None:

@@ -23,11 +23,14 @@ log = logging.getLogger(__name__)
 ACTIVE_STATES = frozenset({"starting", "running", "stopping"})
 ZERO = StatsSample(memory_bytes=0, memory_limit_bytes=0, cpu_absolute=0.0, rx_bytes=0, tx_bytes=0)
 RETRY_SECONDS = 1.0
+NOT_RUNNING_POLL_SECONDS = 0.25
 """Wait before re-opening a stats stream that ended while the server is still up (created, not yet started)."""
 
 
-def stats_payload(state: str, sample: StatsSample | None, disk_bytes: int, uptime_ms: int) -> dict[str, Any]:
-    """The `stats` shape of the protocol (field names as upstream Lightd and Wings)."""
+def stats_payload(state: str, sample: StatsSample | None, disk_bytes: int, uptime_ms: int,
+                  disk_limit_bytes: int | None = None) -> dict[str, Any]:
+    """The `stats` shape of the protocol (field names as upstream Lightd and Wings; `disk_limit_bytes` is
+    the server's `limits.disk`, 0 for none)."""
     sample = sample or ZERO
     return {
         "state": state,
@@ -36,36 +39,24 @@ def stats_payload(state: str, sample: StatsSample | None, disk_bytes: int, uptim
         "memory_limit_bytes": sample.memory_limit_bytes,
         "network": {"rx_bytes": sample.rx_bytes, "tx_bytes": sample.tx_bytes},
         "disk_bytes": disk_bytes,
+        "disk_limit_bytes": disk_limit_bytes or 0,
         "uptime": uptime_ms,
     }
 
 
-class DiskUsageCache:
-    """Volume disk usage, re-walked at most every `ttl` seconds; one walk at a time for the whole node."""
+class DiskUsage:
+    """Bytes a server's volume uses (VolumeService's cached figure) and its disk limit."""
 
-    def __init__(self, volumes: VolumeService, ttl: float) -> None:
+    def __init__(self, volumes: VolumeService) -> None:
         self.volumes = volumes
-        self.ttl = ttl
-        self._cache: dict[str, tuple[float, int]] = {}
-        self._lock = asyncio.Lock()
 
     async def bytes_of(self, volume_id: str) -> int:
         """Cached bytes of `volume_id` (0 when it cannot be read)."""
-        loop = asyncio.get_running_loop()
-        cached = self._cache.get(volume_id)
-        if cached is not None and loop.time() - cached[0] < self.ttl:
-            return cached[1]
-        async with self._lock:
-            cached = self._cache.get(volume_id)
-            if cached is not None and loop.time() - cached[0] < self.ttl:
-                return cached[1]
-            try:
-                used = int((await self.volumes.disk_usage(volume_id)).get("bytes", 0))
-            except (LightdError, OSError, ValueError) as exc:
-                log.debug("disk usage of %s: %s", volume_id, exc)
-                used = cached[1] if cached else 0
-            self._cache[volume_id] = (loop.time(), used)
-            return used
+        try:
+            return await self.volumes.usage_bytes(volume_id)
+        except (LightdError, OSError, ValueError) as exc:
+            log.debug("disk usage of %s: %s", volume_id, exc)
+            return 0
 
 
 class StatsSampler:
@@ -73,14 +64,14 @@ class StatsSampler:
 
     def __init__(
         self, *, servers: ServerManager, env: Environment, events: EventBus, tasks: TaskOwner,
-        volumes: VolumeService, interval: float, disk_ttl: float = 60.0,
+        volumes: VolumeService, interval: float,
     ) -> None:
         self.servers = servers
         self.env = env
         self.events = events
         self.tasks = tasks
         self.interval = interval
-        self.disk = DiskUsageCache(volumes, disk_ttl)
+        self.disk = DiskUsage(volumes)
         self._samplers: dict[str, asyncio.Task[None]] = {}
         self._watcher: asyncio.Task[None] | None = None
 
@@ -109,7 +100,7 @@ class StatsSampler:
         up = server.state in ACTIVE_STATES
         sample = server.latest_stats if up else None
         disk = await self.disk.bytes_of(server.record["volume_id"])
-        return stats_payload(server.state, sample, disk, server.uptime_ms())
+        return stats_payload(server.state, sample, disk, server.uptime_ms(), server.spec.limits.disk)
 
     async def _watch(self, sub: Any) -> None:
         with sub:
@@ -143,6 +134,11 @@ class StatsSampler:
         last_published = float("-inf")
         while server.state in ACTIVE_STATES and not server.deleted:
             try:
+                # A stream opened on a created, not yet running container never delivers (the engine
+                # does not follow the start): open it only once the container runs.
+                if not (await self.env.status(server.id)).running:
+                    await asyncio.sleep(NOT_RUNNING_POLL_SECONDS)
+                    continue
                 async for sample in self.env.stats(server.id):
                     if server.state not in ACTIVE_STATES:
                         break

@@ -1,35 +1,70 @@
 """Archives inside a volume: compress paths into zip / tar / tar.gz / tar.bz2, and extract an archive.
 
 Extraction writes only regular files and directories, each through the sandbox; zip-slip (`..`),
-absolute, link, device and FIFO entries are skipped and reported. Entry count and declared sizes are
-checked before anything is written, actual bytes while writing; over a limit the extraction stops with
-ArchiveRejected and removes everything it wrote. Files are staged as temp files beside their targets and
-renamed into place only once the whole archive has been read, so a stopped extraction leaves nothing.
+absolute, link, device and FIFO entries are skipped and reported, and so are entries nested deeper than
+`volumes.max_depth`. Entry count, header sizes and declared sizes are checked before anything is written
+(`readers.py`), actual bytes while writing; over a limit the extraction stops with ArchiveRejected (or
+DiskQuotaExceeded) and removes everything it wrote. Files are staged as temp files beside their targets
+and renamed into place only once the whole archive has been read, so a stopped extraction leaves nothing.
+Compression counts the archive's real bytes against the disk limit as they are written.
 """
 
 from __future__ import annotations
 
-import lzma
+import io
 import os
 import stat
 import tarfile
 import time
 import zipfile
-import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO
 
 from lightd.config import VolumeLimits
-from lightd.errors import ArchiveRejected, Conflict, LightdError, NotFound, PathNotAllowed
-from lightd.volumes.files import kind_of
+from lightd.errors import ArchiveRejected, Conflict, DiskQuotaExceeded, LightdError, NotFound, PathNotAllowed
+from lightd.volumes.files import SAFE_MODE_BITS, kind_of
+from lightd.volumes.quota import WriteBudget
+from lightd.volumes.readers import DAMAGED as _DAMAGED
+from lightd.volumes.readers import Member, read_archive
 from lightd.volumes.sandbox import (
-    COPY_CHUNK, ENTER, LEAF, Sandbox, Skips, adopt_owner, create_temp, display, lstat_at, open_child_dir,
-    open_regular, os_error, split_path, unlink_quietly, walk_tree,
+    COPY_CHUNK, Sandbox, Skips, adopt_owner, create_temp, display, lstat_at, open_child_dir, open_regular,
+    os_error, split_path, unlink_quietly,
 )
+from lightd.volumes.walk import ENTER, LEAF, TreeWalk
 
 FORMATS: dict[str, str] = {"zip": "zip", "tar": "w", "tar.gz": "w:gz", "tar.bz2": "w:bz2"}
-_DAMAGED = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError, RuntimeError)
+
+
+class _MeteredOutput(io.RawIOBase):
+    """The archive file being written; every byte past the furthest written so far is reserved against the
+    disk limit before it is written (zip seeks back to patch headers: those bytes are not new)."""
+
+    def __init__(self, out: BinaryIO, budget: WriteBudget) -> None:
+        self.out = out
+        self.budget = budget
+        self.furthest = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        end = self.out.tell() + len(data)
+        if end > self.furthest:
+            self.budget.reserve(end - self.furthest)  # SECURITY: a sparse file must not fill the disk
+            self.furthest = end
+        return self.out.write(data)
+
+    def tell(self) -> int:
+        return self.out.tell()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.out.seek(offset, whence)
+
+    def flush(self) -> None:
+        self.out.flush()
 
 
 # -- compress -------------------------------------------------------------------------------------
@@ -47,13 +82,14 @@ class _Writer:
             self.zip.writestr(info, b"")
         else:
             info = tarfile.TarInfo(arcname)
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, stat.S_IMODE(st.st_mode), int(st.st_mtime)
+            info.type, info.mtime = tarfile.DIRTYPE, int(st.st_mtime)
+            info.mode = stat.S_IMODE(st.st_mode) & SAFE_MODE_BITS
             self.tar.addfile(info)
 
     def add_file(self, arcname: str, src: BinaryIO, st: os.stat_result) -> None:
         if self.zip is not None:
             info = zipfile.ZipInfo(arcname, _zip_time(st.st_mtime))
-            info.external_attr = (stat.S_IFREG | stat.S_IMODE(st.st_mode)) << 16
+            info.external_attr = (stat.S_IFREG | (stat.S_IMODE(st.st_mode) & SAFE_MODE_BITS)) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             info.file_size = st.st_size
             with self.zip.open(info, "w", force_zip64=st.st_size > 0x7FFFFFFF) as dst:
@@ -66,7 +102,7 @@ class _Writer:
                     left -= len(chunk)
         else:
             info = tarfile.TarInfo(arcname)
-            info.size, info.mode, info.mtime = st.st_size, stat.S_IMODE(st.st_mode), int(st.st_mtime)
+            info.size, info.mode, info.mtime = st.st_size, stat.S_IMODE(st.st_mode) & SAFE_MODE_BITS, int(st.st_mtime)
             self.tar.addfile(info, src)  # reads exactly info.size bytes
 
     def close(self) -> None:
@@ -85,10 +121,12 @@ def default_archive_name(paths: list[str], fmt: str) -> str:
     return f"archive-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.{fmt}"
 
 
-def compress(box: Sandbox, paths: list[str], fmt: str, destination: str, limits: VolumeLimits) -> dict[str, Any]:
+def compress(box: Sandbox, paths: list[str], fmt: str, destination: str, limits: VolumeLimits,
+             budget: WriteBudget | None = None) -> dict[str, Any]:
     """Write an archive of `paths` at `destination`; links and special files are skipped, never followed."""
     if fmt not in FORMATS:
         raise ArchiveRejected(f"format: must be one of {', '.join(FORMATS)}")
+    budget = budget or WriteBudget()
     sources = [split_path(p) for p in paths]
     for parts in sources:
         box.lstat(display(parts) if parts else "")  # 404 / 400 before anything is created
@@ -100,7 +138,7 @@ def compress(box: Sandbox, paths: list[str], fmt: str, destination: str, limits:
         own = os.fstat(out_fd)
         try:
             with os.fdopen(out_fd, "wb") as out:
-                writer = _Writer(out, fmt)
+                writer = _Writer(_MeteredOutput(out, budget), fmt)  # type: ignore[arg-type]
                 try:
                     for parts in sources:
                         _add_source(box, parts, writer, (own.st_dev, own.st_ino), skips, counts, limits)
@@ -153,7 +191,7 @@ def _add_source(box: Sandbox, parts: tuple[str, ...], writer: _Writer, own: tupl
         else:
             top = os.dup(parent_fd)
         try:
-            for event, node in walk_tree(top):
+            for event, node in TreeWalk(top, max_depth=limits.max_depth, where=display(parts)):
                 if event in (ENTER, LEAF):
                     add(node.parent_fd, parts + node.parts, node.st)
         finally:
@@ -161,81 +199,6 @@ def _add_source(box: Sandbox, parts: tuple[str, ...], writer: _Writer, own: tupl
 
 
 # -- decompress -----------------------------------------------------------------------------------
-@dataclass
-class _Member:
-    name: str
-    kind: str  # file, directory, symlink, hardlink, device, fifo, other
-    size: int
-    mode: int
-    open: Callable[[], IO[bytes]]
-
-
-def _zip_members(archive: BinaryIO, limits: VolumeLimits) -> list[_Member]:
-    try:
-        # Checked from the end record before zipfile loads the whole central directory into memory.
-        endrec = zipfile._EndRecData(archive)  # noqa: SLF001 (stable since Python 2)
-        if endrec and endrec[zipfile._ECD_ENTRIES_TOTAL] > limits.archive_max_entries:
-            raise ArchiveRejected(f"archive has more than {limits.archive_max_entries} entries")
-        archive.seek(0)
-        zf = zipfile.ZipFile(archive)
-    except _DAMAGED as exc:
-        raise ArchiveRejected(f"not a readable zip archive: {exc}") from None
-    infos = zf.infolist()
-    if len(infos) > limits.archive_max_entries:
-        raise ArchiveRejected(f"archive has more than {limits.archive_max_entries} entries")
-    if sum(i.file_size for i in infos if not i.is_dir()) > limits.archive_max_total_bytes:
-        raise ArchiveRejected(f"archive declares more than {limits.archive_max_total_bytes} bytes")
-    members = []
-    for info in infos:
-        mode = info.external_attr >> 16
-        fmt = stat.S_IFMT(mode)
-        if info.is_dir():
-            kind = "directory"
-        elif info.flag_bits & 0x1:
-            kind = "encrypted file"
-        elif fmt in (0, stat.S_IFREG):
-            kind = "file"
-        else:
-            kind = {stat.S_IFLNK: "symlink", stat.S_IFIFO: "fifo", stat.S_IFCHR: "device", stat.S_IFBLK: "device"}.get(
-                fmt, "other")
-        members.append(_Member(info.filename, kind, info.file_size, stat.S_IMODE(mode), lambda i=info: zf.open(i)))
-    return members
-
-
-def _tar_members(archive: BinaryIO, limits: VolumeLimits) -> list[_Member]:
-    try:
-        tf = tarfile.open(fileobj=archive, mode="r:*")
-        infos, declared = [], 0
-        # Sizes are summed header by header: a bomb is refused before its data is decompressed.
-        while (info := tf.next()) is not None:
-            infos.append(info)
-            if len(infos) > limits.archive_max_entries:
-                raise ArchiveRejected(f"archive has more than {limits.archive_max_entries} entries")
-            declared += info.size if info.isreg() else 0
-            if declared > limits.archive_max_total_bytes:
-                raise ArchiveRejected(f"archive declares more than {limits.archive_max_total_bytes} bytes")
-    except _DAMAGED as exc:
-        raise ArchiveRejected(f"not a readable archive: {exc}") from None
-    members = []
-    for info in infos:
-        if info.isreg():
-            kind = "file"
-        elif info.isdir():
-            kind = "directory"
-        elif info.issym():
-            kind = "symlink"
-        elif info.islnk():
-            kind = "hardlink"
-        elif info.ischr() or info.isblk():
-            kind = "device"
-        elif info.isfifo():
-            kind = "fifo"
-        else:
-            kind = "other"
-        members.append(_Member(info.name, kind, info.size, info.mode, lambda i=info: tf.extractfile(i)))
-    return members
-
-
 def _entry_parts(name: str) -> tuple[str, ...] | str:
     """The components of an entry name, or why it is skipped."""
     if name.startswith("/") or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
@@ -255,6 +218,7 @@ class _Extraction:
     box: Sandbox
     dest: tuple[str, ...]
     limits: VolumeLimits
+    budget: WriteBudget = field(default_factory=WriteBudget)
     dirs: list[tuple[str, ...]] = field(default_factory=list)
     staged: list[tuple[tuple[str, ...], str, str]] = field(default_factory=list)
     written: int = 0
@@ -264,7 +228,7 @@ class _Extraction:
         with self.box.directory(self.dest + parts, create=True, created=self.dirs):
             pass
 
-    def file(self, parts: tuple[str, ...], member: _Member) -> None:
+    def file(self, parts: tuple[str, ...], member: Member) -> None:
         where = self.dest + parts[:-1]
         with self.box.directory(where, create=True, created=self.dirs) as dir_fd:
             fd, tmp = create_temp(dir_fd)
@@ -278,8 +242,9 @@ class _Extraction:
                     self.written += len(chunk)
                     if self.written > self.limits.archive_max_total_bytes:
                         raise ArchiveRejected(f"archive expands to more than {self.limits.archive_max_total_bytes} bytes")
+                    self.budget.reserve(len(chunk))  # actual bytes: the declared sizes may lie
                     out.write(chunk)
-                os.fchmod(fd, (member.mode & 0o777) or 0o644)  # never setuid/setgid/sticky from an archive
+                os.fchmod(fd, (member.mode & SAFE_MODE_BITS) or 0o644)  # never setuid/setgid/sticky from an archive
                 adopt_owner(fd, os.fstat(dir_fd))
         self.files += 1
 
@@ -308,6 +273,7 @@ class _Extraction:
 
     def roll_back(self) -> None:
         """Remove everything this extraction wrote: staged temp files, then the directories it made."""
+        self.budget.rollback()
         for where, tmp, _ in self.staged:
             try:
                 with self.box.directory(where) as dir_fd:
@@ -322,22 +288,23 @@ class _Extraction:
                 pass
 
 
-def decompress(box: Sandbox, path: str, destination: str | None, limits: VolumeLimits) -> dict[str, Any]:
+def decompress(box: Sandbox, path: str, destination: str | None, limits: VolumeLimits,
+               budget: WriteBudget | None = None) -> dict[str, Any]:
     """Extract the archive at `path` into `destination` (default: the archive's own directory)."""
+    budget = budget or WriteBudget()
     with box.parent(path) as (dir_fd, name, parts):
         fd, _ = open_regular(dir_fd, name, display(parts))
     dest = split_path(destination) if destination is not None else parts[:-1]
     skips = Skips()
     with os.fdopen(fd, "rb") as archive:
-        is_zip = archive.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
-        archive.seek(0)
-        members = _zip_members(archive, limits) if is_zip else _tar_members(archive, limits)
-        job = _Extraction(box, dest, limits)
+        contents = read_archive(archive, limits)
+        budget.check(contents.declared)  # declared sizes first, as Wings does; actual bytes while writing
+        job = _Extraction(box, dest, limits, budget)
         box_dirs = 0
         try:
             with box.directory(dest, create=True, created=job.dirs):
                 pass
-            for member in members:
+            for member in contents.members:
                 entry = _entry_parts(member.name)
                 if isinstance(entry, str):
                     skips.add(member.name, entry)
@@ -348,13 +315,16 @@ def decompress(box: Sandbox, path: str, destination: str | None, limits: VolumeL
                     # SECURITY: link/device/FIFO entries could point or open outside the volume
                     skips.add(member.name, f"{member.kind} entries are not extracted")
                     continue
+                if len(entry) > limits.max_depth:
+                    skips.add(member.name, f"more than {limits.max_depth} levels deep (volumes.max_depth)")
+                    continue
                 try:
                     if member.kind == "directory":
                         job.directory(entry)
                         box_dirs += 1
                     else:
                         job.file(entry, member)
-                except ArchiveRejected:
+                except (ArchiveRejected, DiskQuotaExceeded):
                     raise
                 except LightdError as exc:  # a link or a file in the way of this entry: skip it alone
                     skips.add(member.name, exc.message)

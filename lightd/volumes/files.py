@@ -10,10 +10,18 @@ from datetime import datetime, timezone
 from typing import Any
 
 from lightd.errors import BadRequest, Conflict, NotFound, PathNotAllowed
+from lightd.volumes.quota import WriteBudget
 from lightd.volumes.sandbox import (
-    COPY_CHUNK, ENTER, LEAF, LEAVE, O_PATH, Sandbox, Skips, adopt_owner, create_temp, display, lstat_at,
-    open_child_dir, open_regular, os_error, require_regular, split_path, unlink_quietly, walk_tree,
+    COPY_CHUNK, O_PATH, TEMP_PREFIX, Sandbox, Skips, adopt_owner, create_temp, display, lstat_at, open_child_dir,
+    open_regular, os_error, require_regular, split_path, unlink_quietly,
 )
+from lightd.volumes.walk import ENTER, LEAF, LEAVE, DirStack, TreeWalk, empty_tree, remove_tree
+
+SAFE_MODE_BITS = 0o777
+"""Permission bits the file API stores; SECURITY: never setuid, setgid or sticky (a setuid-root file in a
+volume is a root shell for any local account)."""
+SEEN_LINKS_MAX = 100_000
+"""Hard-linked inodes the usage walk remembers to count once; past that they may be counted per link."""
 
 
 def kind_of(mode: int) -> str:
@@ -35,8 +43,10 @@ def printable(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def write_file(box: Sandbox, path: str, data: bytes, mode: int | None = None) -> None:
+def write_file(box: Sandbox, path: str, data: bytes, mode: int | None = None,
+               budget: WriteBudget | None = None) -> None:
     """Replace or create a regular file atomically: a temp file in the same directory, renamed over."""
+    budget = budget or WriteBudget()
     with box.parent(path, create=True) as (dir_fd, name, parts):
         where = display(parts)
         existing = lstat_at(dir_fd, name)
@@ -46,12 +56,15 @@ def write_file(box: Sandbox, path: str, data: bytes, mode: int | None = None) ->
             require_regular(existing, where)
         if mode is None:
             mode = stat.S_IMODE(existing.st_mode) if existing else 0o644
+        # Held to what the write adds, as Wings does: a server at its limit can still rewrite its config.
+        replaced = existing.st_size if existing is not None and existing.st_nlink == 1 else 0
+        budget.reserve(len(data) - replaced)  # DiskQuotaExceeded before a byte is written
         fd, tmp = create_temp(dir_fd)
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
                 out.flush()
-                os.fchmod(fd, mode)
+                os.fchmod(fd, mode & SAFE_MODE_BITS)  # SECURITY: setuid/setgid/sticky never stored
                 adopt_owner(fd, existing or os.fstat(dir_fd))
                 os.fsync(fd)
             # SECURITY: symlink escape — renameat replaces the directory entry; a link is never resolved.
@@ -61,6 +74,7 @@ def write_file(box: Sandbox, path: str, data: bytes, mode: int | None = None) ->
             if isinstance(exc, OSError):
                 raise os_error(exc, where) from None
             raise
+        budget.release(replaced - len(data))  # a shorter file freed bytes
 
 
 def make_dirs(box: Sandbox, path: str) -> bool:
@@ -73,7 +87,7 @@ def make_dirs(box: Sandbox, path: str) -> bool:
 
 
 def chmod(box: Sandbox, path: str, mode: int) -> None:
-    """chmod the entry itself (opened with O_NOFOLLOW), never a link target."""
+    """chmod the entry itself (opened with O_NOFOLLOW), never a link target; only the 0o777 bits."""
     with box.parent(path) as (dir_fd, name, parts):
         where = display(parts)
         try:
@@ -84,7 +98,7 @@ def chmod(box: Sandbox, path: str, mode: int) -> None:
             if stat.S_ISLNK(os.fstat(fd).st_mode):
                 raise PathNotAllowed(f"{where}: is a symbolic link")  # SECURITY: chmod followed links
             # An O_PATH descriptor cannot be fchmod'ed; its /proc entry names exactly that inode.
-            os.chmod(f"/proc/self/fd/{fd}" if O_PATH else fd, mode)
+            os.chmod(f"/proc/self/fd/{fd}" if O_PATH else fd, mode & SAFE_MODE_BITS)  # SECURITY: no setuid
         except OSError as exc:
             raise os_error(exc, where) from None
         finally:
@@ -112,47 +126,38 @@ def list_dir(box: Sandbox, path: str) -> list[dict[str, Any]]:
     return entries
 
 
-def remove(box: Sandbox, path: str) -> str:
-    """Delete a file, a link (the link only) or a directory tree; returns the kind removed."""
+def remove(box: Sandbox, path: str, budget: WriteBudget | None = None) -> str:
+    """Delete a file, a link (the link only) or a directory tree at any depth; returns the kind removed."""
     with box.parent(path) as (dir_fd, name, parts):
         where = display(parts)
         st = lstat_at(dir_fd, name)
         if st is None:
             raise NotFound(f"{where}: no such file or directory")
-        remove_at(dir_fd, name, st, where)
-        return kind_of(st.st_mode)
+        freed = remove_at(dir_fd, name, st, where)
+    (budget or WriteBudget()).release(freed)
+    return kind_of(st.st_mode)
 
 
-def remove_at(dir_fd: int, name: str, st: os.stat_result, where: str) -> None:
-    """Delete `name` in `dir_fd` (lstat `st`): unlink, or empty the tree by fd and rmdir."""
+def remove_at(dir_fd: int, name: str, st: os.stat_result, where: str) -> int:
+    """Delete `name` in `dir_fd` (lstat `st`): unlink, or empty the tree by fd and rmdir; returns bytes freed."""
     try:
         if stat.S_ISDIR(st.st_mode):
-            # SECURITY: recursive delete followed a linked directory — walk by fd, unlink links as entries.
-            top = open_child_dir(dir_fd, name, where)
-            try:
-                for event, node in walk_tree(top):
-                    if event == LEAF:
-                        os.unlink(node.name, dir_fd=node.parent_fd)
-                    elif event == LEAVE:
-                        os.rmdir(node.name, dir_fd=node.parent_fd)
-            finally:
-                os.close(top)
-            os.rmdir(name, dir_fd=dir_fd)
-        else:
-            os.unlink(name, dir_fd=dir_fd)  # SECURITY: unlinkat removes a link, never its target
+            # SECURITY: recursive delete followed a linked directory, and ran out of fds on a deep tree —
+            # remove_tree never enters a link and keeps a bounded number of descriptors at any depth.
+            return remove_tree(dir_fd, name, where)
+        os.unlink(name, dir_fd=dir_fd)  # SECURITY: unlinkat removes a link, never its target
+        return st.st_size if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 else 0
     except OSError as exc:
         raise os_error(exc, where) from None
 
 
-def clear(box: Sandbox) -> None:
-    """Delete everything inside the volume root."""
+def clear(box: Sandbox) -> int:
+    """Delete everything inside the volume root, at any depth; returns bytes freed."""
     with box.directory(()) as fd:
-        with os.scandir(fd) as it:
-            names = [e.name for e in it]
-        for name in names:
-            st = lstat_at(fd, name)
-            if st is not None:
-                remove_at(fd, name, st, name)
+        try:
+            return empty_tree(fd, "/")
+        except OSError as exc:
+            raise os_error(exc, "/") from None
 
 
 def _refuse_into_itself(source: tuple[str, ...], destination: tuple[str, ...]) -> None:
@@ -177,10 +182,13 @@ def rename(box: Sandbox, source: str, destination: str) -> None:
                 raise os_error(exc, display(dst_parts)) from None
 
 
-def copy_file_at(src_dir_fd: int, src_name: str, dst_dir_fd: int, dst_name: str, where: str) -> int:
+def copy_file_at(src_dir_fd: int, src_name: str, dst_dir_fd: int, dst_name: str, where: str,
+                 budget: WriteBudget | None = None) -> int:
     """Copy one regular file between directory fds via a temp file renamed into place; returns bytes."""
+    budget = budget or WriteBudget()
     src_fd, st = open_regular(src_dir_fd, src_name, where)
     try:
+        budget.check(st.st_size)  # the size is known: refuse before writing anything
         out_fd, tmp = create_temp(dst_dir_fd)
         try:
             with os.fdopen(out_fd, "wb") as out, os.fdopen(os.dup(src_fd), "rb") as src:
@@ -189,10 +197,11 @@ def copy_file_at(src_dir_fd: int, src_name: str, dst_dir_fd: int, dst_name: str,
                     chunk = src.read(min(COPY_CHUNK, left))
                     if not chunk:
                         break
+                    budget.reserve(len(chunk))  # real bytes: a sparse source is written out in full
                     out.write(chunk)
                     left -= len(chunk)
                     copied += len(chunk)
-                os.fchmod(out.fileno(), stat.S_IMODE(st.st_mode) & 0o777)  # no setuid/setgid copies
+                os.fchmod(out.fileno(), stat.S_IMODE(st.st_mode) & SAFE_MODE_BITS)  # no setuid/setgid copies
                 adopt_owner(out.fileno(), st)
             os.rename(tmp, dst_name, src_dir_fd=dst_dir_fd, dst_dir_fd=dst_dir_fd)
         except BaseException:
@@ -203,12 +212,14 @@ def copy_file_at(src_dir_fd: int, src_name: str, dst_dir_fd: int, dst_name: str,
     return copied
 
 
-def copy(box: Sandbox, source: str, destination: str) -> dict[str, Any]:
+def copy(box: Sandbox, source: str, destination: str, *, max_depth: int | None = None,
+         budget: WriteBudget | None = None) -> dict[str, Any]:
     """Copy a file or directory tree inside the volume; links and special files inside are skipped."""
     src_parts, dst_parts = split_path(source), split_path(destination)
     _refuse_into_itself(src_parts, dst_parts)
     result = {"files": 0, "directories": 0, "bytes": 0}
     skips = Skips()
+    budget = budget or WriteBudget()
     with box.parent(source) as (src_fd, src_name, _):
         where = display(src_parts)
         st = lstat_at(src_fd, src_name)
@@ -217,51 +228,50 @@ def copy(box: Sandbox, source: str, destination: str) -> dict[str, Any]:
         if stat.S_ISLNK(st.st_mode):
             raise PathNotAllowed(f"{where}: is a symbolic link; links are not followed")  # SECURITY
         with box.parent(destination, create=True) as (dst_fd, dst_name, _):
-            _copy_entry(src_fd, src_name, st, dst_fd, dst_name, src_parts, dst_parts, result, skips)
+            if lstat_at(dst_fd, dst_name) is not None:
+                raise Conflict(f"{display(dst_parts)}: already exists")
+            try:
+                if stat.S_ISDIR(st.st_mode):
+                    _copy_tree(src_fd, src_name, dst_fd, dst_name, src_parts, result, skips, max_depth, budget)
+                else:
+                    result["bytes"] = copy_file_at(src_fd, src_name, dst_fd, dst_name, where, budget)
+                    result["files"] = 1
+            except OSError as exc:
+                raise os_error(exc, where) from None
     return {**result, "skipped": skips.items, "skipped_count": skips.count}
 
 
-def _copy_entry(src_fd: int, src_name: str, st: os.stat_result, dst_fd: int, dst_name: str,
-                src_parts: tuple[str, ...], dst_parts: tuple[str, ...], result: dict[str, int], skips: Skips) -> None:
-    where = display(src_parts)
-    if lstat_at(dst_fd, dst_name) is not None:
-        raise Conflict(f"{display(dst_parts)}: already exists")
-    try:
-        if stat.S_ISDIR(st.st_mode):
-            _copy_tree(src_fd, src_name, dst_fd, dst_name, src_parts, result, skips)
-        else:
-            result["bytes"] = copy_file_at(src_fd, src_name, dst_fd, dst_name, where)
-            result["files"] = 1
-    except OSError as exc:
-        raise os_error(exc, where) from None
-
-
 def _copy_tree(src_fd: int, src_name: str, dst_fd: int, dst_name: str, src_parts: tuple[str, ...],
-               result: dict[str, int], skips: Skips) -> None:
+               result: dict[str, int], skips: Skips, max_depth: int | None, budget: WriteBudget) -> None:
     os.mkdir(dst_name, 0o755, dir_fd=dst_fd)
     try:
         top_src = open_child_dir(src_fd, src_name, display(src_parts))
-        outs: list[int] = []
         try:
-            outs.append(open_child_dir(dst_fd, dst_name, dst_name))
-            result["directories"] += 1
-            for event, node in walk_tree(top_src):
-                where = display(src_parts + node.parts)
-                if event == ENTER:
-                    os.mkdir(node.name, 0o755, dir_fd=outs[-1])
-                    outs.append(open_child_dir(outs[-1], node.name, where))
-                    result["directories"] += 1
-                elif event == LEAVE:
-                    os.close(outs.pop())
-                elif stat.S_ISREG(node.st.st_mode):
-                    result["bytes"] += copy_file_at(node.parent_fd, node.name, outs[-1], node.name, where)
-                    result["files"] += 1
-                else:
-                    skips.add(src_parts + node.parts, f"{kind_of(node.st.st_mode)} not copied")
+            top_dst = open_child_dir(dst_fd, dst_name, dst_name)
+            try:
+                outs = DirStack(top_dst)  # the destination side, with the same bounded descriptors
+            finally:
+                os.close(top_dst)
+            try:
+                result["directories"] += 1
+                walk = TreeWalk(top_src, max_depth=max_depth, where=display(src_parts))
+                for event, node in walk:
+                    if event == ENTER:
+                        os.mkdir(node.name, 0o755, dir_fd=outs.fd)
+                        outs.push(node.name)
+                        result["directories"] += 1
+                    elif event == LEAVE:
+                        outs.pop()
+                    elif stat.S_ISREG(node.st.st_mode):
+                        where = display(src_parts + node.parts)
+                        result["bytes"] += copy_file_at(node.parent_fd, node.name, outs.fd, node.name, where, budget)
+                        result["files"] += 1
+                    else:
+                        skips.add(src_parts + node.parts, f"{kind_of(node.st.st_mode)} not copied")
+            finally:
+                outs.close()
         finally:
             os.close(top_src)
-            for fd in outs:
-                os.close(fd)
     except BaseException:
         # a failed copy leaves no half-made destination behind
         st = lstat_at(dst_fd, dst_name)
@@ -275,25 +285,94 @@ class Usage:
     bytes: int = 0
     files: int = 0
     directories: int = 0
+    partial: str | None = None  # why the figure leaves something out, if it does
     _seen: set[tuple[int, int]] = field(default_factory=set)
 
-    def as_dict(self) -> dict[str, int]:
-        return {"bytes": self.bytes, "files": self.files, "directories": self.directories}
+    def as_dict(self) -> dict[str, Any]:
+        return {"bytes": self.bytes, "files": self.files, "directories": self.directories,
+                "partial": self.partial is not None, "partial_reason": self.partial}
 
 
-def usage(box: Sandbox, path: str = "") -> Usage:
-    """Apparent size of the regular files below `path` (hard links counted once), files and directories."""
+def usage(box: Sandbox, path: str = "", max_depth: int | None = None) -> Usage:
+    """Apparent size of the regular files below `path` (hard links counted once), files and directories.
+
+    Never fails on a hostile tree: folders deeper than `max_depth`, or a tree moved during the walk, give a
+    partial figure that says why."""
     total = Usage()
     with box.directory(split_path(path)) as fd:
-        for event, node in walk_tree(fd):
-            if event == ENTER:
-                total.directories += 1
-            elif event == LEAF and stat.S_ISREG(node.st.st_mode):
-                total.files += 1
-                if node.st.st_nlink > 1:
-                    key = (node.st.st_dev, node.st.st_ino)
-                    if key in total._seen:
-                        continue
-                    total._seen.add(key)
-                total.bytes += node.st.st_size
+        walk = TreeWalk(fd, max_depth=max_depth, too_deep="skip")
+        try:
+            for event, node in walk:
+                if event == ENTER:
+                    total.directories += 1
+                elif event == LEAF and stat.S_ISREG(node.st.st_mode):
+                    total.files += 1
+                    if node.st.st_nlink > 1:
+                        key = (node.st.st_dev, node.st.st_ino)
+                        if key in total._seen:
+                            continue
+                        if len(total._seen) < SEEN_LINKS_MAX:  # bounded memory; past it links may count twice
+                            total._seen.add(key)
+                    total.bytes += node.st.st_size
+        except Conflict as exc:
+            total.partial = exc.message
+        total.partial = total.partial or walk.partial
+    total._seen.clear()
     return total
+
+
+def chown_tree(box: Sandbox, uid: int, gid: int) -> dict[str, int]:
+    """Give the volume root and everything in it to uid:gid, at any depth, never following a link, and
+    clear setuid/setgid bits of regular files on the way; returns counts."""
+    counts = {"entries": 0, "setid_cleared": 0}
+    with box.directory(()) as root:
+        os.fchown(root, uid, gid)
+        walk = TreeWalk(root)
+        for event, node in walk:
+            if event == ENTER:
+                os.fchown(walk.fd, uid, gid)  # the directory just opened (O_NOFOLLOW), not a name
+            elif event == LEAF:
+                try:
+                    # SECURITY: symlink escape — lchownat changes a link itself, never a host file it names
+                    os.chown(node.name, uid, gid, dir_fd=node.parent_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(node.st.st_mode) and node.st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                    counts["setid_cleared"] += _clear_setid(node.parent_fd, node.name)
+            else:
+                continue
+            counts["entries"] += 1
+    return counts
+
+
+def _clear_setid(dir_fd: int, name: str) -> int:
+    """Drop setuid/setgid from the regular file `name`, opened without following a link; 1 if done."""
+    try:
+        fd = os.open(name, (O_PATH or os.O_RDONLY | os.O_NONBLOCK) | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return 0  # gone, or swapped for a link since the scan (O_NOFOLLOW: ELOOP): nothing to do
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return 0
+        # SECURITY: setuid root — a volume file must never run with raised rights for a local user.
+        os.chmod(f"/proc/self/fd/{fd}" if O_PATH else fd, stat.S_IMODE(st.st_mode) & SAFE_MODE_BITS)
+        return 1
+    finally:
+        os.close(fd)
+
+
+def clean_temp_files(box: Sandbox, older_than: float, max_depth: int) -> int:
+    """Remove lightd's temp files (TEMP_PREFIX regular files) whose ctime is before `older_than`, left by an
+    interrupted write or extraction; returns how many. Links and anything else are never touched."""
+    removed = 0
+    with box.directory(()) as root:
+        for event, node in TreeWalk(root, max_depth=max_depth, too_deep="skip"):
+            if (event == LEAF and node.name.startswith(TEMP_PREFIX) and stat.S_ISREG(node.st.st_mode)
+                    and node.st.st_ctime < older_than):
+                try:
+                    os.unlink(node.name, dir_fd=node.parent_fd)  # unlinkat: a link put there is removed, not followed
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed

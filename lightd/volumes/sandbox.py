@@ -26,8 +26,9 @@ MAX_NAME_BYTES = 255
 TEMP_PREFIX = ".lightd-tmp-"
 COPY_CHUNK = 1024 * 1024
 SKIPS_REPORTED = 100
+SKIP_NAME_CHARS = 1024
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 O_PATH = getattr(os, "O_PATH", 0)
 
 
@@ -87,7 +88,7 @@ def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
 def open_child_dir(parent_fd: int, name: str, where: str) -> int:
     """Open the directory `name` below `parent_fd`; a symbolic link there is refused, never followed."""
     try:
-        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)  # SECURITY: symlink escape (O_NOFOLLOW)
+        return os.open(name, DIR_FLAGS, dir_fd=parent_fd)  # SECURITY: symlink escape (O_NOFOLLOW)
     except OSError as exc:
         if exc.errno in (errno.ENOTDIR, errno.ELOOP):
             st = lstat_at(parent_fd, name)
@@ -164,70 +165,6 @@ def unlink_quietly(dir_fd: int, name: str) -> None:
 
 
 @dataclass
-class Node:
-    """One entry met by `walk_tree`; `parent_fd` is only valid during that step."""
-
-    parts: tuple[str, ...]
-    st: os.stat_result
-    parent_fd: int
-
-    @property
-    def name(self) -> str:
-        return self.parts[-1]
-
-
-@dataclass
-class _Frame:
-    fd: int
-    parts: tuple[str, ...]
-    entries: Iterator[os.DirEntry[str]]
-    node: Node | None = None
-
-
-ENTER, LEAVE, LEAF = "enter", "leave", "leaf"
-
-
-def walk_tree(top_fd: int) -> Iterator[tuple[str, Node]]:
-    """Walk the directory open at `top_fd` without recursion and without following links.
-
-    Yields (ENTER, dir) before a directory's children, (LEAVE, dir) after them, (LEAF, entry) for anything
-    else (files, links, FIFOs...). Entries that vanish during the walk are skipped.
-    """
-    frames = [_Frame(os.dup(top_fd), (), _listing(top_fd))]
-    try:
-        while frames:
-            frame = frames[-1]
-            entry = next(frame.entries, None)
-            if entry is None:
-                frames.pop()
-                os.close(frame.fd)
-                if frame.node is not None:
-                    frame.node.parent_fd = frames[-1].fd
-                    yield LEAVE, frame.node
-                continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            node = Node(frame.parts + (entry.name,), st, frame.fd)
-            if not stat.S_ISDIR(st.st_mode):
-                yield LEAF, node
-                continue
-            yield ENTER, node
-            child = open_child_dir(frame.fd, entry.name, display(node.parts))  # SECURITY: never follows a link
-            frames.append(_Frame(child, node.parts, _listing(child), node))
-    finally:
-        for frame in frames:
-            os.close(frame.fd)
-
-
-def _listing(fd: int) -> Iterator[os.DirEntry[str]]:
-    # Listed in full up front so entries created during the walk (a copy's output) are not visited.
-    with os.scandir(fd) as it:
-        return iter(sorted(it, key=lambda e: e.name))
-
-
-@dataclass
 class Skips:
     """Entries an operation left out on purpose, with why; the report keeps the first SKIPS_REPORTED."""
 
@@ -238,6 +175,8 @@ class Skips:
         self.count += 1
         if len(self.items) < SKIPS_REPORTED:
             name = parts if isinstance(parts, str) else display(parts)
+            if len(name) > SKIP_NAME_CHARS:  # an archive's entry names can be a megabyte long
+                name = name[:SKIP_NAME_CHARS] + "…"
             self.items.append({"path": name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
                                "reason": reason})
 

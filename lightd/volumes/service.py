@@ -1,7 +1,9 @@
-"""VolumeService: volume records and their directories, and the sandboxed file API over them.
+"""VolumeService: volume records and their directories, the sandboxed file API over them, and their disk
+limits.
 
 Every filesystem call runs in a worker thread (`asyncio.to_thread`) inside a fresh `Sandbox` of the volume
-root; the event loop only awaits.
+root; the event loop only awaits. Every write lightd makes draws on the volume's `WriteBudget`
+(`quota.py`), which refuses it with DiskQuotaExceeded before the limit is passed.
 """
 
 from __future__ import annotations
@@ -9,22 +11,35 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, TypeVar
+from typing import Any, BinaryIO, Literal, NamedTuple, TypeVar
 
 from lightd.config import VolumeLimits
-from lightd.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
+from lightd.errors import Conflict, LightdError, NotFound, PayloadTooLarge, ValidationFailed
 from lightd.store import Store
 from lightd.volumes import archives, files
-from lightd.volumes.files import iso_time
-from lightd.volumes.sandbox import Sandbox, split_path
+from lightd.volumes.files import SAFE_MODE_BITS, iso_time
+from lightd.volumes.quota import VolumeDisk, WriteBudget
+from lightd.volumes.sandbox import MAX_PATH_BYTES, Sandbox, split_path
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Encoding = Literal["utf8", "base64"]
 STREAM_CHUNK = 256 * 1024
+
+
+class DiskCheck(NamedTuple):
+    """A volume against its disk limit: `over` is used > limit (never with no limit)."""
+
+    over: bool
+    used: int
+    limit: int | None
 
 
 def canonical_volume_id(volume_id: str) -> str | None:
@@ -62,14 +77,20 @@ class FileStream:
         self.file.close()
 
 
-def _in_sandbox(root: Path, operation: Callable[..., T], *args: Any) -> T:
+def _in_sandbox(root: Path, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         box = Sandbox(root)
         box.__enter__()
     except FileNotFoundError:
         raise NotFound("the volume's directory is missing on disk") from None
     try:
-        return operation(box, *args)
+        return operation(box, *args, **kwargs)
+    except BaseException:
+        # Given back here, in the thread that wrote, so a request cancelled meanwhile cannot skew the figure.
+        budget = kwargs.get("budget")
+        if budget is not None:
+            budget.rollback()
+        raise
     finally:
         box.__exit__()
 
@@ -94,6 +115,8 @@ class VolumeService:
         self.root = root
         self.store = store
         self.limits = limits
+        self._disks: dict[str, VolumeDisk] = {}
+        self._started = time.time()  # temp files older than this are left over from an earlier run
 
     async def open(self) -> None:
         """Create the volumes root."""
@@ -114,9 +137,9 @@ class VolumeService:
             raise NotFound(f"volume {volume_id} not found")
         return row
 
-    async def _run(self, volume_id: str, operation: Callable[..., T], *args: Any) -> T:
+    async def _run(self, volume_id: str, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         await self._row(volume_id)
-        return await asyncio.to_thread(_in_sandbox, self.path_of(volume_id), operation, *args)
+        return await asyncio.to_thread(_in_sandbox, self.path_of(volume_id), operation, *args, **kwargs)
 
     # -- volumes -------------------------------------------------------------------------------------
     async def create(self, volume_id: str | None = None) -> dict[str, Any]:
@@ -153,11 +176,84 @@ class VolumeService:
             raise Conflict(f"volume {volume_id} is used by container(s): {', '.join(users)}", details={"containers": users})
         await asyncio.to_thread(_remove_volume_dir, self.path_of(volume_id))
         await self.store.delete_volume(volume_id)
+        self._disks.pop(volume_id, None)
         return view
 
-    async def disk_usage(self, volume_id: str) -> dict[str, int]:
-        """Bytes of regular files (hard links once), file and directory counts."""
-        return (await self._run(volume_id, files.usage)).as_dict()
+    async def disk_usage(self, volume_id: str) -> dict[str, Any]:
+        """Bytes of regular files (hard links once), files, directories, `partial` (and why) and the limit."""
+        disk = await self._known_disk(volume_id)
+        usage = await self._measure(volume_id, disk, fresh=True)
+        return {**usage.as_dict(), "disk_limit": disk.limit}
+
+    # -- disk limits ---------------------------------------------------------------------------------
+    def set_disk_limit(self, volume_id: str, limit: int | None) -> None:
+        """Set the disk limit (bytes) lightd's writes to a volume are held to; 0 or None: unlimited."""
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise ValueError(f"disk limit: not a byte count: {limit!r}")
+        if limit or volume_id in self._disks:
+            self._disk(volume_id).limit = limit or None
+
+    async def usage_bytes(self, volume_id: str) -> int:
+        """Bytes used by a volume: measured at most usage_cache_seconds ago, plus lightd's writes since."""
+        disk = await self._known_disk(volume_id)
+        await self._measure(volume_id, disk)
+        return disk.used or 0
+
+    async def over_disk_limit(self, volume_id: str, *, fresh: bool = False) -> DiskCheck:
+        """Whether a volume is over its disk limit (for the start check); cached unless `fresh`."""
+        disk = await self._known_disk(volume_id)
+        await self._measure(volume_id, disk, fresh=fresh)
+        return DiskCheck(disk.over_limit(), disk.used or 0, disk.limit)
+
+    async def _known_disk(self, volume_id: str) -> VolumeDisk:
+        await self._row(volume_id)  # NotFound first: no state is kept for ids that name no volume
+        return self._disk(volume_id)
+
+    def _disk(self, volume_id: str) -> VolumeDisk:
+        disk = self._disks.get(volume_id)
+        if disk is None:
+            disk = self._disks[volume_id] = VolumeDisk()
+        return disk
+
+    async def _measure(self, volume_id: str, disk: VolumeDisk, *, fresh: bool = False) -> files.Usage:
+        """Walk the volume unless a walk recent enough exists (one walk per volume at a time)."""
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+        async with disk.walk_lock:
+            last = disk.last
+            if last is not None and (disk.finished_at >= asked if fresh
+                                     else disk.measured_at >= asked - self.limits.usage_cache_seconds):
+                return last
+            started = loop.time()
+            usage = await self._run(volume_id, files.usage, "", self.limits.usage_max_depth)
+            disk.measured(usage, started, loop.time())
+            return usage
+
+    async def _budget(self, volume_id: str) -> WriteBudget:
+        disk = self._disks.get(volume_id)
+        if disk is None:
+            return WriteBudget()  # no limit and no figure to keep current
+        if disk.limit is not None:
+            await self._measure(volume_id, disk)
+        return WriteBudget(disk)
+
+    # -- upkeep --------------------------------------------------------------------------------------
+    async def chown(self, volume_id: str, uid: int, gid: int) -> dict[str, int]:
+        """chown the volume and everything in it to uid:gid, links never followed, setuid/setgid cleared."""
+        return await self._run(volume_id, files.chown_tree, uid, gid)
+
+    async def clean_temp_files(self) -> int:
+        """Remove the temp files interrupted writes left in every volume before this service started."""
+        # Every directory lightd writes a temp file into is named by a client path (at most 2048
+        # components) plus at most max_depth levels of a copy or an extraction.
+        depth = MAX_PATH_BYTES // 2 + self.limits.max_depth + 1
+        removed = 0
+        for row in await self.store.list_volumes():
+            try:
+                removed += await self._run(row["id"], files.clean_temp_files, self._started, depth)
+            except LightdError as exc:  # one damaged volume must not keep the others uncleaned
+                log.warning("volume %s: temp files not cleaned: %s", row["id"], exc.message)
+        return removed
 
     # -- files ---------------------------------------------------------------------------------------
     async def write_file(self, volume_id: str, path: str, content: str, encoding: Encoding = "utf8",
@@ -176,7 +272,7 @@ class VolumeService:
         if len(data) > limit:
             raise PayloadTooLarge(f"content: {len(data)} bytes is larger than the {limit} byte limit")
         split_path(path)  # 400 for a bad path before touching the disk
-        await self._run(volume_id, files.write_file, path, data, mode)
+        await self._run(volume_id, files.write_file, path, data, mode, budget=await self._budget(volume_id))
         return {"path": path, "size": len(data)}
 
     async def read_file(self, volume_id: str, path: str) -> FileStream:
@@ -196,12 +292,13 @@ class VolumeService:
 
     async def delete_path(self, volume_id: str, path: str) -> dict[str, Any]:
         """Delete a file, a link (never its target) or a folder tree."""
-        kind = await self._run(volume_id, files.remove, path)
+        kind = await self._run(volume_id, files.remove, path, budget=await self._budget(volume_id))
         return {"path": "/".join(split_path(path)), "deleted": kind}
 
     async def copy(self, volume_id: str, source: str, destination: str) -> dict[str, Any]:
         """Copy a file or folder inside the volume; links inside are skipped and reported."""
-        result = await self._run(volume_id, files.copy, source, destination)
+        result = await self._run(volume_id, files.copy, source, destination, max_depth=self.limits.max_depth,
+                                 budget=await self._budget(volume_id))
         return {"source": source, "destination": destination, **result}
 
     async def rename(self, volume_id: str, source: str, destination: str) -> dict[str, Any]:
@@ -210,16 +307,18 @@ class VolumeService:
         return {"source": source, "destination": destination}
 
     async def chmod(self, volume_id: str, path: str, mode: int) -> dict[str, Any]:
-        """Change an entry's permission bits without following links."""
+        """Change an entry's permission bits (0o777 of them) without following links."""
         await self._run(volume_id, files.chmod, path, mode)
-        return {"path": path, "mode": f"{mode:04o}"}
+        return {"path": path, "mode": f"{mode & SAFE_MODE_BITS:04o}"}
 
     # -- archives ------------------------------------------------------------------------------------
     async def compress(self, volume_id: str, paths: list[str], fmt: str, destination: str | None = None) -> dict[str, Any]:
         """Archive paths of the volume into a new archive inside it."""
         destination = destination or archives.default_archive_name(paths, fmt)
-        return await self._run(volume_id, archives.compress, paths, fmt, destination, self.limits)
+        return await self._run(volume_id, archives.compress, paths, fmt, destination, self.limits,
+                               budget=await self._budget(volume_id))
 
     async def decompress(self, volume_id: str, path: str, destination: str | None = None) -> dict[str, Any]:
         """Extract an archive of the volume into a folder of it, within the archive limits."""
-        return await self._run(volume_id, archives.decompress, path, destination, self.limits)
+        return await self._run(volume_id, archives.decompress, path, destination, self.limits,
+                               budget=await self._budget(volume_id))

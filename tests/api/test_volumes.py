@@ -50,9 +50,10 @@ async def test_volume_lifecycle(api):
     assert status == 200 and body["count"] == 1 and body["volumes"][0]["volume_id"] == volume_id
     await api.post(f"/volumes/{volume_id}/files", json={"path": "x.txt", "content": "12345"})
     status, body = await api.get(f"/volumes/{volume_id}")
-    assert status == 200 and body["usage"] == {"bytes": 5, "files": 1, "directories": 0}
+    usage = {"bytes": 5, "files": 1, "directories": 0, "partial": False, "partial_reason": None, "disk_limit": None}
+    assert status == 200 and body["usage"] == usage
     status, body = await api.get(f"/volumes/{volume_id}/usage")
-    assert status == 200 and body == {"volume_id": volume_id, "bytes": 5, "files": 1, "directories": 0}
+    assert status == 200 and body == {"volume_id": volume_id, **usage}
     status, body = await api.delete(f"/volumes/{volume_id}")
     assert status == 200 and body["deleted"]["volume_id"] == volume_id
     assert not path.exists()

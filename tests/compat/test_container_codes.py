@@ -155,7 +155,7 @@ async def test_container_lifecycle_with_real_containers(cc: CC):
     assert body["id"] == body["name"] == "web-app-1" and body["status"] == "running"
     assert body["image"] == TEST_IMAGE and body["ports"] == [] and body["created_at"].endswith("Z")
     native = (await cc.api.get("/containers/web-app-1"))[1]  # the same lightd container
-    assert native["state"] == "running" and native["limits"] == {"memory": 64 * 1024 * 1024, "cpu": 0.5, "pids": None}
+    assert native["state"] == "running" and native["limits"] == {"memory": 64 * 1024 * 1024, "cpu": 0.5, "pids": 512, "disk": 0}
     assert native["restart_on_crash"] is True
 
     status, detail = await cc.get("/api/containers/web-app-1")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from lightd.config import DockerConfig
 from lightd.docker.environment import AttachedConsole, DockerEnvironment
 from lightd.errors import DockerUnavailable
+from lightd.servers.mounts import MountPins
 
 
 class Response:
@@ -45,7 +48,7 @@ async def test_a_failed_attach_closes_its_half_made_stream():
             assert name == "lightd-x"
             return stream
 
-    env = DockerEnvironment(Client(), DockerConfig(container_prefix="lightd-"))  # type: ignore[arg-type]
+    env = DockerEnvironment(Client(), DockerConfig(container_prefix="lightd-"), MountPins(Path("/nonexistent"), []))  # type: ignore[arg-type]
     with pytest.raises(DockerUnavailable):
         await env.attach("x")
     assert stream._resp.closed

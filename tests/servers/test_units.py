@@ -7,7 +7,7 @@ import random
 import pytest
 
 from lightd.servers.console import ConsoleHistory, LineSplitter, OutputThrottle, strip_ansi
-from lightd.servers.manager import mount_allowed
+from lightd.servers.mounts import mount_allowed
 from lightd.servers.models import validate_image
 
 

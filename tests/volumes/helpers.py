@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from pathlib import Path
 
 
@@ -33,3 +34,111 @@ def plant_links(root: Path, outside: Path) -> None:
     os.symlink(outside, root / "escape")
     os.symlink(outside / "sentinel.txt", root / "link.txt")
     os.symlink(outside, root / "dir" / "escape")
+
+
+def build_deep(root: Path, depth: int, name: str = "d", leaf: bytes | None = b"bottom") -> None:
+    """`depth` nested directories below `root`, as a container builds them (relative mkdir in a loop: no
+    path ever grows), with a file at the bottom."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir(name, dir_fd=fd)
+            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        if leaf is not None:
+            out = os.open("bottom.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+            os.write(out, leaf)
+            os.close(out)
+    finally:
+        os.close(fd)
+
+
+def deepest(root: Path, name: str = "d", limit: int = 1_000_000) -> tuple[int, os.stat_result | None]:
+    """How many `name` levels go down from `root`, and the lstat of bottom.txt there (None if absent)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    depth = 0
+    try:
+        while depth < limit:
+            try:
+                child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                break
+            os.close(fd)
+            fd = child
+            depth += 1
+        try:
+            return depth, os.stat("bottom.txt", dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return depth, None
+    finally:
+        os.close(fd)
+
+
+class PeakSampler:
+    """Samples this process's RSS and open descriptors in a thread until stopped; keeps the peaks.
+    The daemon under test runs in this process, so these are the daemon's figures."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        import psutil
+
+        self.process = psutil.Process()
+        self.interval = interval
+        self.rss0 = self.peak_rss = self.process.memory_info().rss
+        self.fds0 = self.peak_fds = self.process.num_fds()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
+            self.peak_fds = max(self.peak_fds, self.process.num_fds())
+
+    def __enter__(self) -> "PeakSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    @property
+    def rss_growth(self) -> int:
+        return self.peak_rss - self.rss0
+
+    @property
+    def fd_growth(self) -> int:
+        return self.peak_fds - self.fds0
+
+
+
+def remove_all(root: Path) -> None:
+    """Empty `root` at any depth without recursion (pytest's own cleanup recurses and fails past ~1000
+    levels, for every later session on the machine): down the first subdirectory, up through '..'."""
+    if not root.is_dir():
+        return
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    names: list[str] = []
+    try:
+        while True:
+            sub = None
+            with os.scandir(fd) as it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        sub = entry.name
+                        break
+                    os.unlink(entry.name, dir_fd=fd)
+            if sub is not None:
+                child = os.open(sub, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = child
+                names.append(sub)
+                continue
+            if not names:
+                return
+            parent = os.open("..", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            os.rmdir(names.pop(), dir_fd=fd)
+    finally:
+        os.close(fd)

@@ -139,8 +139,8 @@ def test_actual_bytes_are_capped_and_rolled_back(box, vol):
     # zip and tar readers stop at the declared size; this guards any reader that would not
     limits = VolumeLimits(archive_max_total_bytes=150)
     job = archives._Extraction(box, ("out",), limits)
-    job.file(("ok.txt",), archives._Member("ok.txt", "file", 100, 0o644, lambda: io.BytesIO(b"a" * 100)))
-    liar = archives._Member("liar", "file", 1, 0o644, lambda: io.BytesIO(b"b" * 100))
+    job.file(("ok.txt",), archives.Member("ok.txt", "file", 100, 0o644, lambda: io.BytesIO(b"a" * 100)))
+    liar = archives.Member("liar", "file", 1, 0o644, lambda: io.BytesIO(b"b" * 100))
     with pytest.raises(ArchiveRejected, match="expands"):
         job.file(("sub", "liar"), liar)
     job.roll_back()

@@ -9,6 +9,8 @@ upstream (round_robin by weight, random or least_conn). What may be reached is n
 - SECURITY: at forward time the address must be a port of lightd's port pool held by a container, i.e. a
   container's published port; anything else on loopback (lightd's own API, other daemons) is never
   contacted (the server counts as down, 502 when no server is left);
+- SECURITY: nor is one of the daemon's own listening ports, even if the pool lists it as held (the pool
+  refuses them, but a row may predate that);
 - SECURITY: `Authorization`, `X-API-Key` and `Cookie` are not forwarded (they carry lightd's token).
 Passive health: a server that failed `max_fails` times is skipped for `fail_timeout`. Active health checks,
 `middleware` and WebSocket upgrades are not implemented (the settings are stored and shown).
@@ -103,8 +105,11 @@ class ProxyService:
     # -- forwarding ----------------------------------------------------------------------------------
     async def _published(self) -> set[tuple[str, int]]:
         """Loopback pool ports a container holds: the only addresses the proxy contacts."""
-        return {(p["ip"], p["port"]) for p in await self.services.ports.list(protocol="tcp", in_use=True)
-                if p["container"] and ipaddress.ip_address(p["ip"]).is_loopback}
+        pool = self.services.ports
+        # SECURITY: proxy to the daemon's own listeners (the native API with its routes): never, whatever
+        # the pool says.
+        return {(p["ip"], p["port"]) for p in await pool.list(protocol="tcp", in_use=True)
+                if p["container"] and ipaddress.ip_address(p["ip"]).is_loopback and p["port"] not in pool.own_ports}
 
     async def candidates(self, upstream: Upstream) -> list[UpstreamServer]:
         published = await self._published()

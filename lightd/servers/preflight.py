@@ -1,0 +1,49 @@
+"""Preflight: what is checked and prepared on the host before a server's installer or server container
+starts — the disk limit, the volume's owner, and the mount pins. Every start goes through it, whoever
+asks for the start (API, crash restart, rebind, compat front ends)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lightd.errors import DiskQuotaExceeded
+from lightd.servers.mounts import MountPins
+from lightd.volumes.service import VolumeService
+
+if TYPE_CHECKING:
+    from lightd.servers.server import Server
+
+
+def parse_user(user: str) -> tuple[int, int]:
+    """`"988:988"` -> (988, 988)."""
+    uid, _, gid = user.partition(":")
+    return int(uid), int(gid)
+
+
+class Preflight:
+    """Host-side preparation of a server's containers."""
+
+    def __init__(self, volumes: VolumeService, mounts: MountPins, user: str) -> None:
+        self.volumes = volumes
+        self.mounts = mounts
+        self.uid, self.gid = parse_user(user)
+
+    async def before_install(self, server: Server) -> None:
+        """Pin the mounts the installer binds."""
+        await self.mounts.pin(server.id, server.spec.mount)
+
+    async def after_install(self, server: Server) -> None:
+        """Give the volume to the server's user (the installer ran as root)."""
+        await self.volumes.chown(server.spec.volume_id, self.uid, self.gid)
+
+    async def before_start(self, server: Server) -> None:
+        """Refuse a start over the disk limit; re-own the volume (Wings' check_permissions_on_boot: this
+        also strips setuid/setgid bits); check and pin the mounts again."""
+        over, used, limit = await self.volumes.over_disk_limit(server.spec.volume_id, fresh=True)
+        if over:
+            server.daemon_message(f"Not enough disk space: {used} bytes used of the {limit} byte limit; "
+                                  "free some space before starting the server")
+            raise DiskQuotaExceeded(f"server {server.id} uses {used} bytes of its {limit} byte disk limit",
+                                    details={"used": used, "limit": limit})
+        await self.volumes.chown(server.spec.volume_id, self.uid, self.gid)
+        await self.mounts.pin(server.id, server.spec.mount)

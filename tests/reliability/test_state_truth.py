@@ -1,0 +1,80 @@
+"""What the panel sees is the truth across a daemon restart (issue 11, items 1 and 4): a server killed
+while the daemon was down is reported crashed with its real exit code (and restarted when its policy says
+so); a server that kept running is not announced again."""
+
+from __future__ import annotations
+
+import subprocess
+from collections import defaultdict
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.panel import Panel
+from tests.reliability.daemon import Daemon
+from tests.reliability.test_daemon_survival import TICKER, create_and_start
+
+pytestmark = [pytest.mark.reliability, pytest.mark.docker]
+
+
+async def test_exits_while_the_daemon_is_down_are_reported_with_the_real_exit_code(tmp_path, node_token, container_prefix):
+    panel = Panel()
+    await panel.start()
+    daemon = Daemon(tmp_path, node_token, docker={"container_prefix": container_prefix},
+                    remote=panel.remote(retry_max_seconds=0.5))
+
+    async def drained() -> bool:
+        _, status = await daemon.call("GET", "/remote/status")
+        return status["queue_depth"] == 0
+
+    try:
+        await daemon.start()
+        await create_and_start(daemon, ["keep", "dies"])
+        # A third server restarts after a crash.
+        _, volume = await daemon.call("POST", "/volumes")
+        status, body = await daemon.call("POST", "/containers", json={
+            "internal_id": "policy", "image": "lightd-test/busybox:latest", "volume_id": volume["volume_id"],
+            "startup_command": TICKER, "start_pattern": "^tick 1$", "restart_on_crash": True})
+        assert status == 202, body
+
+        async def ready() -> bool:
+            return (await daemon.call("GET", "/containers/policy"))[1]["install_state"] == "ready"
+
+        await wait_for(ready, timeout=60, interval=0.2)
+        assert (await daemon.call("POST", "/containers/policy/start"))[0] == 202
+
+        async def running() -> bool:
+            return (await daemon.call("GET", "/containers/policy"))[1]["state"] == "running"
+
+        await wait_for(running, timeout=60, interval=0.2)
+        await wait_for(drained, timeout=60, interval=0.2)
+        seen = len(panel.updates)
+
+        daemon.kill9()
+        for name in ("dies", "policy"):
+            subprocess.run(["docker", "kill", f"{container_prefix}{name}"], capture_output=True, check=True)
+        await daemon.start()
+
+        async def settled() -> bool:
+            _, listing = await daemon.call("GET", "/containers")
+            states = {c["internal_id"]: c["state"] for c in listing["containers"]}
+            return states.get("dies") == "offline" and states.get("policy") == "running" and await drained()
+
+        await wait_for(settled, timeout=60, interval=0.3)
+        after: dict[str, list[dict]] = defaultdict(list)
+        for update in panel.updates[seen:]:
+            after[update["server"]].append(update)
+        assert "keep" not in after, after  # still running: nothing new to say
+        dies = after["dies"]
+        assert [u.get("status") for u in dies] == ["crashed", "offline"], dies
+        assert dies[0]["exit_code"] == 137 and dies[0]["oom_killed"] is False
+        policy = [u.get("status") for u in after["policy"]]
+        assert policy == ["crashed", "offline", "starting", "running"], policy
+        _, view = await daemon.call("GET", "/containers/dies")
+        assert view["exit_code"] == 137
+        for updates in after.values():  # seq goes on from where it was, without a gap
+            seqs = [u["seq"] for u in updates]
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    finally:
+        daemon.stop()
+        await panel.stop()
