@@ -56,6 +56,8 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     volumes = VolumeService(config.volumes_dir, store, config.volumes)
     await volumes.open()
     app[keys.VOLUMES] = volumes
+    # Temp files of writes and extractions a daemon stop interrupted (in the background: a walk of every volume).
+    tasks.spawn(volumes.clean_temp_files(), name="clean-temp-files")
     yield
     await tasks.close()
     app[keys.EVENTS].close()
