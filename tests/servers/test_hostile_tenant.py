@@ -243,3 +243,27 @@ async def test_creates_without_limits_get_the_configured_defaults(hostile, conta
     await create_server(hostile, "some", limits={"memory": 64 * 1024 * 1024})
     _, view = await hostile.get("/containers/some")
     assert view["limits"]["memory"] == 64 * 1024 * 1024 and view["limits"]["cpu"] == 1.0
+
+
+# -- item 6: a server's own writes over its disk limit ------------------------------------------------------
+async def test_a_server_over_its_disk_limit_is_not_started_again(hostile):
+    limit = 1024 * 1024
+    await create_server(hostile, "filler", limits={"disk": limit},
+                        startup_command="dd if=/dev/zero of=fill bs=1024 count=2048; echo filled; sleep 1000")
+    events = EventLog(hostile.client.app, "filler")
+    assert (await hostile.post("/containers/filler/start"))[0] == 202
+    await wait_for(lambda: console_has(hostile, "filler", "filled"), timeout=20)
+    _, stats = await hostile.get("/containers/filler/stats")
+    assert stats["disk_limit_bytes"] == limit
+    assert (await hostile.post("/containers/filler/kill"))[0] == 202
+    await wait_state(hostile, "filler", "offline")
+
+    assert (await hostile.post("/containers/filler/start"))[0] == 202
+    error = await events.wait("event", lambda d: d["type"] == "error" and d.get("action") == "start")
+    assert "disk limit" in error["message"]
+    notice = await events.wait("daemon_message", lambda text: "disk space" in text)
+    assert str(limit) in notice
+    await wait_state(hostile, "filler", "offline")
+    _, stats = await hostile.get("/containers/filler/stats")
+    assert stats["disk_bytes"] > limit and stats["disk_limit_bytes"] == limit
+    events.close()
