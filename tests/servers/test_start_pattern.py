@@ -10,8 +10,8 @@ import pytest
 from lightd.servers.console import START_PATTERN_MAX_PROGRAM, StartPattern
 from tests.servers.helpers import create_server, get, make_volume, wait_state
 
-LONG_LINES = 150
-# 150 lines of 65,000 'x' (under console.line_max_bytes, so each reaches the matcher whole), then the marker.
+LONG_LINES = 40
+# 40 lines of 65,000 'x' (under console.line_max_bytes, so each reaches the matcher whole), then the marker.
 FLOOD = (
     "line=$(head -c 65000 /dev/zero | tr '\\0' x); i=0; "
     f"while [ $i -lt {LONG_LINES} ]; do echo \"$line\"; i=$((i+1)); done; "
