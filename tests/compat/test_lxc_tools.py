@@ -335,7 +335,7 @@ async def test_authkey_deploys_keys_without_a_shell_and_refuses_bad_ones(lxc: Lx
     docker_name = (await get(lxc.native, "keys1"))["name"]
 
     def authorized() -> list[str]:
-        out = subprocess.run(["docker", "exec", docker_name, "cat", "/root/.ssh/authorized_keys"],
+        out = subprocess.run(["docker", "exec", docker_name, "cat", "/home/container/.ssh/authorized_keys"],
                              capture_output=True, text=True)
         return out.stdout.splitlines()
 

@@ -28,10 +28,12 @@ from lightd.servers.models import RebindRequest
 T = TypeVar("T")
 VERSION = "1.0.0"
 REBIND_TIMEOUT = 120.0
-AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"
+# The server's user's keys (LXC's root has no counterpart: servers run as docker.user, whose home is the
+# volume), so a key deployed here is the one an sshd run by the server would read.
+AUTHORIZED_KEYS = "/home/container/.ssh/authorized_keys"
 # A fixed command: the keys travel on stdin only, never on a command line.
-APPEND_KEYS = ["sh", "-c", "umask 077 && mkdir -p /root/.ssh && cat >> /root/.ssh/authorized_keys"
-               " && chmod 700 /root/.ssh && chmod 600 /root/.ssh/authorized_keys"]
+APPEND_KEYS = ["sh", "-c", "umask 077 && mkdir -p /home/container/.ssh && cat >> /home/container/.ssh/authorized_keys"
+               " && chmod 700 /home/container/.ssh && chmod 600 /home/container/.ssh/authorized_keys"]
 STATES = {"running": "RUNNING", "starting": "STARTING", "stopping": "STOPPING", "offline": "STOPPED"}
 
 routes = web.RouteTableDef()
