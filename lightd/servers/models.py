@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lightd.ports import PortSpec
 
@@ -162,6 +162,22 @@ class ContainerSpec(BaseModel):
         if len(targets) != len(set(targets)):
             raise ValueError("mount: the same target is listed twice")
         return self
+
+
+# Fields whose rules grew stricter after specs were stored (RE2 start patterns, mount targets, limit
+# bounds); a stored spec that breaks them loses the field rather than keeping the daemon from starting.
+_RELAXED_ON_LOAD: dict[str, Any] = {"start_pattern": None, "mount": [], "limits": {}}
+
+
+def load_stored_spec(raw: dict[str, Any]) -> tuple[ContainerSpec, list[str]]:
+    """A stored spec, and the fields dropped because they break a rule added after it was stored."""
+    try:
+        return ContainerSpec.model_validate(raw), []
+    except ValidationError as exc:
+        dropped = sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"] and e["loc"][0] in _RELAXED_ON_LOAD})
+        if not dropped:
+            raise
+        return ContainerSpec.model_validate({**raw, **{f: _RELAXED_ON_LOAD[f] for f in dropped}}), dropped
 
 
 class ReinstallRequest(BaseModel):

@@ -13,7 +13,7 @@ from lightd.errors import Conflict, DockerUnavailable, LightdError
 from lightd.events import EventBus
 from lightd.servers.console import ConsoleHistory, LineSplitter, OutputThrottle, StartPattern
 from lightd.servers.environment import ConsoleStream, Environment, StatsSample
-from lightd.servers.models import ContainerSpec
+from lightd.servers.models import ContainerSpec, load_stored_spec
 from lightd.servers.power import PowerLock
 from lightd.servers.preflight import Preflight
 from lightd.store import Store
@@ -38,7 +38,9 @@ class Server:
     ) -> None:
         self.id: str = record["internal_id"]
         self.record = record
-        self.spec = ContainerSpec.model_validate(record["spec"])
+        self.spec, dropped = load_stored_spec(record["spec"])
+        if dropped:
+            log.warning("%s: stored %s no longer valid; ignored until the server is changed", self.id, ", ".join(dropped))
         self.install_state: str = record["install_state"]
         # The last state announced (stored): what recovery compares the engine with, so that only
         # transitions that really happened while the daemon was away are announced.

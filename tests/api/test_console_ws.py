@@ -263,7 +263,7 @@ async def test_stats_frames_on_the_socket(dapi, dclient, node_token):
     frame = await console.until(lambda f: f["event"] == "stats" and f["data"]["memory_bytes"] > 0, timeout=20)
     assert frame["data"]["state"] == "running"
     assert set(frame["data"]) == {"state", "cpu_absolute", "memory_bytes", "memory_limit_bytes", "network",
-                                  "disk_bytes", "uptime"}
+                                  "disk_bytes", "disk_limit_bytes", "uptime"}
     await console.send("power", "kill")
     final = await console.until(lambda f: f["event"] == "stats" and f["data"]["state"] == "offline", timeout=20)
     assert final["data"]["memory_bytes"] == 0 and final["data"]["uptime"] == 0

@@ -130,3 +130,15 @@ def test_history_extend_keeps_the_byte_bound_with_big_chunks():
     assert history.tail(1000) == ["x" * 30] * 3
     history.extend(["y" * 500])  # one line over the byte bound stays (the newest line is always kept)
     assert history.tail(1000) == ["y" * 500]
+
+
+def test_a_stored_spec_that_breaks_a_newer_rule_loses_that_field_not_the_daemon():
+    from lightd.servers.models import load_stored_spec
+
+    raw = {"internal_id": "old", "image": "busybox:1", "volume_id": "v", "startup_command": "run",
+           "start_pattern": "(?=lookahead)x", "mount": [{"source": "/srv/a", "target": "/proc"}]}
+    spec, dropped = load_stored_spec(raw)
+    assert dropped == ["mount", "start_pattern"]
+    assert spec.start_pattern is None and spec.mount == [] and spec.startup_command == "run"
+    good = {**raw, "start_pattern": "Done", "mount": []}
+    assert load_stored_spec(good)[1] == []

@@ -26,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+from lightd.access_log import escape
 from lightd import keys
 from lightd.api.middleware import bearer_token
 from lightd.api.responses import json_response
@@ -95,7 +96,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(request, exc.status, HTTP_CODES.get(exc.status, "INVALID_REQUEST"), exc.reason,
                       headers={"Allow": allow} if allow else None)
     except Exception:
-        log.exception("container codes: unhandled error in %s %s (request %s)", request.method, request.rel_url.path,
+        log.exception("container codes: unhandled error in %s %s (request %s)", escape(request.method), escape(request.rel_url.path),
                       request[REQUEST_ID])
         return _error(request, 500, "INTERNAL_ERROR", "Internal server error")
     if not response.prepared:

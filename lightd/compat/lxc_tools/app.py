@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import socketio
 from aiohttp import web
 
+from lightd.access_log import escape
 from lightd.api.responses import json_response
 from lightd.compat.base import CompatServices
 from lightd.compat.lxc_tools.events import BUS_KIND, SUBSCRIPTION_SIZE, create_socketio, emit_updates
@@ -83,7 +84,7 @@ async def lxc_errors(request: web.Request, handler: Handler) -> web.StreamRespon
                              headers={"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None)
     except Exception:
         request_id = uuid.uuid4().hex[:12]
-        log.exception("lxc_tools: unhandled error in %s %s (request %s)", request.method, request.rel_url.path, request_id)
+        log.exception("lxc_tools: unhandled error in %s %s (request %s)", escape(request.method), escape(request.rel_url.path), request_id)
         return json_response(_body("Internal server error", f"request {request_id}"), status=500)
 
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import psutil
 from aiohttp import web
 
+from lightd.access_log import escape
 from lightd import keys
 from lightd.api.responses import json_response
 from lightd.compat.base import CompatServices
@@ -47,7 +48,7 @@ async def detail_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return json_response({"detail": exc.reason}, status=exc.status, headers={"Allow": allow} if allow else None)
     except Exception:
         request_id = uuid.uuid4().hex[:12]
-        log.exception("lxd panel: unhandled error in %s %s (request %s)", request.method, request.rel_url.path, request_id)
+        log.exception("lxd panel: unhandled error in %s %s (request %s)", escape(request.method), escape(request.rel_url.path), request_id)
         return json_response({"detail": "Internal Server Error", "request_id": request_id}, status=500)
 
 

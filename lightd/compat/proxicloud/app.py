@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from lightd.access_log import escape
 from lightd import keys
 from lightd.api.responses import json_response
 from lightd.compat.base import CompatServices
@@ -49,7 +50,7 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
         return error_response(exc.reason, exc.status, headers)
     except Exception:
         request_id = uuid.uuid4().hex[:12]
-        log.exception("proxicloud: unhandled error in %s %s (request %s)", request.method, request.rel_url.path,
+        log.exception("proxicloud: unhandled error in %s %s (request %s)", escape(request.method), escape(request.rel_url.path),
                       request_id)
         return json_response({"success": False, "error": "Internal Server Error", "request_id": request_id}, status=500)
     response.headers.setdefault("X-Cache-Status", "online")
