@@ -110,7 +110,8 @@ async def _console_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(config: Config, *, config_path: Path | None = None) -> web.Application:
     """The whole daemon as one aiohttp application (nothing global)."""
     app = web.Application(
-        middlewares=[middleware.error_middleware, middleware.body_limit_middleware, middleware.auth_middleware],
+        middlewares=[middleware.error_middleware, middleware.body_limit_middleware, middleware.auth_middleware,
+                     middleware.query_middleware],
         client_max_size=config.api.max_body_bytes,
         handler_args=server_log_options(),  # whichever runner serves the app logs requests safely
     )

@@ -8,7 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from lightd import keys
 from lightd.api.openapi import documented
 from lightd.api.responses import json_response, read_model, read_query
-from lightd.servers.models import CommandRequest, ContainerSpec, RebindRequest, ReinstallRequest
+from lightd.servers.listing import PageRequest, container_page
+from lightd.servers.models import (CommandRequest, ContainerSpec, InstallState, RebindRequest, ReinstallRequest,
+                                   RuntimeState)
 
 routes = web.RouteTableDef()
 PATH = "/containers/{container_id}"
@@ -17,6 +19,16 @@ PATH = "/containers/{container_id}"
 class StopQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     timeout: float | None = Field(default=None, gt=0, le=3600)
+
+
+class ContainerListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    state: RuntimeState | None = None
+    install_state: InstallState | None = None
+    limit: int | None = Field(default=None, ge=1, le=1000)
+    """Servers per page (default: all of them, in one answer)."""
+    cursor: str | None = Field(default=None, min_length=1, max_length=256)
+    """`next_cursor` of the previous page."""
 
 
 class LogsQuery(BaseModel):
@@ -41,10 +53,16 @@ async def create_container(request: web.Request) -> web.Response:
 
 
 @routes.get("/containers")
-@documented()
+@documented(query=ContainerListQuery)
 async def list_containers(request: web.Request) -> web.Response:
-    body = await request.config_dict[keys.SERVERS].listing_json()
-    return web.Response(body=body, content_type="application/json")
+    """Servers, oldest first (then by id); filtered by state, paged with limit and next_cursor."""
+    manager = request.config_dict[keys.SERVERS]
+    if not request.query:
+        # The whole list, from an encoding cached until a server changes (the hot path of a polling panel).
+        return web.Response(body=await manager.listing_json(), content_type="application/json")
+    q = read_query(request, ContainerListQuery)
+    return json_response(container_page(manager, state=q.state, install_state=q.install_state,
+                                        page=PageRequest(q.limit, q.cursor)))
 
 
 @routes.get(PATH)

@@ -10,8 +10,8 @@ from aiohttp import web
 
 from lightd import keys
 from lightd.access_log import escape
-from lightd.api.public import is_public
-from lightd.api.responses import json_response
+from lightd.api.public import is_public, is_public_handler
+from lightd.api.responses import json_response, query_names, refuse_unknown_query
 from lightd.errors import Forbidden, LightdError, PayloadTooLarge, Unauthorized
 
 log = logging.getLogger(__name__)
@@ -97,4 +97,21 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if not foreign and not accepts_vendor_type(request.headers.get("Accept", "")):
         raise Forbidden(f"missing vendor media type: send 'Accept: {VENDOR_MEDIA_TYPE}'")
     request[keys.PRINCIPAL] = principal
+    return await handler(request)
+
+
+_UNDECLARED = object()
+
+
+@web.middleware
+async def query_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A query parameter a native route does not declare (`@documented(query=...)`, `@accepts_query`) is a
+    400 naming it, on every route alike. Self-authenticated routes that declare nothing read their own (the
+    console socket's `?token=` and `?batch=`), and compat front ends keep their own query handling."""
+    if request.query_string and request.match_info.http_exception is None:
+        route = request.match_info.handler
+        model = getattr(route, "__query__", _UNDECLARED)
+        own = model is _UNDECLARED and is_public_handler(route)
+        if not own and not any(keys.FRONT_END in app for app in request.match_info.apps):
+            refuse_unknown_query(request, query_names(None if model is _UNDECLARED else model))
     return await handler(request)

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from lightd import __version__
 from lightd.api.middleware import VENDOR_MEDIA_TYPE
 from lightd.api.public import is_public_handler, self_authenticated
-from lightd.api.responses import json_response
+from lightd.api.responses import accepts_query, json_response
 
 H = TypeVar("H", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
 routes = web.RouteTableDef()
@@ -30,11 +30,14 @@ ERROR_STATUSES = {"400": "Bad request (names the field)", "401": "Missing or inv
 
 def documented(*, body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
                status: int = 200, summary: str | None = None, binary: bool = False) -> Callable[[H], H]:
-    """Declare what a route reads and answers, for the OpenAPI document."""
+    """Declare what a route reads and answers, for the OpenAPI document. `query` is also the whole of the
+    query string the route accepts: `query_middleware` refuses any other parameter."""
 
     def mark(handler: H) -> H:
         handler.__openapi__ = {"body": body, "query": query, "status": status, "summary": summary,  # type: ignore[attr-defined]
                                "binary": binary}
+        if query is not None:
+            handler.__query__ = query  # type: ignore[attr-defined]
         return handler
 
     return mark
@@ -116,6 +119,7 @@ def build_document(app: web.Application) -> dict[str, Any]:
 
 @routes.get("/openapi.json")
 @self_authenticated
+@accepts_query(None)
 async def openapi(request: web.Request) -> web.Response:
     """The OpenAPI document of this API."""
     return json_response(build_document(request.app))

@@ -11,7 +11,7 @@ from typing import TypeVar
 from aiohttp import web
 
 from lightd import __version__
-from lightd.api.responses import json_response
+from lightd.api.responses import accepts_query, json_response
 
 H = TypeVar("H", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
 _PUBLIC_HANDLERS: set[object] = set()
@@ -38,5 +38,6 @@ routes = web.RouteTableDef()
 
 @routes.get("/api/v1/public/ping")
 @self_authenticated
+@accepts_query(None)
 async def ping(request: web.Request) -> web.Response:
     return json_response({"status": "ok", "version": __version__, "time": time.time()})

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from lightd import keys
 from lightd.api.openapi import documented
 from lightd.api.responses import json_response, read_model, read_query
+from lightd.servers.listing import PageRequest, volume_page
 
 routes = web.RouteTableDef()
 
@@ -67,6 +68,15 @@ class RequiredPathQuery(_Body):
     path: str = Field(min_length=1)
 
 
+class VolumeListQuery(_Body):
+    state: Literal["in_use", "unused"] | None = None
+    """in_use: a server uses the volume; unused: none does."""
+    limit: int | None = Field(default=None, ge=1, le=1000)
+    """Volumes per page (default: all of them, in one answer)."""
+    cursor: str | None = Field(default=None, min_length=1, max_length=256)
+    """`next_cursor` of the previous page."""
+
+
 def _volume_id(request: web.Request) -> str:
     return request.match_info["volume_id"]
 
@@ -79,10 +89,13 @@ async def create_volume(request: web.Request) -> web.Response:
 
 
 @routes.get("/volumes")
-@documented()
+@documented(query=VolumeListQuery)
 async def list_volumes(request: web.Request) -> web.Response:
-    volumes = await request.config_dict[keys.VOLUMES].list()
-    return json_response({"volumes": volumes, "count": len(volumes)})
+    """Volumes with the servers using each, oldest first (then by id); filtered by state, paged with limit
+    and next_cursor."""
+    q = read_query(request, VolumeListQuery)
+    page = await volume_page(request.config_dict[keys.SERVERS], state=q.state, page=PageRequest(q.limit, q.cursor))
+    return json_response(page)
 
 
 @routes.get("/volumes/{volume_id}")

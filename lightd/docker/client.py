@@ -100,6 +100,10 @@ class DockerClient:
     async def info(self) -> dict[str, Any]:
         return await self._call("info", self.raw.system.info())
 
+    async def version(self) -> dict[str, Any]:
+        """The engine's `GET /version` (Version, ApiVersion, Os, Arch...)."""
+        return await self._call("version", self.raw.version())
+
     # -- images --------------------------------------------------------------------------------------
     async def image_exists(self, image: str) -> bool:
         try:
@@ -143,6 +147,13 @@ class DockerClient:
             return await self._call(f"inspect {name}", container.show())
         except NotFound:
             return None
+
+    async def update_container(self, name: str, resources: dict[str, Any]) -> list[str]:
+        """`docker update`: change a container's resources (Memory, MemorySwap, NanoCpus, PidsLimit...) in
+        place, running or not; the engine's warnings."""
+        answer = await self._call(f"update {name}", self.raw._query_json(
+            f"containers/{name}/update", method="POST", data=resources))
+        return [str(w) for w in ((answer or {}).get("Warnings") or [])]
 
     async def start_container(self, name: str) -> None:
         await self._call(f"start {name}", self.raw.containers.container(name).start())

@@ -4,17 +4,20 @@ runs one-shot install containers, attaches consoles and reads stats."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from lightd.config import DockerConfig
 from lightd.docker.client import DockerClient, translate
 from lightd.docker.stats import sample_from_stats
 from lightd.errors import LightdError, NotFound
-from lightd.servers.environment import ContainerStatus, ExitStatus, StatsSample
-from lightd.servers.models import ContainerSpec
+from lightd.servers.environment import ContainerStatus, ExitStatus, LimitsUpdate, StatsSample
+from lightd.servers.models import ContainerSpec, Limits
 from lightd.servers.mounts import MountPins
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,12 @@ INSTALLER_KEEPS = ("DAC_OVERRIDE", "FOWNER")
 LABEL_MANAGED = "lightd.managed"
 LABEL_ID = "lightd.internal_id"
 LABEL_ROLE = "lightd.role"
+LABEL_CONFIG = "lightd.config"
+"""A digest of the create body the server container was made from, less its resources (which `docker
+update` changes in place and which are compared one by one): a start recreates a container made otherwise."""
+# Limit name -> the HostConfig field `docker update` changes, as in a create body.
+RESOURCE_FIELDS = {"memory": "Memory", "cpu": "NanoCpus", "pids": "PidsLimit"}
+RESOURCE_KEYS = ("Memory", "MemorySwap", "NanoCpus", "PidsLimit")
 
 
 async def _complete(coro: Any) -> Any:
@@ -114,23 +123,26 @@ class DockerEnvironment:
         return {LABEL_MANAGED: "true", LABEL_ID: spec.internal_id, LABEL_ROLE: role,
                 "lightd.prefix": self.config.container_prefix}
 
+    def _resources(self, limits: Limits) -> dict[str, Any]:
+        """The HostConfig resources of `limits` (a limit left out is absent: no limit)."""
+        resources: dict[str, Any] = {"PidsLimit": limits.pids or self.config.pids_limit}
+        if limits.memory:
+            resources["Memory"] = limits.memory + self.config.memory_overhead_bytes
+            resources["MemorySwap"] = resources["Memory"]
+        if limits.cpu:
+            resources["NanoCpus"] = int(limits.cpu * 1_000_000_000)
+        return resources
+
     def _hardening(self, spec: ContainerSpec) -> dict[str, Any]:
-        limits = spec.limits
         host: dict[str, Any] = {
             "SecurityOpt": ["no-new-privileges"],
             "CapDrop": DROPPED_CAPABILITIES,
-            "PidsLimit": limits.pids or self.config.pids_limit,
             "Tmpfs": {"/tmp": "rw,exec,nosuid,size=100m"},
             "Privileged": False,
             "Init": True,  # docker-init as PID 1: signals reach the server, zombies are reaped
             "LogConfig": {"Type": "local", "Config": {"max-size": self.config.log_max_size, "max-file": "1", "compress": "false"}},
         }
-        if limits.memory:
-            host["Memory"] = limits.memory + self.config.memory_overhead_bytes
-            host["MemorySwap"] = host["Memory"]
-        if limits.cpu:
-            host["NanoCpus"] = int(limits.cpu * 1_000_000_000)
-        return host
+        return {**host, **self._resources(spec.limits)}
 
     def _binds(self, spec: ContainerSpec, volume_path: Path, data_path: Path) -> list[str]:
         binds = [f"{volume_path}:{CONTAINER_HOME}:rw", f"{data_path}:{DATA_DIR}:ro"]
@@ -159,7 +171,7 @@ class DockerEnvironment:
             "PortBindings": bindings,
             "NetworkMode": self.config.network,
         }
-        return {
+        config = {
             "Image": spec.image,
             # SECURITY: setuid files — the server runs unprivileged (docker.user); only the installer is root.
             "User": self.config.user,
@@ -176,11 +188,33 @@ class DockerEnvironment:
             "Tty": False,
             "HostConfig": host,
         }
+        config["Labels"][LABEL_CONFIG] = _digest(config)
+        return config
 
     async def create(self, spec: ContainerSpec, volume_path: Path, data_path: Path) -> str:
         name = self.name_of(spec.internal_id)
         await self.client.remove_container(name)
         return await _complete(self.client.create_container(name, self.server_config(spec, volume_path, data_path)))
+
+    async def is_current(self, spec: ContainerSpec, volume_path: Path, data_path: Path) -> bool:
+        """False when the server's container was made from another spec or daemon config than `spec` and the
+        config now give (PATCH, a config.json change): it must be recreated. True when there is none."""
+        doc = await self.client.inspect_container(self.name_of(spec.internal_id))
+        if doc is None:
+            return True
+        wanted = self.server_config(spec, volume_path, data_path)
+        labels = (doc.get("Config") or {}).get("Labels") or {}
+        host = doc.get("HostConfig") or {}
+        return labels.get(LABEL_CONFIG) == wanted["Labels"][LABEL_CONFIG] and all(
+            (host.get(key) or 0) == (wanted["HostConfig"].get(key) or 0) for key in RESOURCE_KEYS)
+
+    async def update_limits(self, internal_id: str, limits: Limits) -> LimitsUpdate:
+        """Apply `limits` to the server's container now, running or not (`docker update`). A limit removed
+        is not applied: the engine reads 0 as "unchanged", so that takes a recreate (at the next start)."""
+        resources = self._resources(limits)
+        warnings = await self.client.update_container(self.name_of(internal_id), resources)
+        applied = tuple(name for name, key in RESOURCE_FIELDS.items() if key in resources)
+        return LimitsUpdate(applied=applied, warnings=tuple(warnings))
 
     async def remove(self, internal_id: str) -> None:
         await self.client.remove_container(self.name_of(internal_id))
@@ -303,6 +337,9 @@ class DockerEnvironment:
     async def engine_info(self) -> dict[str, Any]:
         return await self.client.info()
 
+    async def engine_version(self) -> dict[str, Any]:
+        return await self.client.version()
+
     async def list_images(self) -> list[dict[str, Any]]:
         return await self.client.list_images()
 
@@ -311,3 +348,11 @@ class DockerEnvironment:
 
     async def network_exists(self, name: str) -> bool:
         return await self.client.network_exists(name)
+
+
+def _digest(config: dict[str, Any]) -> str:
+    """LABEL_CONFIG of a server create body."""
+    host = {k: v for k, v in config["HostConfig"].items() if k not in RESOURCE_KEYS}
+    labels = {k: v for k, v in config["Labels"].items() if k != LABEL_CONFIG}
+    body = {**config, "HostConfig": host, "Labels": labels}
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]

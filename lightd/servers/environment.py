@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from lightd.servers.models import ContainerSpec
+from lightd.servers.models import ContainerSpec, Limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +24,14 @@ class ContainerStatus:
     exit_code: int | None = None
     oom_killed: bool = False
     started_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsUpdate:
+    """What an in-place limits update did: the limits (memory, cpu, pids) now in force, the engine's warnings."""
+
+    applied: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +67,13 @@ class Environment(Protocol):
 
     async def create(self, spec: ContainerSpec, volume_path: Path, data_path: Path) -> str: ...
 
+    async def is_current(self, spec: ContainerSpec, volume_path: Path, data_path: Path) -> bool:
+        """False when the server's container was made from something else than `spec` (it must be
+        recreated before it starts); True when it matches or does not exist."""
+
+    async def update_limits(self, internal_id: str, limits: Limits) -> LimitsUpdate:
+        """Apply `limits` to the server's container in place, running or not; NotFound without one."""
+
     async def remove(self, internal_id: str) -> None:
         """Remove the server's containers (server, installer, anything else with its label)."""
 
@@ -91,6 +106,9 @@ class Environment(Protocol):
 
     async def engine_info(self) -> dict[str, Any]:
         """What the engine says of itself (architecture, versions...)."""
+
+    async def engine_version(self) -> dict[str, Any]:
+        """The engine's version, API version, OS and architecture."""
 
     async def list_images(self) -> list[dict[str, Any]]: ...
 

@@ -89,17 +89,19 @@ class ServerManager:
         return container_view(server.record, server.runtime())
 
     async def list(self) -> list[dict[str, Any]]:
-        """Every server's public shape, oldest first."""
-        servers = sorted(self.servers.values(), key=lambda s: s.record["created_at"])
+        """Every server's public shape, oldest first (then by id)."""
+        servers = sorted(self.servers.values(), key=lambda s: (s.record["created_at"], s.id))
         return [container_view(s.record, s.runtime()) for s in servers]
 
     async def listing_json(self) -> bytes:
-        """`{"containers": [...], "count": n}` as JSON, re-encoded only when a server changed: every change
+        """`{"containers": [...], "count": n, "total": n, "next_cursor": null}` (the whole list as one page of
+        `container_page`) as JSON, re-encoded only when a server changed: every change
         goes through `Server.persist` (which moves `updated_at`) or shows in the state or the missing flag."""
         key = tuple((s.id, s.record["updated_at"], s.state, s.container_missing) for s in self.servers.values())
         if self._listing is None or self._listing[0] != key:
             containers = await self.list()
-            self._listing = (key, orjson.dumps({"containers": containers, "count": len(containers)}))
+            self._listing = (key, orjson.dumps({"containers": containers, "count": len(containers),
+                                                "total": len(containers), "next_cursor": None}))
         return self._listing[1]
 
     def logs(self, internal_id: str, lines: int) -> list[str]:
