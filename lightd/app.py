@@ -17,6 +17,7 @@ from lightd.api import containers as containers_api
 from lightd.api import remote as remote_api
 from lightd.api import middleware, openapi, ports as ports_api, public, tokens as tokens_api, volumes as volumes_api
 from lightd.api import stats as stats_api
+from lightd.api import system as system_api
 from lightd.auth import TokenService
 from lightd.compat.serving import mount_front_ends, own_ports
 from lightd.config import Config, secure_data_dir
@@ -130,6 +131,7 @@ def create_app(config: Config, *, config_path: Path | None = None) -> web.Applic
     app.add_routes(volumes_api.routes)
     app.add_routes(containers_api.routes)
     app.add_routes(stats_api.routes)
+    app.add_routes(system_api.routes)
     app.add_routes(console_ws.routes)
     app.add_routes(remote_api.routes)
     mount_front_ends(app, config)

@@ -1,16 +1,18 @@
-"""/containers: servers and their power, install and network actions."""
+"""/containers: servers (listed, edited in place) and their power, install and network actions."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lightd import keys
 from lightd.api.openapi import documented
 from lightd.api.responses import json_response, read_model, read_query
 from lightd.servers.listing import PageRequest, container_page
-from lightd.servers.models import (CommandRequest, ContainerSpec, InstallState, RebindRequest, ReinstallRequest,
-                                   RuntimeState)
+from lightd.servers.models import (CommandRequest, ContainerSpec, InstallState, Limits, RebindRequest,
+                                   ReinstallRequest, RuntimeState, StopConfig)
 
 routes = web.RouteTableDef()
 PATH = "/containers/{container_id}"
@@ -29,6 +31,28 @@ class ContainerListQuery(BaseModel):
     """Servers per page (default: all of them, in one answer)."""
     cursor: str | None = Field(default=None, min_length=1, max_length=256)
     """`next_cursor` of the previous page."""
+
+
+class ContainerPatch(BaseModel):
+    """What PATCH changes; a field left out keeps its value. `limits` merges limit by limit (a null limit
+    goes back to docker.default_limits); every other field is replaced whole. The merged spec is validated
+    as a create is."""
+
+    model_config = ConfigDict(extra="forbid")
+    limits: Limits | None = None
+    environment: dict[str, str] | None = Field(default=None, max_length=256)
+    startup_command: str | None = Field(default=None, min_length=1, max_length=16_384)
+    start_pattern: str | None = Field(default=None, max_length=1024)
+    """null or "": no pattern (running as soon as the process runs)."""
+    stop: StopConfig | None = None
+    image: str | None = Field(default=None, max_length=255)
+
+    @field_validator("environment", "startup_command", "stop", "image")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("cannot be null (leave it out to keep the current value)")
+        return value
 
 
 class LogsQuery(BaseModel):
@@ -63,6 +87,16 @@ async def list_containers(request: web.Request) -> web.Response:
     q = read_query(request, ContainerListQuery)
     return json_response(container_page(manager, state=q.state, install_state=q.install_state,
                                         page=PageRequest(q.limit, q.cursor)))
+
+
+@routes.patch(PATH)
+@documented(body=ContainerPatch)
+async def patch_container(request: web.Request) -> web.Response:
+    """Change a server without reinstalling it: `applied` lists what is in force now (limits through
+    `docker update`, disk, start pattern, stop), `on_next_start` what its next start brings in."""
+    body = await read_model(request, ContainerPatch)
+    changes = body.model_dump(mode="json", exclude_unset=True)
+    return json_response(await request.config_dict[keys.SERVERS].patch(_id(request), changes))
 
 
 @routes.get(PATH)

@@ -20,6 +20,7 @@ from lightd.servers.environment import Environment
 from lightd.servers.install import install
 from lightd.servers.models import ContainerSpec, Limits, RebindRequest, ReinstallRequest, container_view
 from lightd.servers.mounts import MountPins
+from lightd.servers.patch import apply_to_container, merged_spec
 from lightd.servers.preflight import Preflight
 from lightd.servers.server import Server
 from lightd.store import Store
@@ -46,7 +47,7 @@ class ServerManager:
         self.ports = ports
         self.volumes = volumes
         self.mounts = mounts
-        self.preflight = Preflight(volumes, mounts, config.docker.user)
+        self.preflight = Preflight(volumes, mounts, config.docker.user, env)
         self.servers: dict[str, Server] = {}
         self.engine_up = False
         self._creating: set[str] = set()
@@ -74,6 +75,13 @@ class ServerManager:
         given = spec.limits.model_dump()
         filled = {key: defaults[key] if value is None else value for key, value in given.items()}
         return spec.model_copy(update={"limits": Limits.model_validate(filled)})
+
+    def check_node_limits(self, spec: ContainerSpec) -> None:
+        """Limits this node cannot give: 400 naming the field (Docker would refuse them only later)."""
+        cores = os.cpu_count() or 1
+        if spec.limits.cpu is not None and not 0.01 <= spec.limits.cpu <= cores:
+            raise ValidationFailed(f"limits.cpu: must be between 0.01 and {cores} (this node's CPUs)",
+                                   details={"field": "limits.cpu"})
 
     # -- queries -------------------------------------------------------------------------------------
     def get(self, internal_id: str) -> Server:
@@ -128,11 +136,7 @@ class ServerManager:
 
     async def _create(self, spec: ContainerSpec) -> dict[str, Any]:
         spec = self.with_default_limits(spec)
-        cores = os.cpu_count() or 1
-        if spec.limits.cpu is not None and not 0.01 <= spec.limits.cpu <= cores:
-            # Docker would refuse it at container create, after the server was recorded.
-            raise ValidationFailed(f"limits.cpu: must be between 0.01 and {cores} (this node's CPUs)",
-                                   details={"field": "limits.cpu"})
+        self.check_node_limits(spec)
         # SECURITY: symlink mount escape — every source is walked without following links (and again,
         # and pinned, before every start: see Preflight).
         await self.mounts.check_async(spec.mount)
@@ -320,6 +324,24 @@ class ServerManager:
             server.publish_event("error", action="rebind", message=str(exc))
         finally:
             server.lock.release()
+
+    # -- edit in place -------------------------------------------------------------------------------
+    async def patch(self, internal_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change limits, environment, startup command, start pattern, stop or image without a reinstall: in
+        force now where they can be, else at the next start; the answer says which."""
+        server = self.get(internal_id)
+        server.check_installed()
+        server.lock.try_acquire("patch")
+        try:
+            spec = self.with_default_limits(merged_spec(server.spec, changes))
+            self.check_node_limits(spec)
+            outcome = await apply_to_container(server, self.env, spec)
+            await self._set_spec(server, spec)
+            self._apply_disk_limit(spec.volume_id)
+        finally:
+            server.lock.release()
+        return {"container": container_view(server.record, server.runtime()), "applied": outcome.applied,
+                "on_next_start": outcome.on_next_start, "warnings": outcome.warnings}
 
     async def _stop_for_change(self, server: Server) -> None:
         if server.state != "offline":

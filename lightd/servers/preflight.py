@@ -1,6 +1,7 @@
-"""Preflight: what is checked and prepared on the host before a server's installer or server container
-starts — the disk limit, the volume's owner, and the mount pins. Every start goes through it, whoever
-asks for the start (API, crash restart, rebind, compat front ends)."""
+"""Preflight: what is checked and prepared before a server's installer or server container starts — the
+disk limit, the volume's owner, the mount pins, and a container made from an outdated spec (a PATCH) is
+recreated. Every start goes through it, whoever asks for the start (API, crash restart, rebind, compat front
+ends)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from lightd.servers.mounts import MountPins
 from lightd.volumes.service import VolumeService
 
 if TYPE_CHECKING:
+    from lightd.servers.environment import Environment
     from lightd.servers.server import Server
 
 
@@ -23,9 +25,10 @@ def parse_user(user: str) -> tuple[int, int]:
 class Preflight:
     """Host-side preparation of a server's containers."""
 
-    def __init__(self, volumes: VolumeService, mounts: MountPins, user: str) -> None:
+    def __init__(self, volumes: VolumeService, mounts: MountPins, user: str, env: Environment) -> None:
         self.volumes = volumes
         self.mounts = mounts
+        self.env = env
         self.uid, self.gid = parse_user(user)
 
     async def before_install(self, server: Server) -> None:
@@ -38,7 +41,8 @@ class Preflight:
 
     async def before_start(self, server: Server) -> None:
         """Refuse a start over the disk limit; re-own the volume (Wings' check_permissions_on_boot: this
-        also strips setuid/setgid bits); check and pin the mounts again."""
+        also strips setuid/setgid bits); check and pin the mounts again; recreate a container its spec
+        no longer describes."""
         over, used, limit = await self.volumes.over_disk_limit(server.spec.volume_id, fresh=True)
         if over:
             server.daemon_message(f"Not enough disk space: {used} bytes used of the {limit} byte limit; "
@@ -47,3 +51,8 @@ class Preflight:
                                     details={"used": used, "limit": limit})
         await self.volumes.chown(server.spec.volume_id, self.uid, self.gid)
         await self.mounts.pin(server.id, server.spec.mount)
+        if not await self.env.is_current(server.spec, server.volume_path, server.data_path):
+            # What a PATCH left for the next start (image, environment, startup command, a removed limit):
+            # the container is stopped here, and its volume and entrypoint stay.
+            server.daemon_message("Applying the server's changed settings: recreating its container")
+            await self.env.create(server.spec, server.volume_path, server.data_path)

@@ -78,7 +78,8 @@ class World:
         self.volume_id = volume_id
         self.volume = volume
         self.container = container
-        self.params = {"volume_id": volume_id, "container_id": container, "ip": "127.0.0.1", "port": "40001"}
+        self.params = {"volume_id": volume_id, "container_id": container, "ip": "127.0.0.1", "port": "40001",
+                       "token_id": "nosuchtoken"}
 
 
 @pytest.fixture
@@ -128,7 +129,7 @@ async def test_every_route_answers_malformed_and_wrongly_typed_bodies_with_4xx(w
     before = await state_of(world)
     # Routes that declare no body ignore it and act: point them at things that do not exist.
     throwaway = {"volume_id": "00000000-0000-4000-8000-000000000000", "container_id": "nosuch", "ip": "127.0.0.1",
-                 "port": "40099"}
+                 "port": "40099", "token_id": "nosuchtoken"}
     failures = []
     swept = 0
     for method, path, handler in ROUTES:
@@ -306,7 +307,8 @@ async def test_oversized_bodies_are_413_on_every_body_route(aiohttp_client, make
     config = make_config(docker={"container_prefix": container_prefix}, api={"max_body_bytes": 1024})
     api = Api(await aiohttp_client(create_app(config)), auth_headers)
     volume_id = await make_volume(api)
-    params = {"volume_id": volume_id, "container_id": "nosuch", "ip": "127.0.0.1", "port": "40001"}
+    params = {"volume_id": volume_id, "container_id": "nosuch", "ip": "127.0.0.1", "port": "40001",
+              "token_id": "nosuchtoken"}
     blob = json.dumps({"path": "big.txt", "content": "x" * 4096}).encode()
     failures, swept = [], 0
     for method, path, handler in ROUTES:
@@ -336,7 +338,7 @@ async def test_oversized_bodies_are_413_also_on_routes_that_read_no_body(aiohttp
     config = make_config(docker={"container_prefix": container_prefix}, api={"max_body_bytes": 1024})
     api = Api(await aiohttp_client(create_app(config)), auth_headers)
     params = {"volume_id": "00000000-0000-4000-8000-000000000000", "container_id": "nosuch", "ip": "127.0.0.1",
-              "port": "40099"}
+              "port": "40099", "token_id": "nosuchtoken"}
     answers = {}
     for method, path, handler in ROUTES:
         if method in BODY_METHODS and meta(handler).get("body") is None:

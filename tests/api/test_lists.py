@@ -1,0 +1,183 @@
+"""GET /containers and GET /volumes: filters, pages in a stable order, opaque cursors (against the real engine);
+and one answer to an unknown query parameter on every native route."""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from typing import Any
+
+from lightd import keys
+from lightd.app import create_app
+from lightd.config import Config
+from tests.conftest import Api
+from tests.servers.helpers import create_server, make_volume, wait_state
+
+_PARAM = re.compile(r"\{([^}:]+)\}")
+
+
+def native_routes(config: Config) -> list[tuple[str, str, Any]]:
+    found = []
+    for route in create_app(config).router.routes():
+        info = route.resource.get_info() if route.resource is not None else {}
+        path = info.get("path") or info.get("formatter")
+        if path is None or route.method in ("HEAD", "*") or path.startswith("/compat/"):
+            continue
+        found.append((route.method, path, route.handler))
+    return found
+
+
+async def pages(api: Api, path: str, kind: str, limit: int, **filters: str) -> list[dict[str, Any]]:
+    """Every page of a list, following next_cursor."""
+    answers, cursor = [], None
+    while True:
+        params = {**filters, "limit": str(limit), **({"cursor": cursor} if cursor else {})}
+        status, body = await api.get(path, params=params)
+        assert status == 200, body
+        assert body["count"] == len(body[kind]) <= limit
+        answers.append(body)
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return answers
+
+
+# -- unknown query parameters ----------------------------------------------------------------------------
+async def test_every_native_route_refuses_an_unknown_query_parameter_the_same_way(api, config):
+    values = {"volume_id": "00000000-0000-4000-8000-000000000000", "container_id": "nosuch", "ip": "127.0.0.1",
+              "port": "40001", "token_id": "nosuch"}
+    swept = 0
+    for method, path, _handler in native_routes(config):
+        if path == "/ws/{container_id}":
+            continue  # reads its own query (?token=, ?batch=): below
+        url = _PARAM.sub(lambda m: values[m.group(1)], path) + "?bogus_param=1"
+        status, body = await api.call(method, url)
+        swept += 1
+        assert status == 400, (method, path, status, body)
+        assert body["code"] == "validation_failed" and "bogus_param" in body["error"], (method, path, body)
+        assert body["details"] == [{"field": "bogus_param", "message": "unknown query parameter"}]
+    assert swept > 40
+
+
+async def test_declared_query_parameters_still_work_and_an_unknown_one_next_to_them_does_not(api, client):
+    assert (await api.get("/network/ports", params={"protocol": "tcp", "in_use": "false"}))[0] == 200
+    status, body = await api.get("/network/ports", params={"protocol": "tcp", "protcol": "udp"})
+    assert status == 400 and "protcol" in body["error"]
+    volume = await make_volume(api)
+    assert (await api.get(f"/volumes/{volume}/files", params={"path": ""}))[0] == 200
+    assert (await api.get("/containers", params={"limit": "5", "state": "offline"}))[0] == 200
+    assert (await api.get("/volumes", params={"limit": "5", "state": "unused"}))[0] == 200
+    # the public routes too: ping reads no parameter
+    async with client.get("/api/v1/public/ping?x=1") as resp:
+        assert resp.status == 400 and (await resp.json())["code"] == "validation_failed"
+    async with client.get("/api/v1/public/ping") as resp:
+        assert resp.status == 200
+    # an unauthenticated request learns nothing of a route's parameters: 401 first
+    async with client.get("/containers?bogus=1") as resp:
+        assert resp.status == 401
+
+
+async def test_console_socket_keeps_its_token_and_batch_parameters(dapi, dclient, node_token):
+    await create_server(dapi, "sock")
+    ws = await dclient.ws_connect(f"/ws/sock?token={node_token}&batch=1")
+    message = await ws.receive_json(timeout=10)
+    assert message["event"] in ("logs", "stats", "event", "daemon_message"), message
+    await ws.close()
+
+
+# -- GET /containers ------------------------------------------------------------------------------------
+async def test_containers_pages_follow_a_stable_order_and_filters(dapi):
+    ids = ["lst-c", "lst-a", "lst-e", "lst-b", "lst-d"]
+    for internal_id in ids:
+        await create_server(dapi, internal_id)
+    await dapi.post("/containers/lst-e/start")
+    await wait_state(dapi, "lst-e", "running")
+
+    status, whole = await dapi.get("/containers")
+    assert status == 200
+    order = [c["internal_id"] for c in whole["containers"]]
+    assert order == ids  # created one after the other: oldest first
+    order_keys = [(c["created_at"], c["internal_id"]) for c in whole["containers"]]
+    assert order_keys == sorted(order_keys)
+    assert whole["count"] == whole["total"] == 5 and whole["next_cursor"] is None
+
+    answers = await pages(dapi, "/containers", "containers", 2)
+    assert [len(a["containers"]) for a in answers] == [2, 2, 1]
+    assert all(a["total"] == 5 for a in answers)
+    assert [c["internal_id"] for a in answers for c in a["containers"]] == order
+    assert [c for a in answers for c in a["containers"]] == whole["containers"]
+
+    running = (await dapi.get("/containers", params={"state": "running"}))[1]
+    assert [c["internal_id"] for c in running["containers"]] == ["lst-e"] and running["total"] == 1
+    offline = await pages(dapi, "/containers", "containers", 3, state="offline")
+    assert [c["internal_id"] for a in offline for c in a["containers"]] == ["lst-c", "lst-a", "lst-b", "lst-d"]
+    ready = (await dapi.get("/containers", params={"install_state": "ready", "state": "offline"}))[1]
+    assert ready["total"] == 4
+    assert (await dapi.get("/containers", params={"install_state": "failed"}))[1]["containers"] == []
+
+
+async def test_a_cursor_survives_changes_between_pages(dapi):
+    for internal_id in ("cur-1", "cur-2", "cur-3", "cur-4"):
+        await create_server(dapi, internal_id)
+    first = (await dapi.get("/containers", params={"limit": "2"}))[1]
+    assert [c["internal_id"] for c in first["containers"]] == ["cur-1", "cur-2"]
+    # the last item of the page goes, and a newer server comes: the next page still starts after cur-2
+    assert (await dapi.delete("/containers/cur-2"))[0] == 200
+    await create_server(dapi, "cur-0")
+    second = (await dapi.get("/containers", params={"limit": "2", "cursor": first["next_cursor"]}))[1]
+    assert [c["internal_id"] for c in second["containers"]] == ["cur-3", "cur-4"]
+    third = (await dapi.get("/containers", params={"limit": "2", "cursor": second["next_cursor"]}))[1]
+    assert [c["internal_id"] for c in third["containers"]] == ["cur-0"] and third["next_cursor"] is None
+
+
+async def test_bad_list_parameters_are_400_naming_them(api):
+    for params, field in [({"limit": "0"}, "limit"), ({"limit": "1001"}, "limit"), ({"limit": "x"}, "limit"),
+                          ({"state": "exploded"}, "state"), ({"install_state": "done"}, "install_state"),
+                          ({"cursor": "not-a-cursor"}, "cursor"), ({"cursor": "W10"}, "cursor")]:
+        status, body = await api.get("/containers", params=params)
+        assert status == 400 and body["code"] == "validation_failed" and field in body["error"], (params, body)
+    for params, field in [({"state": "running"}, "state"), ({"limit": "-1"}, "limit")]:
+        status, body = await api.get("/volumes", params=params)
+        assert status == 400 and field in body["error"], (params, body)
+    # a volumes cursor is not a containers cursor
+    await make_volume(api)
+    await make_volume(api)
+    cursor = (await api.get("/volumes", params={"limit": "1"}))[1]["next_cursor"]
+    assert cursor
+    status, body = await api.get("/containers", params={"cursor": cursor})
+    assert status == 400 and "cursor" in body["error"]
+
+
+async def test_unpaged_containers_answer_is_the_cached_one(dapi, dclient):
+    await create_server(dapi, "cached")
+    manager = dclient.app[keys.SERVERS]
+    async with dapi.client.get("/containers", headers=dapi.headers) as resp:
+        raw = await resp.read()
+    assert raw == await manager.listing_json()
+
+
+# -- GET /volumes ---------------------------------------------------------------------------------------
+async def test_volumes_pages_filters_and_users(dapi):
+    made = [await make_volume(dapi) for _ in range(4)]
+    await create_server(dapi, "vol-user", volume_id=made[1])
+
+    whole = (await dapi.get("/volumes"))[1]
+    assert [v["volume_id"] for v in whole["volumes"]] == made
+    assert whole["count"] == whole["total"] == 4 and whole["next_cursor"] is None
+    assert [v["containers"] for v in whole["volumes"]] == [[], ["vol-user"], [], []]
+
+    answers = await pages(dapi, "/volumes", "volumes", 3)
+    assert [v["volume_id"] for a in answers for v in a["volumes"]] == made
+    assert [a["count"] for a in answers] == [3, 1]
+
+    in_use = (await dapi.get("/volumes", params={"state": "in_use"}))[1]
+    assert [v["volume_id"] for v in in_use["volumes"]] == [made[1]] and in_use["total"] == 1
+    unused = await pages(dapi, "/volumes", "volumes", 2, state="unused")
+    assert [v["volume_id"] for a in unused for v in a["volumes"]] == [made[0], made[2], made[3]]
+
+
+def test_cursor_is_opaque_url_safe_text():
+    from lightd.servers.listing import decode_cursor, encode_cursor
+
+    cursor = encode_cursor("containers", (1700000000.123456, "srv-1"))
+    assert urllib.parse.quote(cursor, safe="") == cursor
+    assert decode_cursor("containers", cursor) == (1700000000.123456, "srv-1")
