@@ -267,3 +267,15 @@ async def test_a_server_over_its_disk_limit_is_not_started_again(hostile):
     _, stats = await hostile.get("/containers/filler/stats")
     assert stats["disk_bytes"] > limit and stats["disk_limit_bytes"] == limit
     events.close()
+
+
+async def test_compat_creates_get_the_same_mount_check(hostile, shared, container_prefix, node_token):
+    (shared / "hostroot").symlink_to("/")
+    headers = {"Authorization": f"Bearer {node_token}"}
+    async with hostile.client.post("/compat/container-codes/api/containers", headers=headers, json={
+            "name": "cc-escape", "image": TEST_IMAGE, "volumes": {"/data": str(shared / "hostroot")}}) as resp:
+        body = await resp.json()
+        assert resp.status == 400, body
+        assert "symbolic link" in str(body)
+    assert (await hostile.get("/containers"))[1]["count"] == 0
+    assert containers_of(container_prefix) == []
