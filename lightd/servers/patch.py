@@ -81,6 +81,10 @@ async def apply_to_container(server: Server, env: Environment, spec: ContainerSp
             outcome.applied.append(name)
         else:
             outcome.on_next_start.append(name)
+    if "limits.memory" in changed:
+        # The process was started with the old figure in its environment (startup commands use it, e.g.
+        # -Xmx${SERVER_MEMORY}M): the container is recreated at the next start for it.
+        outcome.on_next_start.append("environment.SERVER_MEMORY")
     return outcome
 
 

@@ -279,3 +279,14 @@ async def test_compat_creates_get_the_same_mount_check(hostile, shared, containe
         assert "symbolic link" in str(body)
     assert (await hostile.get("/containers"))[1]["count"] == 0
     assert containers_of(container_prefix) == []
+
+
+async def test_compat_creates_without_limits_get_the_defaults(hostile, container_prefix, node_token):
+    headers = {"Authorization": f"Bearer {node_token}"}
+    async with hostile.client.post("/compat/container-codes/api/containers", headers=headers, json={
+            "name": "cc-plain", "image": TEST_IMAGE, "command": "sleep 100", "start": False}) as resp:
+        assert resp.status in (200, 201), await resp.text()
+    doc = subprocess.run(["docker", "inspect", f"{container_prefix}cc-plain", "--format",
+                          "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}}"],
+                         capture_output=True, text=True).stdout.split()
+    assert doc == [str(1024**3), str(10**9), "512"]

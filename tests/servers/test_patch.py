@@ -65,7 +65,8 @@ async def test_limits_apply_live_to_the_running_container(dapi, docker_config):
     status, body = await patch(dapi, "live", {"limits": {"memory": 128 * MiB, "cpu": 1.0, "pids": 128, "disk": 10 * MiB}})
     assert status == 200, body
     assert sorted(body["applied"]) == ["limits.cpu", "limits.disk", "limits.memory", "limits.pids"]
-    assert body["on_next_start"] == []
+    # the memory figure the process was started with (-Xmx${SERVER_MEMORY}M) changes with the next start
+    assert body["on_next_start"] == ["environment.SERVER_MEMORY"]
     assert body["container"]["limits"] == {"memory": 128 * MiB, "cpu": 1.0, "pids": 128, "disk": 10 * MiB}
     assert body["container"]["state"] == "running"
 
@@ -80,21 +81,23 @@ async def test_limits_apply_live_to_the_running_container(dapi, docker_config):
     assert usage["disk_limit"] == 10 * MiB
     assert (await get(dapi, "live"))["limits"]["memory"] == 128 * MiB
 
-    # nothing is left for the next start: the same container starts again
+    assert "SERVER_MEMORY=64" in after["Config"]["Env"]
     await stop(dapi, "live")
     await start(dapi, "live")
-    assert inspect(name)["Id"] == before["Id"]
+    again = inspect(name)
+    assert "SERVER_MEMORY=128" in again["Config"]["Env"] and again["HostConfig"]["Memory"] == 128 * MiB
 
 
 async def test_limits_of_a_stopped_server_apply_to_its_container(dapi, docker_config):
     await create_server(dapi, "stopped", limits={"memory": 64 * MiB})
     name = f"{docker_config.docker.container_prefix}stopped"
     container_id = inspect(name)["Id"]
-    status, body = await patch(dapi, "stopped", {"limits": {"memory": 96 * MiB, "pids": 100}})
+    status, body = await patch(dapi, "stopped", {"limits": {"cpu": 0.25, "pids": 100}})
     assert status == 200, body
-    assert sorted(body["applied"]) == ["limits.memory", "limits.pids"] and body["on_next_start"] == []
+    assert body["applied"] == ["limits.cpu", "limits.pids"] and body["on_next_start"] == []
     host = inspect(name)["HostConfig"]
-    assert (host["Memory"], host["PidsLimit"]) == (96 * MiB, 100)
+    assert (host["Memory"], host["NanoCpus"], host["PidsLimit"]) == (64 * MiB, 250_000_000, 100)
+    # nothing was left for the start: the same container starts
     await start(dapi, "stopped")
     assert inspect(name)["Id"] == container_id
 
@@ -180,7 +183,7 @@ async def test_a_removed_limit_applies_at_the_next_start(dapi, docker_config):
     status, body = await patch(dapi, "unlimit", {"limits": {"memory": None}})
     assert status == 200, body
     # the engine cannot lift a memory limit in place (0 means "unchanged" to `docker update`)
-    assert body["applied"] == [] and body["on_next_start"] == ["limits.memory"]
+    assert body["applied"] == [] and body["on_next_start"] == ["limits.memory", "environment.SERVER_MEMORY"]
     assert body["container"]["limits"]["memory"] is None
     assert inspect(name)["HostConfig"]["Memory"] == 64 * MiB
     await stop(dapi, "unlimit")
@@ -197,7 +200,7 @@ async def test_a_limit_the_engine_refuses_live_applies_at_the_next_start(dapi, d
     name = f"{docker_config.docker.container_prefix}refused"
     status, body = await patch(dapi, "refused", {"limits": {"memory": 16 * MiB}})
     assert status == 200, body
-    assert body["applied"] == [] and body["on_next_start"] == ["limits.memory"]
+    assert body["applied"] == [] and body["on_next_start"] == ["limits.memory", "environment.SERVER_MEMORY"]
     assert body["warnings"] and "not applied live" in body["warnings"][0]
     assert inspect(name)["HostConfig"]["Memory"] == 128 * MiB and inspect(name)["State"]["Running"]
     await dapi.post("/containers/refused/kill")
