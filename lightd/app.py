@@ -14,6 +14,7 @@ from lightd import keys
 from lightd.access_log import server_log_options
 from lightd.api import console_ws
 from lightd.api import containers as containers_api
+from lightd.api import install_log as install_log_api
 from lightd.api import remote as remote_api
 from lightd.api import middleware, openapi, ports as ports_api, public, tokens as tokens_api, volumes as volumes_api
 from lightd.api import stats as stats_api
@@ -130,6 +131,7 @@ def create_app(config: Config, *, config_path: Path | None = None) -> web.Applic
     app.add_routes(ports_api.routes)
     app.add_routes(volumes_api.routes)
     app.add_routes(containers_api.routes)
+    app.add_routes(install_log_api.routes)
     app.add_routes(stats_api.routes)
     app.add_routes(system_api.routes)
     app.add_routes(console_ws.routes)

@@ -65,11 +65,14 @@ class TokenService:
         self.max_ttl = max_ttl
         self.booted_at = time.time()
 
-    async def issue(self, *, container: str | None, purpose: str, ttl_seconds: int | None) -> IssuedToken:
-        """Mint a temporary token."""
+    async def issue(self, *, container: str | None, purpose: str, ttl_seconds: int | None, remove_on_use: bool = False,
+                    ttl_field: str = "ttl_seconds") -> IssuedToken:
+        """Mint a temporary token; with `remove_on_use`, a single-use one. `ttl_field`: the request field
+        the ttl came from, named when it is out of bounds."""
         ttl = self.default_ttl if ttl_seconds is None else ttl_seconds
         if ttl < 1 or ttl > self.max_ttl:
-            raise ValidationFailed(f"ttl_seconds: must be between 1 and {self.max_ttl}", details={"field": "ttl_seconds"})
+            raise ValidationFailed(f"{ttl_field}: must be between 1 and {self.max_ttl} seconds",
+                                   details={"field": ttl_field})
         if purpose not in PURPOSES:
             raise ValidationFailed(f"purpose: must be one of {', '.join(PURPOSES)}", details={"field": "purpose"})
         await self.purge_expired()  # the table holds recent tokens only, not every token ever minted
@@ -77,7 +80,7 @@ class TokenService:
         # The public id is random, not derived from the token or its hash: it reveals nothing about either.
         token_id = secrets.token_hex(8)
         now = time.time()
-        await self.store.insert_token(hash_token(token), container, purpose, now, now + ttl, token_id)
+        await self.store.insert_token(hash_token(token), container, purpose, now, now + ttl, token_id, remove_on_use)
         return IssuedToken(token, token_id, now + ttl)
 
     async def live(self) -> list[dict[str, Any]]:
@@ -112,6 +115,9 @@ class TokenService:
                               token_id=row["id"])
         if not principal.allows(purpose, container):
             raise Forbidden("token is not valid for this resource")
+        # A single-use token is deleted by its first successful use; of two racing uses only one deletes it.
+        if row.get("remove_on_use") and not await self.store.consume_token(row["hash"]):
+            raise Unauthorized("invalid token")
         return principal
 
     async def purge_expired(self) -> int:

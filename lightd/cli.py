@@ -18,24 +18,39 @@ from lightd.config import (
 )
 
 
+CONFIG_HELP = "path of config.json (default: $LIGHTD_CONFIG or ./config.json)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lightd", description="lightd game-server daemon")
-    parser.add_argument("--config", help="path of config.json (default: $LIGHTD_CONFIG or ./config.json)")
+    parser.add_argument("--config", help=CONFIG_HELP)
     parser.add_argument(
         "--token", nargs="+", metavar="ACTION",
-        help="'what' prints the node token; 'reset' makes a new one; 'set <token>' sets it",
+        help="'what' prints the node token; 'reset' makes a new one; 'set <token>' sets it ('set' alone reads "
+             "the token from one line of standard input)",
     )
+    # Every subcommand takes --config too (`lightd serve --config PATH`); SUPPRESS keeps a --config given
+    # before the subcommand when none follows it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("serve", help="run the daemon (the default)")
-    token = sub.add_parser("token", help="node token")
+    sub.add_parser("serve", parents=[common], help="run the daemon (the default)")
+    token = sub.add_parser("token", parents=[common], help="node token")
     token.add_argument("action", choices=["show", "rotate"])
-    config = sub.add_parser("config", help="config.json")
+    config = sub.add_parser("config", parents=[common], help="config.json")
     config.add_argument("action", choices=["check", "init"])
     return parser
 
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+def _read_token_line() -> str:
+    """One line of standard input, stripped (a prompt on stderr when it is a terminal)."""
+    if sys.stdin.isatty():
+        _say("lightd: new node token (one line):")
+    return sys.stdin.readline(4096).strip()
 
 
 def _token_command(path: Path, action: list[str]) -> int:
@@ -48,11 +63,13 @@ def _token_command(path: Path, action: list[str]) -> int:
         return 0
     if verb in ("reset", "rotate") and len(action) == 1:
         config.token = generate_token()
-    elif verb == "set" and len(action) == 2:
-        if not is_valid_token_format(action[1]):
+    elif verb == "set" and len(action) <= 2:
+        # `--token set` alone reads the token from stdin: it then stays out of the shell history and `ps`.
+        value = action[1] if len(action) == 2 else _read_token_line()
+        if not is_valid_token_format(value):
             _say("lightd: a token must start with 'lightd_' and be at least 20 characters")
             return 2
-        config.token = action[1]
+        config.token = value
     else:
         _say("lightd: --token takes 'what', 'reset' or 'set <token>'")
         return 2

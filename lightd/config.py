@@ -140,6 +140,9 @@ class ConsoleConfig(_Section):
     history_lines: int = Field(default=1000, ge=10)
     history_bytes: int = Field(default=1024 * 1024, ge=1024)
     line_max_bytes: int = Field(default=64 * 1024, ge=256)
+    install_log_bytes: int = Field(default=1024 * 1024, ge=4096, le=256 * 1024 * 1024)
+    """Install script output kept per server, in memory during the run and in install.log: the last this
+    many bytes (older lines are dropped, and the file says how many)."""
     throttle_lines: int = Field(default=2000, ge=0)
     """Lines per window before output is dropped; 0 disables the throttle."""
     throttle_window_ms: int = Field(default=100, ge=10)

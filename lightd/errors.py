@@ -9,11 +9,22 @@
     ├── Unauthorized (401, "unauthorized")                 missing, malformed, unknown or expired token
     ├── Forbidden (403, "forbidden")                       vendor Accept header missing; token out of scope
     ├── NotFound (404, "not_found")
-    ├── Conflict (409, "conflict")                         duplicate, in use, busy (power lock), wrong state
+    ├── MethodNotAllowed (405, "method_not_allowed")
+    ├── Conflict (409, "conflict")                         a state that forbids the request (not running, ...)
+    │   ├── AlreadyExists (409, "already_exists")          a container, pool port or file of that name exists
+    │   ├── PowerActionInProgress (409, "power_action_in_progress")   the server's power lock is held
+    │   ├── ServerInstalling (409, "server_installing")   the server is (re)installing
+    │   ├── PortInUse (409, "port_in_use")                 a pool port is held by a container
+    │   ├── VolumeInUse (409, "volume_in_use")             a container uses the volume
     │   └── DiskQuotaExceeded (409, "disk_quota_exceeded") a write would take a server over limits.disk
     ├── PayloadTooLarge (413, "payload_too_large")
+    ├── EngineError (502, "engine_error")                  the engine refused an operation
     └── ServiceUnavailable (503, "service_unavailable")
-        └── DockerUnavailable (503, "docker_unavailable")  the engine cannot be reached
+        └── DockerUnavailable (503, "engine_unavailable")  the engine cannot be reached
+
+Every body is `{"error": message, "code": code, "details": {...}}`: `details` is always an object (empty
+when there is nothing to add). A validation failure's names the field at fault (`field`) and lists every
+problem (`errors`: `[{"field", "message"}]`).
 
 This module imports nothing from aiohttp: the service layer knows nothing of HTTP.
 """
@@ -35,10 +46,15 @@ class LightdError(Exception):
         self.details = details
 
     def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": self.message, "code": self.code}
-        if self.details is not None:
-            body["details"] = self.details
-        return body
+        details = self.details
+        if details is None:
+            details = {}
+        elif isinstance(details, list):  # field problems of a validation: the first one names the field
+            first = details[0] if details and isinstance(details[0], dict) else {}
+            details = {"field": first.get("field"), "errors": details}
+        elif not isinstance(details, dict):
+            details = {"reason": details}
+        return {"error": self.message, "code": self.code, "details": details}
 
 
 class BadRequest(LightdError):
@@ -82,6 +98,31 @@ class Conflict(LightdError):
     code = "conflict"
 
 
+class MethodNotAllowed(LightdError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class AlreadyExists(Conflict):
+    code = "already_exists"
+
+
+class PowerActionInProgress(Conflict):
+    code = "power_action_in_progress"
+
+
+class ServerInstalling(Conflict):
+    code = "server_installing"
+
+
+class PortInUse(Conflict):
+    code = "port_in_use"
+
+
+class VolumeInUse(Conflict):
+    code = "volume_in_use"
+
+
 class DiskQuotaExceeded(Conflict):
     code = "disk_quota_exceeded"
 
@@ -91,10 +132,25 @@ class PayloadTooLarge(LightdError):
     code = "payload_too_large"
 
 
+class EngineError(LightdError):
+    """The engine refused an operation (a 5xx or an unexpected answer from it)."""
+
+    status = 502
+    code = "engine_error"
+
+
 class ServiceUnavailable(LightdError):
     status = 503
     code = "service_unavailable"
 
 
 class DockerUnavailable(ServiceUnavailable):
-    code = "docker_unavailable"
+    code = "engine_unavailable"
+
+
+ERROR_CODES: tuple[str, ...] = tuple(sorted({cls.code for cls in (
+    LightdError, BadRequest, ValidationFailed, PathNotAllowed, ArchiveRejected, TreeTooDeep, Unauthorized,
+    Forbidden, NotFound, MethodNotAllowed, Conflict, AlreadyExists, PowerActionInProgress, ServerInstalling,
+    PortInUse, VolumeInUse, DiskQuotaExceeded, PayloadTooLarge, EngineError, ServiceUnavailable,
+    DockerUnavailable)}))
+"""Every `code` an error body can carry (README and the OpenAPI document list them)."""

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lightd.errors import Conflict, NotFound, ValidationFailed
+from lightd.errors import AlreadyExists, NotFound, PortInUse, ValidationFailed
 from lightd.store import Store
 
 Protocol = Literal["tcp", "udp"]
@@ -75,7 +75,7 @@ class PortPool:
         """Add one port to the pool (409 if present, 400 for the daemon's own ports)."""
         self._refuse_own(spec, "port")
         if not await self.store.insert_port(*spec.key):
-            raise Conflict(f"port {spec.ip}:{spec.port}/{spec.protocol} is already in the pool")
+            raise AlreadyExists(f"port {spec.ip}:{spec.port}/{spec.protocol} is already in the pool")
         return await self.get(spec.ip, spec.port, spec.protocol)
 
     async def list(self, *, ip: str | None = None, protocol: str | None = None, in_use: bool | None = None) -> list[dict[str, Any]]:
@@ -104,9 +104,9 @@ class PortPool:
         """Mark a port used or free by hand; a port a container holds cannot be freed this way."""
         current = await self.get(ip, port, protocol)
         if not in_use and current["container"]:
-            raise Conflict(f"port {ip}:{port}/{current['protocol']} is held by container {current['container']}")
+            raise PortInUse(f"port {ip}:{port}/{current['protocol']} is held by container {current['container']}")
         if in_use and current["in_use"]:
-            raise Conflict(f"port {ip}:{port}/{current['protocol']} is already in use")
+            raise PortInUse(f"port {ip}:{port}/{current['protocol']} is already in use")
         await self.store.set_port_use(ip, port, current["protocol"], in_use, None)
         return await self.get(ip, port, current["protocol"])
 
@@ -115,7 +115,7 @@ class PortPool:
         current = await self.get(ip, port, protocol)
         if current["in_use"]:
             holder = f" by container {current['container']}" if current["container"] else ""
-            raise Conflict(f"port {ip}:{port}/{current['protocol']} is in use{holder}")
+            raise PortInUse(f"port {ip}:{port}/{current['protocol']} is in use{holder}")
         await self.store.delete_port(ip, port, current["protocol"])
         return current
 
@@ -142,9 +142,9 @@ class PortPool:
                 raise ValidationFailed(f"ports: {spec.ip}:{spec.port}/{spec.protocol} is not in the port pool",
                                        details={"field": "ports"})
             if rows[0]["in_use"] and rows[0]["container"] != container:
-                raise Conflict(f"port {spec.ip}:{spec.port}/{spec.protocol} is already in use")
+                raise PortInUse(f"port {spec.ip}:{spec.port}/{spec.protocol} is already in use")
         if not await self.store.claim_ports([s.key for s in specs], container):
-            raise Conflict("a requested port was taken concurrently")
+            raise PortInUse("a requested port was taken concurrently")
 
     async def release_all(self, container: str, keep: list[PortSpec] = ()) -> None:
         """Free every port `container` holds except `keep`."""

@@ -170,6 +170,10 @@ MIGRATIONS: list[str] = [
     UPDATE tokens SET id = lower(hex(randomblob(8)));
     CREATE UNIQUE INDEX tokens_id ON tokens(id);
     """,
+    # Single-use temporary tokens (upstream Lightd's remove_on_use): deleted at their first successful use.
+    """
+    ALTER TABLE tokens ADD COLUMN remove_on_use INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -362,13 +366,17 @@ class Store:
 
     # -- temporary tokens ----------------------------------------------------------------------------
     async def insert_token(self, token_hash: str, container: str | None, purpose: str, created_at: float, expires_at: float,
-                           token_id: str | None = None) -> None:
+                           token_id: str | None = None, remove_on_use: bool = False) -> None:
         """`token_id` is the public id (a random one when None)."""
         await self._write(
-            "INSERT INTO tokens (hash, container, purpose, created_at, expires_at, id)"
-            " VALUES (?, ?, ?, ?, ?, COALESCE(?, lower(hex(randomblob(8)))))",
-            (token_hash, container, purpose, created_at, expires_at, token_id),
+            "INSERT INTO tokens (hash, container, purpose, created_at, expires_at, id, remove_on_use)"
+            " VALUES (?, ?, ?, ?, ?, COALESCE(?, lower(hex(randomblob(8)))), ?)",
+            (token_hash, container, purpose, created_at, expires_at, token_id, int(remove_on_use)),
         )
+
+    async def consume_token(self, token_hash: str) -> bool:
+        """Delete a single-use token as it is used; False when it is already gone (used by someone else)."""
+        return await self._write("DELETE FROM tokens WHERE hash = ? AND remove_on_use = 1", (token_hash,)) == 1
 
     async def get_token(self, token_hash: str) -> dict[str, Any] | None:
         return await self._fetchone("SELECT * FROM tokens WHERE hash = ?", (token_hash,))
@@ -376,7 +384,8 @@ class Store:
     async def live_tokens(self, now: float) -> list[dict[str, Any]]:
         """Unexpired tokens, oldest first, without their hashes."""
         return await self._fetchall(
-            "SELECT id, container, purpose, created_at, expires_at FROM tokens WHERE expires_at > ? ORDER BY created_at, id",
+            "SELECT id, container, purpose, created_at, expires_at, remove_on_use FROM tokens WHERE expires_at > ?"
+            " ORDER BY created_at, id",
             (now,),
         )
 
@@ -384,7 +393,8 @@ class Store:
         """Remove the token with this public id; the row removed (without its hash), or None."""
         async with self._lock_write():
             row = await self._fetchone(
-                "SELECT id, container, purpose, created_at, expires_at FROM tokens WHERE id = ?", (token_id,))
+                "SELECT id, container, purpose, created_at, expires_at, remove_on_use FROM tokens WHERE id = ?",
+                (token_id,))
             if row is not None:
                 await self.db.execute("DELETE FROM tokens WHERE id = ?", (token_id,))
             return row

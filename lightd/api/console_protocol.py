@@ -26,6 +26,8 @@ _EVENT_NAMES = {
 }
 # Upstream Lightd's code sends the event name as the only key: {"send_command": ["line"]}.
 _BARE_KEYS = ("send_command", "power", "logs")
+# Upstream Lightd's docs name the argument: {"event": "send_command", "command": "…"}, {"event": "power", "action": "…"}.
+_NAMED_ARGUMENTS = {"send_command": "command", "power": "action"}
 
 
 class ProtocolError(Exception):
@@ -63,9 +65,11 @@ def text_frame(payload: bytes) -> bytes:
     return _PACK_64(0x81, 127, size) + payload
 
 
-def console_frames(lines: Sequence[str], ts: float) -> bytes:
-    """One `console` text frame per line, as one run of bytes: `{"event":"console","data":line,"ts":ms}`."""
-    head, tail = _CONSOLE_HEAD, b',"ts":%d}' % int(ts * 1000)
+def console_frames(lines: Sequence[str], ts: float, event: str = "console") -> bytes:
+    """One text frame per line, as one run of bytes: `{"event":"console","data":line,"ts":ms}` (or another
+    line event: `install_output`)."""
+    head = _CONSOLE_HEAD if event == "console" else b'{"event":%s,"data":' % orjson.dumps(event)
+    tail = b',"ts":%d}' % int(ts * 1000)
     fixed = len(head) + len(tail)
     short = _SHORT_HEADERS
     frames = []
@@ -95,6 +99,8 @@ def parse_inbound(text: str) -> Inbound:
     if not isinstance(name, str) or name not in _EVENT_NAMES:
         raise ProtocolError(f"unknown event: {str(name)[:64]}")
     action = _EVENT_NAMES[name]
+    if payload is None and "event" in message and _NAMED_ARGUMENTS.get(action) in message:
+        payload = message[_NAMED_ARGUMENTS[action]]
     payload = _first(payload) if isinstance(payload, list) else payload
     if action == "send_command":
         return Inbound(action, _command(payload))

@@ -1,8 +1,9 @@
-"""GET /ws/{container_id}: the console WebSocket. The token is checked before the upgrade (401/403/404 as
-HTTP); after it, each socket has a drop-oldest queue bounded in lines, fed by the event bus, and one writer
-task, so a slow client never slows the server or the other clients. The writer sends everything queued in
-one transport write, each event's frames encoded once for every socket. Message shapes:
-shared/spec/lightd-protocol.md."""
+"""GET /ws/{container_id}: the console WebSocket. A refused upgrade request is upgraded and then closed with
+4401/4403/4404 (a browser cannot read the status of a refused handshake, but it sees a close code); a plain
+GET gets the same refusal as HTTP 401/403/404. After it, each socket has a drop-oldest queue bounded in
+lines, fed by the event bus, and one writer task, so a slow client never slows the server or the other
+clients. The writer sends everything queued in one transport write, each event's frames encoded once for
+every socket. Message shapes: shared/spec/lightd-protocol.md."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from lightd.api.middleware import bearer_token
 from lightd.api.public import self_authenticated
 from lightd.auth import Principal
 from lightd.config import ConsoleConfig
-from lightd.errors import BadRequest, Conflict, LightdError
+from lightd.errors import BadRequest, Conflict, Forbidden, LightdError, NotFound, Unauthorized
 from lightd.events import LINE_KINDS, Event, Subscription
 from lightd.servers.server import Server
 
@@ -31,14 +32,19 @@ routes = web.RouteTableDef()
 
 # Close codes (lightd-protocol.md).
 CLOSE_TOKEN_EXPIRED = 4401
+CLOSE_FORBIDDEN = 4403
 CLOSE_DELETED = 4404
 CLOSE_TOO_MANY = 4429
 CLOSE_GOING_AWAY = 1001
 CLOSE_SEND_FAILED = 1011
 
-# Bus kind -> outbound event name. Install output is console output of the install container.
-OUTBOUND = {"console": "console", "install_log": "console", "stats": "stats", "event": "event",
+# Bus kind -> outbound event name. Install output has its own event (Wings: "install output"), one line a frame.
+OUTBOUND = {"console": "console", "install_log": "install_output", "stats": "stats", "event": "event",
             "daemon_message": "daemon_message"}
+# A refusal before the session, by error type -> close code (and the HTTP status of a plain GET).
+REFUSALS: tuple[tuple[type[LightdError], int], ...] = (
+    (Unauthorized, CLOSE_TOKEN_EXPIRED), (Forbidden, CLOSE_FORBIDDEN), (NotFound, CLOSE_DELETED),
+)
 WAKE = "_wake"  # a marker put in the queue when a direct reply is waiting
 REPLY_QUEUE = 32
 EXPIRY_WARNING_SECONDS = 60.0
@@ -133,9 +139,10 @@ class ConsoleSocket:
         key = "ws-batch" if self.batch else "ws"
         data = event.encoded.get(key)
         if data is None:
-            if event.kind in LINE_KINDS:
-                data = (text_frame(frame_bytes("console_batch", {"lines": event.data}, event.ts)) if self.batch
-                        else console_frames(event.data, event.ts))
+            if event.kind == "console" and self.batch:
+                data = text_frame(frame_bytes("console_batch", {"lines": event.data}, event.ts))
+            elif event.kind in LINE_KINDS:
+                data = console_frames(event.data, event.ts, OUTBOUND[event.kind])
             else:
                 data = text_frame(frame_bytes(OUTBOUND[event.kind], event.data, event.ts))
             event.encoded[key] = data
@@ -205,15 +212,7 @@ class ConsoleSocket:
             pass
 
     async def _close(self, code: int, reason: str) -> None:
-        try:
-            # Bounded: a client that never reads must not hold the close (or the shutdown) forever.
-            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:123]), CLOSE_TIMEOUT)
-        except (TimeoutError, ConnectionError, RuntimeError) as exc:
-            log.debug("%s: console socket close: %r", self.server.id, exc)
-            # A client that never reads never completes the closing handshake: drop the connection, or
-            # its handler (and a graceful shutdown) would wait for the heartbeat.
-            if self.transport is not None:
-                self.transport.abort()
+        await close_bounded(self.ws, self.transport, code, reason)
 
     async def _expire(self, expires_at: float) -> None:
         """Warn about a temporary token shortly before it expires, then close with 4401."""
@@ -287,27 +286,56 @@ class ConsoleSocket:
             self.error(str(exc))
 
 
+async def close_bounded(ws: web.WebSocketResponse, transport: asyncio.Transport | None, code: int, reason: str) -> None:
+    """Close `ws` with `code`; a client that does not answer within CLOSE_TIMEOUT is dropped."""
+    # The reason is at most 123 bytes (RFC 6455 5.5), cut on a character boundary.
+    message = reason.encode()[:123].decode("utf-8", "ignore").encode()
+    try:
+        # Bounded: a client that never reads must not hold the close (or the shutdown) forever.
+        await asyncio.wait_for(ws.close(code=code, message=message), CLOSE_TIMEOUT)
+    except (TimeoutError, ConnectionError, RuntimeError) as exc:
+        log.debug("console socket close: %r", exc)
+        # A client that never reads never completes the closing handshake: drop the connection, or
+        # its handler (and a graceful shutdown) would wait for the heartbeat.
+        if transport is not None:
+            transport.abort()
+
+
+async def _refuse(request: web.Request, code: int, reason: str) -> web.WebSocketResponse:
+    """Upgrade, then close at once with `code`: a browser cannot read the status of a refused handshake,
+    but it sees a close code and its reason. Nothing is subscribed or spawned for a refused socket."""
+    ws = web.WebSocketResponse(compress=False, timeout=CLOSE_TIMEOUT)
+    await ws.prepare(request)
+    await close_bounded(ws, request.transport, code, reason)
+    return ws
+
+
 @routes.get("/ws/{container_id}")
 @self_authenticated
 async def console_socket(request: web.Request) -> web.StreamResponse:
     """Upgrade to the console socket of one container (token in `?token=` or `Authorization: Bearer`)."""
     container_id = request.match_info["container_id"]
-    token = request.query.get("token") or bearer_token(request)
-    tokens = request.config_dict[keys.TOKENS]
-    principal = await tokens.authenticate(token, purpose="websocket", container=container_id)
-    server = request.config_dict[keys.SERVERS].get(container_id)
     config = request.config_dict[keys.CONFIG].console
     # No permessage-deflate (as Wings): the socket writes its frames itself, encoded once for all clients.
     ws = web.WebSocketResponse(max_msg_size=config.max_frame_bytes, heartbeat=HEARTBEAT_SECONDS, compress=False)
-    if not ws.can_prepare(request).ok:
+    upgrade = ws.can_prepare(request).ok
+    try:
+        token = request.query.get("token") or bearer_token(request)
+        principal = await request.config_dict[keys.TOKENS].authenticate(token, purpose="websocket",
+                                                                        container=container_id)
+        server = request.config_dict[keys.SERVERS].get(container_id)
+    except LightdError as exc:
+        code = next((code for kind, code in REFUSALS if isinstance(exc, kind)), None)
+        if not upgrade or code is None:
+            raise  # a plain GET: the same refusal as HTTP (401/403/404)
+        # The reason never echoes the requested id back.
+        return await _refuse(request, code, "container not found" if code == CLOSE_DELETED else str(exc))
+    if not upgrade:
         raise BadRequest("expected a WebSocket upgrade")
     sockets = request.config_dict[keys.CONSOLE_SOCKETS]
     sock = ConsoleSocket(request, ws, server, principal)
     if not sockets.add(sock):
-        # Upgrade first: a browser cannot read the status of a refused handshake, but it sees a close code.
-        await ws.prepare(request)
-        await ws.close(code=CLOSE_TOO_MANY, message=b"too many sockets for this container")
-        return ws
+        return await _refuse(request, CLOSE_TOO_MANY, "too many sockets for this container")
     try:
         await ws.prepare(request)
         await sock.serve()

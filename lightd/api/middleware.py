@@ -12,7 +12,7 @@ from lightd import keys
 from lightd.access_log import escape
 from lightd.api.public import is_public, is_public_handler
 from lightd.api.responses import json_response, query_names, refuse_unknown_query
-from lightd.errors import Forbidden, LightdError, PayloadTooLarge, Unauthorized
+from lightd.errors import BadRequest, Forbidden, LightdError, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def error_response(exc: LightdError) -> web.Response:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map the LightdError tree (and aiohttp's own HTTP errors) to `{"error", "details"?}` bodies."""
+    """Map the LightdError tree (and aiohttp's own HTTP errors) to `{"error", "code", "details"}` bodies."""
     try:
         return await handler(request)
     except LightdError as exc:
@@ -38,13 +38,20 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400 or exc.empty_body:
             raise
         message = exc.reason if exc.text is None or exc.text.startswith(f"{exc.status}:") else exc.text
-        return json_response({"error": message}, status=exc.status, headers=_allowed(exc))
+        body = _HTTP_ERRORS.get(exc.status, BadRequest)(message).to_dict()
+        return json_response(body, status=exc.status, headers=_allowed(exc))
     except Exception:
         request_id = uuid.uuid4().hex[:12]
         # SECURITY: log forging: the path arrives percent-decoded (`%0a` is a newline).
         log.exception("unhandled error in %s %s (request %s)", escape(request.method), escape(request.rel_url.path),
                       request_id)
-        return json_response({"error": "internal server error", "request_id": request_id}, status=500)
+        body = LightdError("internal server error", details={"request_id": request_id}).to_dict()
+        return json_response({**body, "request_id": request_id}, status=500)
+
+
+# aiohttp's own answers (no such route, wrong method...) in the same shape and codes as ours.
+_HTTP_ERRORS: dict[int, type[LightdError]] = {401: Unauthorized, 403: Forbidden, 404: NotFound, 405: MethodNotAllowed,
+                                               413: PayloadTooLarge}
 
 
 def _allowed(exc: web.HTTPException) -> dict[str, str]:

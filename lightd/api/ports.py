@@ -33,6 +33,13 @@ class ProtocolQuery(BaseModel):
     protocol: Literal["tcp", "udp"] | None = None
 
 
+class UseBody(BaseModel):
+    """Upstream Lightd's body for PUT .../use: `{"in_use": false}` releases the port (as /release does)."""
+
+    model_config = ConfigDict(extra="forbid")
+    in_use: bool = Field(default=True, strict=True)
+
+
 class BulkDelete(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ports: list[PortSpec] = Field(min_length=1, max_length=10_000)
@@ -87,11 +94,13 @@ async def get_port(request: web.Request) -> web.Response:
 
 
 @routes.put("/network/ports/{ip}/{port}/use")
-@documented(query=ProtocolQuery)
+@documented(query=ProtocolQuery, body=UseBody)
 async def use_port(request: web.Request) -> web.Response:
+    """Mark a port in use by hand (no body, or `{"in_use": true}`); `{"in_use": false}` releases it."""
     ip, port = _address(request)
     q = read_query(request, ProtocolQuery)
-    return json_response(await request.config_dict[keys.PORTS].set_in_use(ip, port, q.protocol, True))
+    body = await read_model(request, UseBody, allow_empty=True)
+    return json_response(await request.config_dict[keys.PORTS].set_in_use(ip, port, q.protocol, body.in_use))
 
 
 @routes.put("/network/ports/{ip}/{port}/release")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lightd import keys
 from lightd.api.openapi import documented
@@ -15,6 +16,20 @@ from lightd.errors import Forbidden
 routes = web.RouteTableDef()
 
 
+_DURATION = re.compile(r"^\s*([0-9]{1,12})\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(value: Any) -> int:
+    """Seconds of upstream Lightd's `ttl`: "30s", "10m", "1h", "1d", "90" or a number of seconds."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError('a duration such as "30s", "10m", "1h" or "1d", or a number of seconds')
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
 class TokenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     container: str | None = Field(default=None, min_length=1, max_length=64)
@@ -22,6 +37,25 @@ class TokenRequest(BaseModel):
     purpose: str = "all"
     """all | api | websocket"""
     ttl_seconds: int | None = Field(default=None, strict=True)
+    ttl: int | str | None = None
+    """Upstream Lightd's form of ttl_seconds: "30s", "10m", "1h", "1d", or seconds."""
+    remove_on_use: bool = Field(default=False, strict=True)
+    """Single use: the token is deleted at its first successful use (a request or a console socket)."""
+
+    @field_validator("ttl", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> int | None:
+        return None if value is None else duration_seconds(value)
+
+    @model_validator(mode="after")
+    def _one_ttl(self) -> TokenRequest:
+        if self.ttl is not None and self.ttl_seconds is not None:
+            raise ValueError("give ttl or ttl_seconds, not both")
+        return self
+
+    @property
+    def seconds(self) -> int | None:
+        return self.ttl_seconds if self.ttl is None else int(self.ttl)
 
 
 def _node_only(request: web.Request, what: str) -> None:
@@ -32,7 +66,8 @@ def _node_only(request: web.Request, what: str) -> None:
 def token_view(row: dict[str, Any]) -> dict[str, Any]:
     """The public shape of a temporary token: never its value or its hash."""
     return {"id": row["id"], "purpose": row["purpose"], "container": row["container"],
-            "created_at": row["created_at"], "expires_at": row["expires_at"]}
+            "created_at": row["created_at"], "expires_at": row["expires_at"],
+            "remove_on_use": bool(row.get("remove_on_use"))}
 
 
 @routes.post("/auth/tokens")
@@ -44,11 +79,12 @@ async def create_token(request: web.Request) -> web.Response:
     if body.container is not None:
         request.config_dict[keys.SERVERS].get(body.container)  # NotFound for an unknown container
     issued = await request.config_dict[keys.TOKENS].issue(
-        container=body.container, purpose=body.purpose, ttl_seconds=body.ttl_seconds
+        container=body.container, purpose=body.purpose, ttl_seconds=body.seconds, remove_on_use=body.remove_on_use,
+        ttl_field="ttl" if body.ttl is not None else "ttl_seconds",
     )
     return json_response(
         {"token": issued.token, "id": issued.id, "expires_at": issued.expires_at, "purpose": body.purpose,
-         "container": body.container},
+         "container": body.container, "remove_on_use": body.remove_on_use},
         status=201,
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 from aiohttp.helpers import content_disposition_header
@@ -43,9 +43,17 @@ class Compress(_Body):
     path: str | None = None
     format: ArchiveFormat = "tar.gz"
     destination: str | None = Field(default=None, min_length=1)
+    output_name: str | None = Field(default=None, min_length=1)
+    """Upstream Lightd's name for `destination`; with neither paths nor path, the whole volume is archived."""
 
     @model_validator(mode="after")
     def _one_source(self) -> "Compress":
+        if self.output_name is not None:
+            if self.destination is not None:
+                raise ValueError("give destination or output_name, not both")
+            self.destination = self.output_name
+            if self.paths is None and self.path is None:
+                self.path = ""  # upstream's form archives the volume root
         if (self.paths is None) == (self.path is None):
             raise ValueError("give either paths (a list) or path (one folder or file)")
         return self
@@ -57,7 +65,22 @@ class Compress(_Body):
 
 class Decompress(_Body):
     path: str = Field(min_length=1)
+    archive_path: str | None = Field(default=None, min_length=1)
+    """Upstream Lightd's name for `path`."""
     destination: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _archive_path(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("archive_path"), str) and "path" not in data:
+            data = {**data, "path": data["archive_path"]}
+        return data
+
+    @model_validator(mode="after")
+    def _one_path(self) -> "Decompress":
+        if self.archive_path is not None and self.archive_path != self.path:
+            raise ValueError("give path or archive_path, not both")
+        return self
 
 
 class PathQuery(_Body):

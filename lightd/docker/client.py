@@ -13,16 +13,9 @@ import aiodocker
 import aiohttp
 from aiodocker.exceptions import DockerError
 
-from lightd.errors import Conflict, DockerUnavailable, LightdError, NotFound, ValidationFailed
+from lightd.errors import Conflict, DockerUnavailable, EngineError, LightdError, NotFound, ValidationFailed
 
 log = logging.getLogger(__name__)
-
-
-class DockerOperationFailed(LightdError):
-    """The engine refused an operation (a 5xx or an unexpected answer from it)."""
-
-    status = 502
-    code = "docker_error"
 
 
 def translate(exc: BaseException, what: str) -> LightdError:
@@ -37,12 +30,12 @@ def translate(exc: BaseException, what: str) -> LightdError:
             return ValidationFailed(f"{what}: {message}")
         if exc.status >= 900:  # aiodocker's own code for "could not connect"
             return DockerUnavailable(f"Docker engine unreachable ({what})")
-        return DockerOperationFailed(f"{what}: {message}")
+        return EngineError(f"{what}: {message}")
     if isinstance(exc, (aiohttp.ClientConnectionError, ConnectionError, FileNotFoundError, asyncio.TimeoutError)):
         return DockerUnavailable(f"Docker engine unreachable ({what})")
     if isinstance(exc, aiohttp.ClientError):
         return DockerUnavailable(f"Docker engine error ({what}): {exc}")
-    return DockerOperationFailed(f"{what}: {exc}")
+    return EngineError(f"{what}: {exc}")
 
 
 class DockerClient:

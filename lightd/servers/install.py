@@ -9,43 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from lightd.errors import LightdError
-from lightd.servers.console import LineSplitter
+from lightd.servers.install_log import InstallLog
 from lightd.servers.server import Server
 
 log = logging.getLogger(__name__)
-
-INSTALL_LOG_TAIL = 50
-
-
-class InstallLog:
-    """The install output: published chunk by chunk (a list of lines per event) and kept in `install.log` next to the entrypoint."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.path: Path = server.data_path / "install.log"
-        self.lines: list[str] = []
-        self._splitter = LineSplitter(server.config.console.line_max_bytes)
-
-    def feed(self, chunk: bytes) -> None:
-        self._add(self._splitter.feed(chunk))
-
-    def finish(self) -> None:
-        self._add(self._splitter.flush())
-
-    def _add(self, lines: list[str]) -> None:
-        if not lines:
-            return
-        self.lines.extend(lines)
-        if len(self.lines) > 10_000:
-            del self.lines[:len(self.lines) - 9_000]
-        self.server.events.publish("install_log", self.server.id, lines)
-
-    def tail(self, count: int = INSTALL_LOG_TAIL) -> str:
-        return "\n".join(self.lines[-count:])
-
-    async def save(self) -> None:
-        text = "\n".join(self.lines) + ("\n" if self.lines else "")
-        await asyncio.to_thread(self.path.write_text, text)
 
 
 async def install(server: Server) -> bool:
@@ -67,9 +34,18 @@ async def install(server: Server) -> bool:
             step("RunningInstallScript")
             await asyncio.to_thread(_write_script, server.data_path / "install.sh", spec.install_script)
             await server.preflight.before_install(server)
-            code = await server.env.run_install(spec, server.volume_path, server.data_path, log_.feed)
+            await log_.start()
+            try:
+                code = await server.env.run_install(spec, server.volume_path, server.data_path, log_.feed)
+            except asyncio.CancelledError:
+                await log_.close(save=False)  # the server may be being deleted: leave its files alone
+                raise
+            except Exception:
+                log_.finish()
+                await log_.close()
+                raise
             log_.finish()
-            await log_.save()
+            await log_.close()
             if code != 0:
                 raise InstallFailed(f"install script exited with code {code}", log_.tail())
             step("InstallScriptComplete")

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from lightd.config import Config
-from lightd.errors import Conflict, DockerUnavailable, LightdError, NotFound, ValidationFailed
+from lightd.errors import AlreadyExists, Conflict, DockerUnavailable, LightdError, NotFound, ValidationFailed
 from lightd.events import EventBus
 from lightd.ports import PortPool
 from lightd.servers.environment import Environment
@@ -126,7 +126,7 @@ class ServerManager:
     async def create(self, spec: ContainerSpec) -> dict[str, Any]:
         """Validate, reserve ports, record the server and start its install in the background."""
         if spec.internal_id in self.servers or spec.internal_id in self._creating:
-            raise Conflict(f"container {spec.internal_id} already exists")
+            raise AlreadyExists(f"container {spec.internal_id} already exists")
         # Reserved before the first await: a concurrent create of the same id must see it.
         self._creating.add(spec.internal_id)
         try:

@@ -128,6 +128,15 @@ class ContainerSpec(BaseModel):
             raise ValueError("1-63 characters: letters, digits, '_', '.', '-', starting with a letter or digit")
         return value
 
+    @field_validator("mount", mode="before")
+    @classmethod
+    def _mount_map(cls, value: Any) -> Any:
+        """Upstream Lightd's form `{"/container/path": "/host/path"}`: one mount per entry, the host path
+        the source, read-only as in the list form."""
+        if isinstance(value, dict):
+            return [{"target": target, "source": source} for target, source in value.items()]
+        return value
+
     @field_validator("image", "install_image")
     @classmethod
     def _image(cls, value: str | None) -> str | None:
@@ -224,6 +233,9 @@ def container_view(record: dict[str, Any], runtime: dict[str, Any]) -> dict[str,
     return {
         "internal_id": record["internal_id"],
         "name": runtime.get("docker_name"),
+        # Upstream Lightd's field. The Docker name: Docker accepts it wherever a container id is accepted,
+        # and unlike the id it stays the same when lightd recreates the container (rebind, patch, start).
+        "container_id": runtime.get("docker_name"),
         "image": spec["image"],
         "volume_id": record["volume_id"],
         "startup_command": spec.get("startup_command", ""),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lightd.errors import Conflict
+from lightd.errors import PowerActionInProgress
 
 
 class PowerLock:
@@ -16,9 +16,9 @@ class PowerLock:
         self.action: str | None = None
 
     def try_acquire(self, action: str) -> None:
-        """Take the lock now or raise Conflict naming the action in progress."""
+        """Take the lock now or raise PowerActionInProgress naming the action in progress."""
         if self.action is not None:
-            raise Conflict(f"another power action ({self.action}) is in progress for {self.server}")
+            raise PowerActionInProgress(f"another power action ({self.action}) is in progress for {self.server}")
         self.action = action
 
     def release(self) -> None:

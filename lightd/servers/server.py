@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lightd.config import Config
-from lightd.errors import Conflict, DockerUnavailable, LightdError
+from lightd.errors import Conflict, DockerUnavailable, LightdError, ServerInstalling
 from lightd.events import EventBus
 from lightd.servers.console import ConsoleHistory, LineSplitter, OutputThrottle, StartPattern
 from lightd.servers.environment import ConsoleStream, Environment, StatsSample
@@ -108,6 +108,7 @@ class Server:
 
     # -- preconditions (checked in the request, before a task is spawned) ---------------------------
     def check_ready(self) -> None:
+        self.check_installed()
         if self.install_state != "ready":
             raise Conflict(f"server {self.id} is {self.install_state}, not ready")
 
@@ -118,7 +119,7 @@ class Server:
 
     def check_installed(self) -> None:
         if self.install_state == "installing":
-            raise Conflict(f"server {self.id} is installing")
+            raise ServerInstalling(f"server {self.id} is installing")
 
     # -- power ---------------------------------------------------------------------------------------
     async def write_entrypoint(self) -> None:

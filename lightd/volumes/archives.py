@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO
 
 from lightd.config import VolumeLimits
-from lightd.errors import ArchiveRejected, Conflict, DiskQuotaExceeded, LightdError, NotFound, PathNotAllowed
+from lightd.errors import AlreadyExists, ArchiveRejected, DiskQuotaExceeded, LightdError, NotFound, PathNotAllowed
 from lightd.volumes.files import SAFE_MODE_BITS, kind_of
 from lightd.volumes.quota import WriteBudget
 from lightd.volumes.readers import DAMAGED as _DAMAGED
@@ -133,7 +133,7 @@ def compress(box: Sandbox, paths: list[str], fmt: str, destination: str, limits:
     skips, counts = Skips(), {"files": 0, "directories": 0}
     with box.parent(destination, create=True) as (dst_fd, dst_name, dst_parts):
         if lstat_at(dst_fd, dst_name) is not None:
-            raise Conflict(f"{display(dst_parts)}: already exists")
+            raise AlreadyExists(f"{display(dst_parts)}: already exists")
         out_fd, tmp = create_temp(dst_fd)
         own = os.fstat(out_fd)
         try:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from lightd.errors import BadRequest, Conflict, NotFound, PathNotAllowed
+from lightd.errors import AlreadyExists, BadRequest, Conflict, NotFound, PathNotAllowed
 from lightd.volumes.quota import WriteBudget
 from lightd.volumes.sandbox import (
     COPY_CHUNK, O_PATH, TEMP_PREFIX, Sandbox, Skips, adopt_owner, create_temp, display, lstat_at, open_child_dir,
@@ -174,7 +174,7 @@ def rename(box: Sandbox, source: str, destination: str) -> None:
             raise NotFound(f"{display(src_parts)}: no such file or directory")
         with box.parent(destination, create=True) as (dst_fd, dst_name, _):
             if lstat_at(dst_fd, dst_name) is not None:
-                raise Conflict(f"{display(dst_parts)}: already exists")
+                raise AlreadyExists(f"{display(dst_parts)}: already exists")
             try:
                 # renameat moves the entry itself: a link moves as a link and is never resolved
                 os.rename(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
@@ -229,7 +229,7 @@ def copy(box: Sandbox, source: str, destination: str, *, max_depth: int | None =
             raise PathNotAllowed(f"{where}: is a symbolic link; links are not followed")  # SECURITY
         with box.parent(destination, create=True) as (dst_fd, dst_name, _):
             if lstat_at(dst_fd, dst_name) is not None:
-                raise Conflict(f"{display(dst_parts)}: already exists")
+                raise AlreadyExists(f"{display(dst_parts)}: already exists")
             try:
                 if stat.S_ISDIR(st.st_mode):
                     _copy_tree(src_fd, src_name, dst_fd, dst_name, src_parts, result, skips, max_depth, budget)

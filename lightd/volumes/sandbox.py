@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from lightd.errors import BadRequest, Conflict, Forbidden, LightdError, NotFound, PathNotAllowed
+from lightd.errors import AlreadyExists, BadRequest, Conflict, Forbidden, LightdError, NotFound, PathNotAllowed
 
 MAX_PATH_BYTES = 4096
 MAX_NAME_BYTES = 255
@@ -61,7 +61,7 @@ def os_error(exc: OSError, where: str) -> LightdError:
     if code == errno.ENOENT:
         return NotFound(f"{where}: no such file or directory")
     if code in (errno.EEXIST, errno.ENOTEMPTY):
-        return Conflict(f"{where}: already exists" if code == errno.EEXIST else f"{where}: directory not empty")
+        return AlreadyExists(f"{where}: already exists") if code == errno.EEXIST else Conflict(f"{where}: directory not empty")
     if code == errno.ELOOP:
         return PathNotAllowed(f"{where}: is a symbolic link")
     if code == errno.ENOTDIR:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal, NamedTuple, TypeVar
 
 from lightd.config import VolumeLimits
-from lightd.errors import Conflict, LightdError, NotFound, PayloadTooLarge, ValidationFailed
+from lightd.errors import LightdError, NotFound, PayloadTooLarge, ValidationFailed, VolumeInUse
 from lightd.store import Store
 from lightd.volumes import archives, files
 from lightd.volumes.files import SAFE_MODE_BITS, iso_time
@@ -173,7 +173,7 @@ class VolumeService:
         view = self._view(await self._row(volume_id))
         users = await self.store.containers_using_volume(volume_id)
         if users:
-            raise Conflict(f"volume {volume_id} is used by container(s): {', '.join(users)}", details={"containers": users})
+            raise VolumeInUse(f"volume {volume_id} is used by container(s): {', '.join(users)}", details={"containers": users})
         await asyncio.to_thread(_remove_volume_dir, self.path_of(volume_id))
         await self.store.delete_volume(volume_id)
         self._disks.pop(volume_id, None)

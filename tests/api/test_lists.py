@@ -54,7 +54,7 @@ async def test_every_native_route_refuses_an_unknown_query_parameter_the_same_wa
         swept += 1
         assert status == 400, (method, path, status, body)
         assert body["code"] == "validation_failed" and "bogus_param" in body["error"], (method, path, body)
-        assert body["details"] == [{"field": "bogus_param", "message": "unknown query parameter"}]
+        assert body["details"] == {"field": "bogus_param", "errors": [{"field": "bogus_param", "message": "unknown query parameter"}]}
     assert swept > 40
 
 

@@ -269,4 +269,4 @@ async def test_listing_follows_every_change(dapi):
     assert listing["containers"][0]["state"] == "offline" and listing["containers"][0]["exit_code"] == 137
     await dapi.delete("/containers/listed")
     _, listing = await dapi.get("/containers")
-    assert listing == {"containers": [], "count": 0}
+    assert listing == {"containers": [], "count": 0, "total": 0, "next_cursor": None}

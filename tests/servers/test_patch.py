@@ -169,6 +169,8 @@ async def test_start_pattern_and_stop_are_in_force_at_once(dapi, dclient):
     # a pattern that never matches keeps the next start in `starting`
     status, body = await patch(dapi, "pat", {"start_pattern": "never printed"})
     assert status == 200 and body["applied"] == ["start_pattern"], body
+    events.close()
+    events = EventLog(dclient.app, "pat")
     assert (await dapi.post("/containers/pat/start"))[0] == 202
     await events.wait("console", lambda line: line == "hello ")
     assert (await get(dapi, "pat"))["state"] == "starting"
@@ -176,18 +178,30 @@ async def test_start_pattern_and_stop_are_in_force_at_once(dapi, dclient):
     await wait_state(dapi, "pat", "offline")
 
 
-async def test_a_removed_limit_applies_at_the_next_start(dapi, docker_config):
-    await create_server(dapi, "unlimit", startup_command=TICKER, limits={"memory": 64 * MiB})
-    await start(dapi, "unlimit")
-    name = f"{docker_config.docker.container_prefix}unlimit"
-    status, body = await patch(dapi, "unlimit", {"limits": {"memory": None}})
+async def test_a_null_limit_goes_back_to_the_node_default(dapi, docker_config):
+    await create_server(dapi, "default", startup_command=TICKER, limits={"memory": 64 * MiB})
+    await start(dapi, "default")
+    status, body = await patch(dapi, "default", {"limits": {"memory": None}})
+    assert status == 200, body
+    default = docker_config.docker.default_limits.memory
+    assert body["container"]["limits"]["memory"] == default and "limits.memory" in body["applied"]
+    assert inspect(f"{docker_config.docker.container_prefix}default")["HostConfig"]["Memory"] == default
+
+
+async def test_a_removed_limit_applies_at_the_next_start(aiohttp_client, make_config, container_prefix, auth_headers):
+    config = make_config(docker={"container_prefix": container_prefix, "default_limits": {"memory": None}})
+    api = Api(await aiohttp_client(create_app(config)), auth_headers)
+    await create_server(api, "unlimit", startup_command=TICKER, limits={"memory": 64 * MiB})
+    await start(api, "unlimit")
+    name = f"{container_prefix}unlimit"
+    status, body = await patch(api, "unlimit", {"limits": {"memory": None}})
     assert status == 200, body
     # the engine cannot lift a memory limit in place (0 means "unchanged" to `docker update`)
     assert body["applied"] == [] and body["on_next_start"] == ["limits.memory", "environment.SERVER_MEMORY"]
     assert body["container"]["limits"]["memory"] is None
     assert inspect(name)["HostConfig"]["Memory"] == 64 * MiB
-    await stop(dapi, "unlimit")
-    await start(dapi, "unlimit")
+    await stop(api, "unlimit")
+    await start(api, "unlimit")
     assert inspect(name)["HostConfig"]["Memory"] == 0
 
 
