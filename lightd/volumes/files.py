@@ -12,8 +12,8 @@ from typing import Any
 from lightd.errors import AlreadyExists, BadRequest, Conflict, NotFound, PathNotAllowed
 from lightd.volumes.quota import WriteBudget
 from lightd.volumes.sandbox import (
-    COPY_CHUNK, O_PATH, TEMP_PREFIX, Sandbox, Skips, adopt_owner, create_temp, display, lstat_at, open_child_dir,
-    open_regular, os_error, require_regular, split_path, unlink_quietly,
+    COPY_CHUNK, O_PATH, TEMP_PREFIX, Sandbox, Skips, adopt_owner, create_temp, display, entries_at, lstat_at,
+    open_child_dir, open_regular, os_error, require_regular, split_path, unlink_quietly,
 )
 from lightd.volumes.walk import ENTER, LEAF, LEAVE, DirStack, TreeWalk, empty_tree, remove_tree
 
@@ -109,19 +109,14 @@ def list_dir(box: Sandbox, path: str) -> list[dict[str, Any]]:
     """Entries of a directory, directories first; links are reported as links, never followed."""
     entries = []
     with box.directory(split_path(path)) as fd:
-        with os.scandir(fd) as it:
-            for entry in it:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                entries.append({
-                    "name": printable(entry.name),
-                    "type": kind_of(st.st_mode),
-                    "size": st.st_size,
-                    "mode": f"{stat.S_IMODE(st.st_mode):04o}",
-                    "modified": iso_time(st.st_mtime),
-                })
+        for name, st in entries_at(fd):
+            entries.append({
+                "name": printable(name),
+                "type": kind_of(st.st_mode),
+                "size": st.st_size,
+                "mode": f"{stat.S_IMODE(st.st_mode):04o}",
+                "modified": iso_time(st.st_mtime),
+            })
     entries.sort(key=lambda e: (e["type"] != "directory", e["name"]))
     return entries
 

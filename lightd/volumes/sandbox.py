@@ -157,6 +157,18 @@ def create_temp(dir_fd: int) -> tuple[int, str]:
     return fd, name
 
 
+def entries_at(fd: int) -> Iterator[tuple[str, os.stat_result]]:
+    """(name, lstat) of each entry of the directory open at `fd`, streamed in directory order; an entry
+    that vanishes meanwhile is skipped."""
+    with os.scandir(fd) as it:
+        for entry in it:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            yield entry.name, st
+
+
 def unlink_quietly(dir_fd: int, name: str) -> None:
     try:
         os.unlink(name, dir_fd=dir_fd)

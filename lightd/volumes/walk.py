@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import Literal
 
 from lightd.errors import Conflict, TreeTooDeep
-from lightd.volumes.sandbox import DIR_FLAGS, lstat_at
+from lightd.volumes.sandbox import DIR_FLAGS, entries_at, lstat_at, unlink_quietly
 
 KEEP_FDS = 32
 """Directory descriptors a walk keeps open below its top; the rest are reopened through '..'."""
@@ -195,16 +195,11 @@ class TreeWalk:
     def _scan(self, dirs: DirStack, todo: list[str]) -> Iterator[tuple[str, Node]]:
         # Streamed, not listed up front: a directory of a million files costs no memory, only its
         # subdirectories' names are kept until visited.
-        with os.scandir(dirs.fd) as it:
-            for entry in it:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if stat.S_ISDIR(st.st_mode):
-                    todo.append(entry.name)
-                else:
-                    yield LEAF, Node(entry.name, st, dirs.fd, dirs.depth + 1, self)
+        for name, st in entries_at(dirs.fd):
+            if stat.S_ISDIR(st.st_mode):
+                todo.append(name)
+            else:
+                yield LEAF, Node(name, st, dirs.fd, dirs.depth + 1, self)
         todo.reverse()  # visited in directory order
 
 
@@ -262,7 +257,7 @@ def empty_tree(top_fd: int, where: str) -> int:
                 except OSError as exc:
                     if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
                         raise
-                    _unlink_quietly(dirs.fd, child)  # became a file or a link: remove the entry itself
+                    unlink_quietly(dirs.fd, child)  # became a file or a link: remove the entry itself
                     continue
                 pending.append(None)
                 rescans.append(0)
@@ -291,36 +286,24 @@ def _clear_level(fd: int) -> tuple[list[str], int]:
     a wide directory is scanned once, not once per subdirectory."""
     full: list[str] = []
     freed = 0
-    with os.scandir(fd) as it:
-        for entry in it:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            try:
-                if stat.S_ISDIR(st.st_mode):
-                    os.rmdir(entry.name, dir_fd=fd)
-                else:
-                    os.unlink(entry.name, dir_fd=fd)  # SECURITY: unlinkat removes a link, never its target
-                    if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
-                        freed += st.st_size
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                    full.append(entry.name)
-                elif exc.errno == errno.ENOTDIR:
-                    _unlink_quietly(fd, entry.name)
-                elif exc.errno == errno.EISDIR:
-                    full.append(entry.name)  # became a directory since the scan
-                else:
-                    raise
+    for name, st in entries_at(fd):
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                os.rmdir(name, dir_fd=fd)
+            else:
+                os.unlink(name, dir_fd=fd)  # SECURITY: unlinkat removes a link, never its target
+                if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                    freed += st.st_size
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                full.append(name)
+            elif exc.errno == errno.ENOTDIR:
+                unlink_quietly(fd, name)
+            elif exc.errno == errno.EISDIR:
+                full.append(name)  # became a directory since the scan
+            else:
+                raise
     full.reverse()
     return full, freed
-
-
-def _unlink_quietly(fd: int, name: str) -> None:
-    try:
-        os.unlink(name, dir_fd=fd)
-    except FileNotFoundError:
-        pass
