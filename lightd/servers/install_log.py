@@ -122,9 +122,14 @@ class InstallLog:
 
 def _replace_file(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    # SECURITY: symlink write: never follow a link planted at either name (the data dir is lightd's own, but
-    # the open stays safe if that ever changes); the rename replaces a link, it does not write through it.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    # SECURITY: symlink write: never write through a link planted at either name (the data dir is lightd's
+    # own, but this stays safe if that ever changes): whatever is at the temporary name is unlinked (a link
+    # itself, never its target), the file is created anew, and the rename replaces a link at the log's name.
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
         view = memoryview(data)
         while view:

@@ -31,7 +31,7 @@ async def test_list_then_revoke_is_401_at_once(api, client):
     status, listing = await api.get("/auth/tokens")
     assert status == 200 and listing["count"] == 2
     assert [t["id"] for t in listing["tokens"]] == [first["id"], second["id"]]
-    assert set(listing["tokens"][0]) == {"id", "purpose", "container", "created_at", "expires_at"}
+    assert set(listing["tokens"][0]) == {"id", "purpose", "container", "created_at", "expires_at", "remove_on_use"}
     assert listing["tokens"][0]["purpose"] == "api" and listing["tokens"][0]["expires_at"] == first["expires_at"]
     # neither a token nor its hash appears anywhere in the listing
     text = str(listing)

@@ -198,7 +198,7 @@ async def test_thousand_messages_a_second_is_rate_limited_with_bounded_cpu(tmp_p
         daemon.stop()
 
 
-async def test_unauthenticated_storm_is_refused_before_upgrade_and_leaves_no_state(dapi, dclient, node_token):
+async def test_unauthenticated_storm_is_refused_with_close_codes_and_leaves_no_state(dapi, dclient, node_token):
     await running_ticker(dapi, "locked")
     await create_server(dapi, "other")
     other_token = await mint(dapi, "other")
@@ -230,12 +230,17 @@ async def test_unauthenticated_storm_is_refused_before_upgrade_and_leaves_no_sta
     statuses: list[tuple[str, int | str, int]] = []
 
     async def one(path: str, headers: dict[str, str], expected: int) -> None:
+        # Refusals reach browsers: upgraded, then closed with 4000 + the HTTP status.
         try:
             ws = await dclient.ws_connect(path, headers=headers)
         except aiohttp.WSServerHandshakeError as exc:
-            statuses.append((path[:60], exc.status, expected))
+            statuses.append((path[:60], f"HTTP {exc.status}", expected))
             return
-        statuses.append((path[:60], "UPGRADED", expected))
+        try:
+            closed = await Console(ws).closed(timeout=15)
+            statuses.append((path[:60], closed.code - 4000 if closed.code else "NO CODE", expected))
+        except AssertionError:
+            statuses.append((path[:60], "STAYED OPEN", expected))
         await ws.close()
 
     for _ in range(10):  # 140 attempts, 14 at a time
