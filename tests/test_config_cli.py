@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from lightd.cli import main
 from lightd.config import ConfigError, load_config
+from tests.conftest import VENDOR
 
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd=None, env=None, stdin: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "lightd", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=60)
+                          env=env, timeout=60, input=stdin if stdin is not None else "")
 
 
 def test_first_start_writes_config_with_fresh_token(tmp_path):
@@ -84,3 +89,67 @@ def test_config_check_ok_and_malformed_json(tmp_path, capsys):
 def test_config_example_is_valid():
     example = ROOT / "config.json.example"
     load_config(example)
+
+
+def test_token_set_without_a_value_reads_one_line_from_stdin(tmp_path):
+    path = str(tmp_path / "c.json")
+    result = run_cli("--config", path, "--token", "set", stdin="lightd_from_standard_input_1\nnot this line\n")
+    assert result.returncode == 0, result.stderr
+    assert load_config(tmp_path / "c.json").token == "lightd_from_standard_input_1"
+    assert "from_standard_input" not in result.stderr  # nothing echoed but the usual stdout line
+    # a bad or missing line is refused and changes nothing
+    for line in ("short\n", "", "\n"):
+        bad = run_cli("--config", path, "--token", "set", stdin=line)
+        assert bad.returncode == 2 and "lightd_" in bad.stderr, bad.stderr
+    assert load_config(tmp_path / "c.json").token == "lightd_from_standard_input_1"
+    assert run_cli("--config", path, "--token", "set", "a", "b").returncode == 2
+
+
+def test_subcommands_take_config_after_them(tmp_path):
+    path = tmp_path / "c.json"
+    assert run_cli("config", "init", "--config", str(path), cwd=tmp_path).returncode == 0
+    token = load_config(path).token
+    assert run_cli("token", "show", "--config", str(path), cwd=tmp_path).stdout.strip() == token
+    assert run_cli("config", "check", "--config", str(path), cwd=tmp_path).returncode == 0
+    # after the subcommand wins over before it
+    assert run_cli("--config", str(tmp_path / "other.json"), "token", "show", "--config", str(path),
+                   cwd=tmp_path).stdout.strip() == token
+    assert not (tmp_path / "config.json").exists() and not (tmp_path / "other.json").exists()
+
+
+def test_serve_with_config_after_the_subcommand(tmp_path):
+    """`lightd serve --config PATH` runs the daemon from PATH (not ./config.json) until SIGTERM."""
+    from tests.panel import free_port
+
+    port = free_port()
+    token = "lightd_" + "s" * 30
+    path = tmp_path / "elsewhere" / "lightd.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"token": token, "data_dir": str(tmp_path / "data"),
+                                "api": {"host": "127.0.0.1", "port": port},
+                                "docker": {"container_prefix": "lightdtest-cli-"}}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-m", "lightd", "serve", "--config", str(path)], cwd=tmp_path,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, process.stdout.read().decode()[-3000:]
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/auth/tokens",
+                                                 headers={"Authorization": f"Bearer {token}", "Accept": VENDOR})
+                with urllib.request.urlopen(request, timeout=2) as resp:
+                    assert resp.status == 200 and json.loads(resp.read())["count"] == 0
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, "daemon did not answer"
+                time.sleep(0.2)
+        assert not (tmp_path / "config.json").exists()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    assert process.returncode == 0

@@ -99,6 +99,13 @@ class Mount(BaseModel):
         return value
 
 
+def _mount_map_schema(schema: dict[str, Any]) -> None:
+    """The JSON schema of `mount` names both accepted forms: the list, and upstream Lightd's map."""
+    listed = {key: schema.pop(key) for key in ("type", "items", "maxItems") if key in schema}
+    schema["anyOf"] = [listed, {"type": "object", "additionalProperties": {"type": "string"}, "maxProperties": 32,
+                                "description": 'upstream Lightd\'s form: {"/container/path": "/host/path"}, read-only'}]
+
+
 class ContainerSpec(BaseModel):
     """Everything a server is made from; stored as JSON and replayed on reinstall and recovery."""
 
@@ -112,7 +119,7 @@ class ContainerSpec(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     install_script: str | None = Field(default=None, max_length=1024 * 1024)
     install_image: str | None = None
-    mount: list[Mount] = Field(default_factory=list, max_length=32)
+    mount: list[Mount] = Field(default_factory=list, max_length=32, json_schema_extra=_mount_map_schema)
     environment: dict[str, str] = Field(default_factory=dict, max_length=256)
     stop: StopConfig = Field(default_factory=StopConfig)
     restart_on_crash: bool = False

@@ -24,6 +24,10 @@ from lightd.api.console_protocol import (
     ({"event": "set state", "args": ["start"]}, Inbound("power", "start")),
     ({"event": "send logs"}, Inbound("request_logs", 150)),
     ({"event": "send stats"}, Inbound("request_stats")),
+    # upstream Lightd's docs (issue 11, item 12): the argument under its own name
+    ({"event": "send_command", "command": "say hi\n"}, Inbound("send_command", "say hi")),
+    ({"event": "power", "action": "kill"}, Inbound("power", "kill")),
+    ({"event": "power", "data": "start", "action": "kill"}, Inbound("power", "start")),
 ])
 def test_accepted_shapes(message, expected):
     assert parse_inbound(json.dumps(message)) == expected
@@ -35,6 +39,8 @@ def test_accepted_shapes(message, expected):
     '{"event": "send_command", "data": 5}', '{"event": "request_logs", "data": {"lines": 0}}',
     '{"event": "request_logs", "data": {"lines": true}}', "{}",
     '{"event": "request_logs", "data": {"lines": "\u00b2"}}', '{"logs": ["\u0663"]}',
+    '{"event": "power", "action": "explode"}', '{"event": "send_command", "command": ""}',
+    '{"event": "send_command", "action": "start"}', '{"event": "power", "command": "start"}',
 ])
 def test_refused_shapes(text):
     with pytest.raises(ProtocolError):

@@ -8,7 +8,7 @@ import os
 from lightd import keys
 from lightd.app import create_app
 from lightd.servers.install_log import FILE_NAME, InstallLog
-from tests.api.ws_helpers import connect
+from tests.api.ws_helpers import Console, connect
 from tests.conftest import Api, wait_for
 from tests.servers.helpers import EventLog, create_server, get, wait_install
 
@@ -23,7 +23,11 @@ async def text_of(api: Api, path: str) -> tuple[int, str, dict[str, str]]:
 async def test_install_output_reaches_sockets_and_the_route(dapi, dclient, node_token):
     await create_server(dapi, "inst", ready=False, install_script=SCRIPT)
     console = await connect(dclient, "inst", node_token)  # connected while the script sleeps
+    batched = Console(await dclient.ws_connect(f"/ws/inst?token={node_token}&batch=1"))
     await console.until(lambda f: len(console.of("install_output")) == 6, timeout=60)
+    # batch mode batches console output only: install output stays one frame per line
+    await batched.until(lambda f: len(batched.of("install_output")) == 6, timeout=30)
+    await batched.close()
     await wait_install(dapi, "inst", "ready")
     expected = [f"install-line-{i}" for i in range(1, 6)] + ["to-stderr"]
     # stdout and stderr are two streams: their relative order is not kept, each stream's is
