@@ -28,6 +28,9 @@ READ_SLACK_BYTES = 128 * 1024
 """Read past `install_log_bytes`: the file may hold one line over the bound and the note heading it."""
 STOP_TIMEOUT = 10.0
 
+TAIL_MAX_CHARS = 8192
+"""Largest install-log tail kept in `install_error`."""
+
 
 class InstallLog:
     """One install run's output. Overflow policy: the oldest lines are dropped (counted) so the lines kept
@@ -73,9 +76,12 @@ class InstallLog:
         self._dirty = True
         self.server.events.publish("install_log", self.server.id, lines)
 
-    def tail(self, count: int = 50) -> str:
+    def tail(self, count: int = 50, max_chars: int = TAIL_MAX_CHARS) -> str:
+        """The last `count` lines, at most `max_chars` of them (the end kept): this goes into
+        `install_error`, the database and remote-sync updates, so a flood of long lines must not."""
         start = max(len(self.lines) - count, 0)
-        return "\n".join(self.lines[i] for i in range(start, len(self.lines)))
+        text = "\n".join(self.lines[i] for i in range(start, len(self.lines)))
+        return text if len(text) <= max_chars else "…" + text[-max_chars:]
 
     def text(self) -> str:
         """The file's contents: a note when lines were dropped, then the lines kept."""

@@ -142,3 +142,12 @@ def test_a_stored_spec_that_breaks_a_newer_rule_loses_that_field_not_the_daemon(
     assert spec.start_pattern is None and spec.mount == [] and spec.startup_command == "run"
     good = {**raw, "start_pattern": "Done", "mount": []}
     assert load_stored_spec(good)[1] == []
+
+
+def test_the_install_error_tail_is_bounded_in_characters():
+    from lightd.servers.install_log import TAIL_MAX_CHARS, InstallLog
+
+    log = InstallLog.__new__(InstallLog)
+    log.lines = ["x" * 60_000 for _ in range(50)]
+    tail = InstallLog.tail(log)
+    assert len(tail) <= TAIL_MAX_CHARS + 1 and tail.endswith("x")
