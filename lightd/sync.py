@@ -29,6 +29,7 @@ from lightd.config import RemoteConfig
 from lightd.events import Event, EventBus, Subscription
 from lightd.store import Store
 from lightd.tasks import TaskOwner
+from lightd.timestamps import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def update_for(event: Event) -> dict[str, Any] | None:
         base["data"] = str(event.data.get("message") or "")
     else:
         return None
-    base["ts"] = int(event.ts * 1000)
+    base["ts"] = rfc3339(event.ts)
     return base
 
 
@@ -150,8 +151,8 @@ class RemoteSync:
             "dropped": await self.store.dropped_count(),
             "missed_events": self._missed,
             "last_error": self.last_error,
-            "last_error_at": self.last_error_at,
-            "last_delivered_at": self.last_delivered_at,
+            "last_error_at": rfc3339(self.last_error_at),
+            "last_delivered_at": rfc3339(self.last_delivered_at),
             "panel_healthy": self.panel_healthy,
         }
 

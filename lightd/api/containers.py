@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lightd import keys
-from lightd.api.openapi import documented
+from lightd.api.openapi import View, documented
 from lightd.api.responses import json_response, read_model, read_query
 from lightd.servers.listing import PageRequest, container_page
-from lightd.servers.models import (CommandRequest, ContainerSpec, InstallState, Limits, RebindRequest,
+from lightd.ports import PortSpec
+from lightd.servers.models import (CommandRequest, ContainerSpec, InstallState, Limits, Mount, RebindRequest,
                                    ReinstallRequest, RuntimeState, StopConfig)
 
 routes = web.RouteTableDef()
@@ -60,6 +62,69 @@ class LogsQuery(BaseModel):
     lines: int = Field(default=150, ge=1, le=10_000)
 
 
+class ContainerView(View):
+    """One server as every answer shows it: `container_view` (lightd/servers/models.py), field for field."""
+
+    internal_id: str
+    name: str
+    """The Docker container's name (`docker.container_prefix` + internal_id)."""
+    container_id: str
+    """Upstream Lightd's field: the Docker name again, which stays when lightd recreates the container."""
+    image: str
+    volume_id: str
+    startup_command: str
+    start_pattern: str | None
+    ports: list[PortSpec]
+    limits: Limits
+    mount: list[Mount]
+    stop: StopConfig | None
+    restart_on_crash: bool
+    description: str
+    install_state: InstallState
+    install_error: str | None
+    state: RuntimeState
+    exit_code: int | None
+    oom_killed: bool
+    container_missing: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ContainerCreated(ContainerView):
+    message: str
+
+
+class ContainerList(View):
+    containers: list[ContainerView]
+    count: int
+    """Servers on this page."""
+    total: int
+    """Servers matching the filters, on every page."""
+    next_cursor: str | None
+    """`cursor` of the next page; null on the last one."""
+
+
+class ContainerPatched(View):
+    container: ContainerView
+    applied: list[str]
+    """What is in force now (limits through `docker update`, disk, start pattern, stop)."""
+    on_next_start: list[str]
+    """What the next start brings in."""
+    warnings: list[str]
+
+
+class Accepted(View):
+    """A power, install, network or command action accepted (it runs on in the background), or a delete done."""
+
+    message: str
+    internal_id: str
+
+
+class ConsoleLines(View):
+    internal_id: str
+    lines: list[str]
+
+
 def _id(request: web.Request) -> str:
     return request.match_info["container_id"]
 
@@ -69,7 +134,7 @@ def accepted(message: str, internal_id: str) -> web.Response:
 
 
 @routes.post("/containers")
-@documented(body=ContainerSpec, status=202)
+@documented(body=ContainerSpec, status=202, response=ContainerCreated)
 async def create_container(request: web.Request) -> web.Response:
     spec = await read_model(request, ContainerSpec)
     view = await request.config_dict[keys.SERVERS].create(spec)
@@ -77,7 +142,7 @@ async def create_container(request: web.Request) -> web.Response:
 
 
 @routes.get("/containers")
-@documented(query=ContainerListQuery)
+@documented(query=ContainerListQuery, response=ContainerList)
 async def list_containers(request: web.Request) -> web.Response:
     """Servers, oldest first (then by id); filtered by state, paged with limit and next_cursor."""
     manager = request.config_dict[keys.SERVERS]
@@ -90,7 +155,7 @@ async def list_containers(request: web.Request) -> web.Response:
 
 
 @routes.patch(PATH)
-@documented(body=ContainerPatch)
+@documented(body=ContainerPatch, response=ContainerPatched)
 async def patch_container(request: web.Request) -> web.Response:
     """Change a server without reinstalling it: `applied` lists what is in force now (limits through
     `docker update`, disk, start pattern, stop), `on_next_start` what its next start brings in."""
@@ -100,13 +165,13 @@ async def patch_container(request: web.Request) -> web.Response:
 
 
 @routes.get(PATH)
-@documented()
+@documented(response=ContainerView)
 async def get_container(request: web.Request) -> web.Response:
     return json_response(await request.config_dict[keys.SERVERS].view(_id(request)))
 
 
 @routes.delete(PATH)
-@documented()
+@documented(response=Accepted)
 async def delete_container(request: web.Request) -> web.Response:
     await request.config_dict[keys.SERVERS].delete(_id(request))
     return json_response({"message": f"container {_id(request)} deleted", "internal_id": _id(request)})
@@ -119,45 +184,45 @@ async def _power(request: web.Request, action: str) -> web.Response:
 
 
 @routes.post(PATH + "/start")
-@documented(status=202)
+@documented(status=202, response=Accepted)
 async def start(request: web.Request) -> web.Response:
     return await _power(request, "start")
 
 
 @routes.post(PATH + "/stop")
-@documented(query=StopQuery, status=202)
+@documented(query=StopQuery, status=202, response=Accepted)
 async def stop(request: web.Request) -> web.Response:
     return await _power(request, "stop")
 
 
 @routes.post(PATH + "/restart")
-@documented(query=StopQuery, status=202)
+@documented(query=StopQuery, status=202, response=Accepted)
 async def restart(request: web.Request) -> web.Response:
     return await _power(request, "restart")
 
 
 @routes.post(PATH + "/kill")
-@documented(status=202)
+@documented(status=202, response=Accepted)
 async def kill(request: web.Request) -> web.Response:
     return await _power(request, "kill")
 
 
 @routes.post(PATH + "/reinstall")
-@documented(body=ReinstallRequest, status=202)
+@documented(body=ReinstallRequest, status=202, response=Accepted)
 async def reinstall(request: web.Request) -> web.Response:
     body = await read_model(request, ReinstallRequest, allow_empty=True)
     return accepted(await request.config_dict[keys.SERVERS].reinstall(_id(request), body), _id(request))
 
 
 @routes.post(PATH + "/rebind-network")
-@documented(body=RebindRequest, status=202)
+@documented(body=RebindRequest, status=202, response=Accepted)
 async def rebind_network(request: web.Request) -> web.Response:
     body = await read_model(request, RebindRequest)
     return accepted(await request.config_dict[keys.SERVERS].rebind(_id(request), body), _id(request))
 
 
 @routes.get(PATH + "/logs")
-@documented(query=LogsQuery)
+@documented(query=LogsQuery, response=ConsoleLines)
 async def logs(request: web.Request) -> web.Response:
     q = read_query(request, LogsQuery)
     lines = request.config_dict[keys.SERVERS].logs(_id(request), q.lines)
@@ -165,7 +230,7 @@ async def logs(request: web.Request) -> web.Response:
 
 
 @routes.post(PATH + "/commands")
-@documented(body=CommandRequest, status=202)
+@documented(body=CommandRequest, status=202, response=Accepted)
 async def send_command(request: web.Request) -> web.Response:
     body = await read_model(request, CommandRequest)
     await request.config_dict[keys.SERVERS].send_command(_id(request), body.command)

@@ -20,7 +20,7 @@ class InstallLogQuery(BaseModel):
 
 
 @routes.get("/containers/{container_id}/install-log")
-@documented(query=InstallLogQuery)
+@documented(query=InstallLogQuery, media_type="text/plain", response={"type": "string"})
 async def install_log(request: web.Request) -> web.Response:
     """The last install run's output (text/plain; also while it runs); 404 when no install script has run."""
     q = read_query(request, InstallLogQuery)

@@ -1,5 +1,5 @@
 """GET /openapi.json: an OpenAPI 3.1 document of the native API, generated from the router and the pydantic
-request models the routes declare with `@documented` — never written by hand a second time."""
+request and response models the routes declare with `@documented` — never written by hand a second time."""
 
 from __future__ import annotations
 
@@ -8,34 +8,85 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from lightd import __version__
 from lightd.api.middleware import VENDOR_MEDIA_TYPE
 from lightd.api.public import is_public_handler, self_authenticated
 from lightd.api.responses import accepts_query, json_response
+from lightd.errors import ERROR_CODES
 
 H = TypeVar("H", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
+Response = type[BaseModel] | dict[str, Any]
+"""What a route answers on success: a pydantic model, or a JSON schema for what no model describes."""
 routes = web.RouteTableDef()
 _PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
-ERROR_SCHEMA = {
-    "type": "object",
-    "properties": {"error": {"type": "string"}, "details": {}},
-    "required": ["error"],
+_REF = "#/components/schemas/{model}"
+ERROR_SCHEMAS: dict[str, Any] = {
+    "ErrorCode": {"type": "string", "enum": list(ERROR_CODES),
+                  "description": "Stable and machine-readable: match on it, never on the English `error`."},
+    "Error": {
+        "type": "object",
+        "properties": {
+            "error": {"type": "string", "description": "What went wrong, for people."},
+            "code": {"$ref": "#/components/schemas/ErrorCode"},
+            "details": {"type": "object", "description": "Always an object, empty when there is nothing to add. A "
+                        "validation failure's names the field (`field`) and lists every problem (`errors`: "
+                        "`[{field, message}]`)."},
+        },
+        "required": ["error", "code", "details"],
+        "additionalProperties": False,
+    },
+    "InternalError": {
+        "type": "object",
+        "properties": {
+            "error": {"type": "string"},
+            "code": {"$ref": "#/components/schemas/ErrorCode"},
+            "details": {"type": "object", "properties": {"request_id": {"type": "string"}}},
+            "request_id": {"type": "string", "description": "Names the logged traceback (never in the body)."},
+        },
+        "required": ["error", "code", "details", "request_id"],
+        "additionalProperties": False,
+    },
 }
 ERROR_STATUSES = {"400": "Bad request (names the field)", "401": "Missing or invalid token",
                   "403": "Vendor media type missing, or token out of scope", "404": "Not found",
-                  "409": "Conflict", "413": "Body too large", "503": "Docker engine unreachable"}
+                  "409": "Conflict", "413": "Body too large", "500": "Unexpected error (logged with the request id)",
+                  "502": "The Docker engine refused the operation", "503": "Docker engine unreachable"}
+SECURITY_SCHEMES: dict[str, Any] = {
+    "bearer": {"type": "http", "scheme": "bearer",
+               "description": "The node token, or a temporary token from POST /auth/tokens (`lightd_...`)."},
+    # OpenAPI ignores a header *parameter* named Accept, so the vendor media type is stated as a scheme that
+    # every authenticated operation requires along with the token: generated clients name it, and a client
+    # sets it once, with the token (e.g. openapi-python-client: `AuthenticatedClient(..., headers={"Accept": ...})`).
+    "vendor": {"type": "apiKey", "in": "header", "name": "Accept",
+               "description": f"Send `Accept: {VENDOR_MEDIA_TYPE}` (compared case-insensitively; other media types "
+                              f"may be listed next to it). Without it an authenticated route answers 403 `forbidden`."},
+}
+
+
+class View(BaseModel):
+    """Base of the response models: every field is always in the answer (none has a default; null where the
+    type says so) and no other field is (`additionalProperties: false`, so a field added to an answer and not
+    here fails the document tests); fields' docstrings describe them."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 def documented(*, body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
-               status: int = 200, summary: str | None = None, binary: bool = False) -> Callable[[H], H]:
+               status: int = 200, summary: str | None = None, binary: bool = False,
+               response: Response | None = None, media_type: str = "application/json", also: tuple[int, ...] = (),
+               own_query: type[BaseModel] | None = None, description: str | None = None) -> Callable[[H], H]:
     """Declare what a route reads and answers, for the OpenAPI document. `query` is also the whole of the
-    query string the route accepts: `query_middleware` refuses any other parameter."""
+    query string the route accepts: `query_middleware` refuses any other parameter; `own_query` is documented
+    only (a self-authenticated route that reads its own). `response` is the body of `status` (and of the
+    statuses in `also`), in `media_type`; `binary` is an application/octet-stream download. `status` 101 is
+    an upgrade (no body)."""
 
     def mark(handler: H) -> H:
         handler.__openapi__ = {"body": body, "query": query, "status": status, "summary": summary,  # type: ignore[attr-defined]
-                               "binary": binary}
+                               "binary": binary, "response": response, "media_type": media_type, "also": also,
+                               "own_query": own_query, "description": description}
         if query is not None:
             handler.__query__ = query  # type: ignore[attr-defined]
         return handler
@@ -44,11 +95,28 @@ def documented(*, body: type[BaseModel] | None = None, query: type[BaseModel] | 
 
 
 def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode="validation")
-    for name, definition in schema.pop("$defs", {}).items():
-        components[name] = definition
-    components[model.__name__] = schema
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
+    schema = model.model_json_schema(ref_template=_REF, mode="validation")
+    for name, definition in [*schema.pop("$defs", {}).items(), (model.__name__, schema)]:
+        if components.setdefault(name, definition) != definition:
+            # Components share one namespace: a second model of the same name would silently replace the first.
+            raise ValueError(f"OpenAPI: two different models are named {name}")
+    return {"$ref": _REF.format(model=model.__name__)}
+
+
+def _response_schema(response: Response | None, components: dict[str, Any]) -> dict[str, Any]:
+    if response is None:
+        return {"type": "object"}
+    if isinstance(response, dict):
+        return response
+    return _schema(response, components)
+
+
+OPENAPI_DOCUMENT: dict[str, Any] = {
+    "type": "object", "description": "An OpenAPI 3.1 document (this one).",
+    "properties": {"openapi": {"type": "string"}, "info": {"type": "object"}, "paths": {"type": "object"},
+                   "components": {"type": "object"}, "security": {"type": "array", "items": {"type": "object"}}},
+    "required": ["openapi", "info", "paths", "components", "security"],
+}
 
 
 def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
@@ -75,25 +143,37 @@ def _operation(method: str, path: str, handler: Any, components: dict[str, Any])
             for name in _PARAM.findall(path)
         ],
     }
-    if meta.get("query"):
-        operation["parameters"] += _query_parameters(meta["query"])
+    if meta.get("description"):
+        operation["description"] = meta["description"]
+    for query in (meta.get("query"), meta.get("own_query")):
+        if query is not None:
+            operation["parameters"] += _query_parameters(query)
     if meta.get("body"):
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _schema(meta["body"], components)}}}
-    status = str(meta.get("status", 200))
-    content = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}} if meta.get("binary") \
-        else {"application/json": {"schema": {"type": "object"}}}
-    operation["responses"] = {status: {"description": "Success", "content": content}}
+    operation["responses"] = _success(meta, components)
     for code, description in ERROR_STATUSES.items():
+        schema = "InternalError" if code == "500" else "Error"
         operation["responses"][code] = {"description": description,
-                                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+                                        "content": {"application/json": {"schema": {"$ref": _REF.format(model=schema)}}}}
     if is_public_handler(handler):
         operation["security"] = []
     return operation
 
 
+def _success(meta: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    status = meta.get("status", 200)
+    if status == 101:
+        return {"101": {"description": "Switching Protocols: the connection is a WebSocket from here on"}}
+    if meta.get("binary"):
+        content = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    else:
+        content = {meta.get("media_type", "application/json"): {"schema": _response_schema(meta.get("response"), components)}}
+    return {str(code): {"description": "Success", "content": content} for code in (status, *meta.get("also", ()))}
+
+
 def build_document(app: web.Application) -> dict[str, Any]:
     """The OpenAPI document of every HTTP route of `app` itself (compat sub-apps have their own APIs)."""
-    components: dict[str, Any] = {"Error": ERROR_SCHEMA}
+    components: dict[str, Any] = dict(ERROR_SCHEMAS)
     paths: dict[str, dict[str, Any]] = {}
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}
@@ -107,22 +187,19 @@ def build_document(app: web.Application) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "lightd", "version": __version__,
                  "description": f"Every route but the public ones needs `Authorization: Bearer lightd_<token>` and "
-                                f"`Accept: {VENDOR_MEDIA_TYPE}`."},
+                                f"`Accept: {VENDOR_MEDIA_TYPE}` (the `bearer` and `vendor` security schemes). Every "
+                                f"error answers `{{error, code, details}}` with `code` one of `ErrorCode`; times are "
+                                f"RFC 3339 UTC strings."},
         "paths": dict(sorted(paths.items())),
-        "components": {
-            "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-        "security": [{"bearer": []}],
+        "components": {"schemas": dict(sorted(components.items())), "securitySchemes": SECURITY_SCHEMES},
+        "security": [{"bearer": [], "vendor": []}],
     }
 
 
 @routes.get("/openapi.json")
 @self_authenticated
 @accepts_query(None)
+@documented(response=OPENAPI_DOCUMENT)
 async def openapi(request: web.Request) -> web.Response:
     """The OpenAPI document of this API."""
     return json_response(build_document(request.app))
-
-
-openapi.__openapi_skip__ = True  # type: ignore[attr-defined]

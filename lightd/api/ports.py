@@ -8,7 +8,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lightd import keys
-from lightd.api.openapi import documented
+from lightd.api.openapi import View, documented
 from lightd.api.responses import ascii_int, json_response, read_model, read_query
 from lightd.errors import ValidationFailed
 from lightd.ports import PortSpec, normalize_ip
@@ -45,6 +45,33 @@ class BulkDelete(BaseModel):
     ports: list[PortSpec] = Field(min_length=1, max_length=10_000)
 
 
+class PortView(View):
+    """One pool port: `port_view` (lightd/ports.py)."""
+
+    ip: str
+    port: int
+    protocol: Literal["tcp", "udp"]
+    in_use: bool
+    container: str | None
+    """The server holding it; null when free or marked in use by hand."""
+
+
+class PortList(View):
+    ports: list[PortView]
+    count: int
+
+
+class PortDeleted(View):
+    deleted: PortView
+
+
+class BulkDeleted(View):
+    deleted: list[PortSpec]
+    not_found: list[PortSpec]
+    in_use: list[PortSpec]
+    """Held by a container or marked in use: left in the pool."""
+
+
 def _address(request: web.Request) -> tuple[str, int]:
     try:
         ip = normalize_ip(request.match_info["ip"])
@@ -57,14 +84,14 @@ def _address(request: web.Request) -> tuple[str, int]:
 
 
 @routes.post("/network/ports")
-@documented(body=PortSpec, status=201)
+@documented(body=PortSpec, status=201, response=PortView)
 async def add_port(request: web.Request) -> web.Response:
     spec = await read_model(request, PortSpec)
     return json_response(await request.config_dict[keys.PORTS].add(spec), status=201)
 
 
 @routes.get("/network/ports")
-@documented(query=PortFilter)
+@documented(query=PortFilter, response=PortList)
 async def list_ports(request: web.Request) -> web.Response:
     f = read_query(request, PortFilter)
     ports = await request.config_dict[keys.PORTS].list(ip=f.ip, protocol=f.protocol, in_use=f.in_use)
@@ -72,21 +99,21 @@ async def list_ports(request: web.Request) -> web.Response:
 
 
 @routes.get("/network/ports/random")
-@documented(query=PortFilter)
+@documented(query=PortFilter, response=PortView)
 async def random_port(request: web.Request) -> web.Response:
     f = read_query(request, PortFilter)
     return json_response(await request.config_dict[keys.PORTS].random_available(ip=f.ip, protocol=f.protocol))
 
 
 @routes.post("/network/ports/bulk-delete")
-@documented(body=BulkDelete)
+@documented(body=BulkDelete, response=BulkDeleted)
 async def bulk_delete(request: web.Request) -> web.Response:
     body = await read_model(request, BulkDelete)
     return json_response(await request.config_dict[keys.PORTS].bulk_delete(body.ports))
 
 
 @routes.get("/network/ports/{ip}/{port}")
-@documented(query=ProtocolQuery)
+@documented(query=ProtocolQuery, response=PortView)
 async def get_port(request: web.Request) -> web.Response:
     ip, port = _address(request)
     q = read_query(request, ProtocolQuery)
@@ -94,7 +121,7 @@ async def get_port(request: web.Request) -> web.Response:
 
 
 @routes.put("/network/ports/{ip}/{port}/use")
-@documented(query=ProtocolQuery, body=UseBody)
+@documented(query=ProtocolQuery, body=UseBody, response=PortView)
 async def use_port(request: web.Request) -> web.Response:
     """Mark a port in use by hand (no body, or `{"in_use": true}`); `{"in_use": false}` releases it."""
     ip, port = _address(request)
@@ -105,7 +132,7 @@ async def use_port(request: web.Request) -> web.Response:
 
 @routes.put("/network/ports/{ip}/{port}/release")
 @routes.delete("/network/ports/{ip}/{port}/use")
-@documented(query=ProtocolQuery)
+@documented(query=ProtocolQuery, response=PortView)
 async def release_port(request: web.Request) -> web.Response:
     ip, port = _address(request)
     q = read_query(request, ProtocolQuery)
@@ -113,7 +140,7 @@ async def release_port(request: web.Request) -> web.Response:
 
 
 @routes.delete("/network/ports/{ip}/{port}")
-@documented(query=ProtocolQuery)
+@documented(query=ProtocolQuery, response=PortDeleted)
 async def delete_port(request: web.Request) -> web.Response:
     ip, port = _address(request)
     q = read_query(request, ProtocolQuery)

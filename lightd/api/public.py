@@ -12,6 +12,7 @@ from aiohttp import web
 
 from lightd import __version__
 from lightd.api.responses import accepts_query, json_response
+from lightd.timestamps import rfc3339
 
 H = TypeVar("H", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
 _PUBLIC_HANDLERS: set[object] = set()
@@ -40,4 +41,4 @@ routes = web.RouteTableDef()
 @self_authenticated
 @accepts_query(None)
 async def ping(request: web.Request) -> web.Response:
-    return json_response({"status": "ok", "version": __version__, "time": time.time()})
+    return json_response({"status": "ok", "version": __version__, "time": rfc3339(time.time())})

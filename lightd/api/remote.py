@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
 from lightd import keys
-from lightd.api.openapi import documented
+from lightd.api.openapi import View, documented
 from lightd.api.responses import json_response
 from lightd.auth import mask_token
 from lightd.config import ConfigError, RemoteConfig, load_config
@@ -17,19 +18,53 @@ from lightd.errors import BadRequest, Conflict
 routes = web.RouteTableDef()
 
 
+class RemoteView(View):
+    """The `remote` section of config.json, its token masked."""
+
+    enabled: bool
+    url: str
+    token: str
+    """Masked: its first characters and an ellipsis; empty when none is set."""
+    retry_initial_seconds: float
+    retry_max_seconds: float
+    outbox_max_rows: int
+    request_timeout_seconds: float
+
+
+class RemoteReloaded(View):
+    message: str
+    remote: RemoteView
+
+
+class RemoteStatus(View):
+    enabled: bool
+    url: str
+    queue_depth: int
+    """Updates waiting in the outbox."""
+    dropped: int
+    """Oldest updates dropped past remote.outbox_max_rows."""
+    missed_events: int
+    """State events lost to event-bus overflow before they reached the outbox."""
+    last_error: str | None
+    last_error_at: datetime | None
+    last_delivered_at: datetime | None
+    panel_healthy: bool | None
+    """null until the first delivery attempt."""
+
+
 def remote_view(remote: RemoteConfig) -> dict[str, Any]:
     # SECURITY: the remote token is a credential for the panel; only its masked form leaves the daemon.
     return {**remote.model_dump(mode="json"), "token": mask_token(remote.token)}
 
 
 @routes.get("/remote/config")
-@documented()
+@documented(response=RemoteView)
 async def get_config(request: web.Request) -> web.Response:
     return json_response(remote_view(request.config_dict[keys.CONFIG].remote))
 
 
 @routes.post("/remote/config/reload")
-@documented()
+@documented(response=RemoteReloaded)
 async def reload_config(request: web.Request) -> web.Response:
     path = request.config_dict[keys.CONFIG_PATH]
     if path is None:
@@ -46,6 +81,6 @@ async def reload_config(request: web.Request) -> web.Response:
 
 
 @routes.get("/remote/status")
-@documented()
+@documented(response=RemoteStatus)
 async def get_status(request: web.Request) -> web.Response:
     return json_response(await request.config_dict[keys.SYNC].status())

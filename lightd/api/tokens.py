@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lightd import keys
-from lightd.api.openapi import documented
+from lightd.api.openapi import View, documented
 from lightd.api.responses import json_response, read_model
+from lightd.auth import Purpose
+from lightd.config import TokenConfig
 from lightd.errors import Forbidden
+from lightd.timestamps import rfc3339
 
 routes = web.RouteTableDef()
 
@@ -30,15 +34,26 @@ def duration_seconds(value: Any) -> int:
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+def _ttl_bounds(schema: dict[str, Any]) -> None:
+    """The document states the default upper bound; a node's own is tokens.max_ttl_seconds (TokenService
+    checks it, naming the field)."""
+    for option in schema.get("anyOf", []):
+        if option.get("type") == "integer":
+            option["maximum"] = TokenConfig.model_fields["max_ttl_seconds"].default
+
+
 class TokenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     container: str | None = Field(default=None, min_length=1, max_length=64)
     """Scope the token to one container (its routes and its console socket)."""
-    purpose: str = "all"
-    """all | api | websocket"""
-    ttl_seconds: int | None = Field(default=None, strict=True)
-    ttl: int | str | None = None
-    """Upstream Lightd's form of ttl_seconds: "30s", "10m", "1h", "1d", or seconds."""
+    purpose: Purpose = Field(default="all", description="What the token may open: all, the REST API only, or "
+                                                        "the console WebSocket only.")
+    ttl_seconds: int | None = Field(
+        default=None, strict=True, ge=1, json_schema_extra=_ttl_bounds,
+        description="Seconds the token lives: 1 to tokens.max_ttl_seconds (86400 unless configured); default "
+                    "tokens.default_ttl_seconds (600 unless configured).")
+    ttl: int | str | None = Field(default=None, description='Upstream Lightd\'s form of ttl_seconds (give one of '
+                                  'them): "30s", "10m", "1h", "1d", or a number of seconds; the same bounds.')
     remove_on_use: bool = Field(default=False, strict=True)
     """Single use: the token is deleted at its first successful use (a request or a console socket)."""
 
@@ -58,6 +73,39 @@ class TokenRequest(BaseModel):
         return self.ttl_seconds if self.ttl is None else int(self.ttl)
 
 
+class TokenView(View):
+    """A temporary token as listed: never its value or its hash."""
+
+    id: str
+    purpose: Purpose
+    container: str | None
+    created_at: datetime
+    expires_at: datetime
+    remove_on_use: bool
+
+
+class TokenCreated(View):
+    token: str
+    """The token itself: this is the only answer that shows it."""
+    id: str
+    """Its public id (to list and revoke it)."""
+    expires_at: datetime
+    purpose: Purpose
+    container: str | None
+    remove_on_use: bool
+
+
+class TokenList(View):
+    tokens: list[TokenView]
+    count: int
+
+
+class TokenRevoked(View):
+    revoked: TokenView
+    sockets_closed: int
+    """Console sockets opened with the token, closed with 4401."""
+
+
 def _node_only(request: web.Request, what: str) -> None:
     if not request[keys.PRINCIPAL].node:
         raise Forbidden(f"only the node token can {what} temporary tokens")
@@ -66,12 +114,12 @@ def _node_only(request: web.Request, what: str) -> None:
 def token_view(row: dict[str, Any]) -> dict[str, Any]:
     """The public shape of a temporary token: never its value or its hash."""
     return {"id": row["id"], "purpose": row["purpose"], "container": row["container"],
-            "created_at": row["created_at"], "expires_at": row["expires_at"],
+            "created_at": rfc3339(row["created_at"]), "expires_at": rfc3339(row["expires_at"]),
             "remove_on_use": bool(row.get("remove_on_use"))}
 
 
 @routes.post("/auth/tokens")
-@documented(body=TokenRequest, status=201)
+@documented(body=TokenRequest, status=201, response=TokenCreated)
 async def create_token(request: web.Request) -> web.Response:
     """Mint a temporary token (the only answer that shows its value)."""
     _node_only(request, "mint")
@@ -83,14 +131,14 @@ async def create_token(request: web.Request) -> web.Response:
         ttl_field="ttl" if body.ttl is not None else "ttl_seconds",
     )
     return json_response(
-        {"token": issued.token, "id": issued.id, "expires_at": issued.expires_at, "purpose": body.purpose,
+        {"token": issued.token, "id": issued.id, "expires_at": rfc3339(issued.expires_at), "purpose": body.purpose,
          "container": body.container, "remove_on_use": body.remove_on_use},
         status=201,
     )
 
 
 @routes.get("/auth/tokens")
-@documented()
+@documented(response=TokenList)
 async def list_tokens(request: web.Request) -> web.Response:
     """The temporary tokens not yet expired, by id (never their values or hashes)."""
     _node_only(request, "list")
@@ -99,7 +147,7 @@ async def list_tokens(request: web.Request) -> web.Response:
 
 
 @routes.delete("/auth/tokens/{token_id}")
-@documented()
+@documented(response=TokenRevoked)
 async def revoke_token(request: web.Request) -> web.Response:
     """Revoke a temporary token: 401 from its next use on, and console sockets opened with it are closed."""
     _node_only(request, "revoke")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from aiohttp import web
@@ -9,7 +10,7 @@ from aiohttp.helpers import content_disposition_header
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lightd import keys
-from lightd.api.openapi import documented
+from lightd.api.openapi import View, documented
 from lightd.api.responses import json_response, read_model, read_query
 from lightd.servers.listing import PageRequest, volume_page
 
@@ -100,19 +101,136 @@ class VolumeListQuery(_Body):
     """`next_cursor` of the previous page."""
 
 
+class VolumeView(View):
+    volume_id: str
+    path: str
+    """The volume's directory on the host."""
+    created_at: datetime
+
+
+class ListedVolume(VolumeView):
+    containers: list[str]
+    """The servers using the volume."""
+
+
+class VolumeList(View):
+    volumes: list[ListedVolume]
+    count: int
+    """Volumes on this page."""
+    total: int
+    """Volumes matching the filter, on every page."""
+    next_cursor: str | None
+    """`cursor` of the next page; null on the last one."""
+
+
+class Usage(View):
+    bytes: int
+    """Bytes of the regular files (hard links counted once)."""
+    files: int
+    directories: int
+    partial: bool
+    """The walk left something out (folders past volumes.max_depth, a tree moved meanwhile)."""
+    partial_reason: str | None
+    disk_limit: int | None
+    """Bytes lightd's writes are held to (the servers' limits.disk); null: unlimited."""
+
+
+class VolumeDetail(VolumeView):
+    usage: Usage
+
+
+class VolumeUsage(Usage):
+    volume_id: str
+
+
+class VolumeDeleted(View):
+    deleted: VolumeView
+
+
+class FileWritten(View):
+    path: str
+    size: int
+
+
+class Entry(View):
+    name: str
+    type: Literal["file", "directory", "symlink", "other"]
+    size: int
+    mode: str
+    """Permission bits in octal, e.g. "0644"."""
+    modified: datetime
+
+
+class Listing(View):
+    path: str
+    entries: list[Entry]
+    """Folders first, then by name."""
+
+
+class PathDeleted(View):
+    path: str
+    deleted: Literal["file", "directory", "symlink", "other"]
+    """What was removed (a link itself, never its target)."""
+
+
+class FolderMade(View):
+    path: str
+    created: bool
+    """False (and status 200) when the folder was already there."""
+
+
+class Skipped(View):
+    path: str
+    reason: str
+
+
+class _Skips(View):
+    skipped: list[Skipped]
+    """What was left out on purpose (links, special files, too deep...), the first ones only."""
+    skipped_count: int
+    """How many were left out in all."""
+
+
+class Moved(View):
+    source: str
+    destination: str
+
+
+class Copied(Moved, _Skips):
+    files: int
+    directories: int
+    bytes: int
+
+
+class Compressed(_Skips):
+    path: str
+    """The archive made."""
+    format: ArchiveFormat
+    size: int
+    files: int
+    directories: int
+
+
+class Decompressed(_Skips):
+    destination: str
+    files: int
+    directories: int
+    bytes: int
+
+
 def _volume_id(request: web.Request) -> str:
     return request.match_info["volume_id"]
 
 
 @routes.post("/volumes")
-@documented(status=201)
+@documented(status=201, response=VolumeView)
 async def create_volume(request: web.Request) -> web.Response:
     volume = await request.config_dict[keys.VOLUMES].create()
     return json_response(volume, status=201)
 
 
 @routes.get("/volumes")
-@documented(query=VolumeListQuery)
+@documented(query=VolumeListQuery, response=VolumeList)
 async def list_volumes(request: web.Request) -> web.Response:
     """Volumes with the servers using each, oldest first (then by id); filtered by state, paged with limit
     and next_cursor."""
@@ -122,19 +240,19 @@ async def list_volumes(request: web.Request) -> web.Response:
 
 
 @routes.get("/volumes/{volume_id}")
-@documented()
+@documented(response=VolumeDetail)
 async def get_volume(request: web.Request) -> web.Response:
     return json_response(await request.config_dict[keys.VOLUMES].get(_volume_id(request)))
 
 
 @routes.delete("/volumes/{volume_id}")
-@documented()
+@documented(response=VolumeDeleted)
 async def delete_volume(request: web.Request) -> web.Response:
     return json_response({"deleted": await request.config_dict[keys.VOLUMES].delete(_volume_id(request))})
 
 
 @routes.get("/volumes/{volume_id}/usage")
-@documented()
+@documented(response=VolumeUsage)
 async def volume_usage(request: web.Request) -> web.Response:
     volume_id = _volume_id(request)
     usage = await request.config_dict[keys.VOLUMES].disk_usage(volume_id)
@@ -142,7 +260,7 @@ async def volume_usage(request: web.Request) -> web.Response:
 
 
 @routes.post("/volumes/{volume_id}/files")
-@documented(body=WriteFile, status=201)
+@documented(body=WriteFile, status=201, response=FileWritten)
 async def write_file(request: web.Request) -> web.Response:
     body = await read_model(request, WriteFile)
     mode = int(body.mode, 8) if body.mode is not None else None
@@ -153,7 +271,7 @@ async def write_file(request: web.Request) -> web.Response:
 
 
 @routes.get("/volumes/{volume_id}/files")
-@documented(query=PathQuery)
+@documented(query=PathQuery, response=Listing)
 async def list_files(request: web.Request) -> web.Response:
     query = read_query(request, PathQuery)
     return json_response(await request.config_dict[keys.VOLUMES].list_dir(_volume_id(request), query.path))
@@ -182,14 +300,14 @@ async def read_file(request: web.Request) -> web.StreamResponse:
 
 
 @routes.delete("/volumes/{volume_id}/files")
-@documented(query=RequiredPathQuery)
+@documented(query=RequiredPathQuery, response=PathDeleted)
 async def delete_path(request: web.Request) -> web.Response:
     query = read_query(request, RequiredPathQuery)
     return json_response(await request.config_dict[keys.VOLUMES].delete_path(_volume_id(request), query.path))
 
 
 @routes.post("/volumes/{volume_id}/folders")
-@documented(body=PathBody, status=201)
+@documented(body=PathBody, status=201, also=(200,), response=FolderMade)
 async def make_folder(request: web.Request) -> web.Response:
     body = await read_model(request, PathBody)
     result = await request.config_dict[keys.VOLUMES].mkdir(_volume_id(request), body.path)
@@ -197,7 +315,7 @@ async def make_folder(request: web.Request) -> web.Response:
 
 
 @routes.post("/volumes/{volume_id}/copy")
-@documented(body=Move, status=201)
+@documented(body=Move, status=201, response=Copied)
 async def copy(request: web.Request) -> web.Response:
     body = await read_model(request, Move)
     result = await request.config_dict[keys.VOLUMES].copy(_volume_id(request), body.source, body.destination)
@@ -205,14 +323,14 @@ async def copy(request: web.Request) -> web.Response:
 
 
 @routes.post("/volumes/{volume_id}/rename")
-@documented(body=Move)
+@documented(body=Move, response=Moved)
 async def rename(request: web.Request) -> web.Response:
     body = await read_model(request, Move)
     return json_response(await request.config_dict[keys.VOLUMES].rename(_volume_id(request), body.source, body.destination))
 
 
 @routes.post("/volumes/{volume_id}/compress")
-@documented(body=Compress, status=201)
+@documented(body=Compress, status=201, response=Compressed)
 async def compress(request: web.Request) -> web.Response:
     body = await read_model(request, Compress)
     result = await request.config_dict[keys.VOLUMES].compress(
@@ -222,7 +340,7 @@ async def compress(request: web.Request) -> web.Response:
 
 
 @routes.post("/volumes/{volume_id}/decompress")
-@documented(body=Decompress)
+@documented(body=Decompress, response=Decompressed)
 async def decompress(request: web.Request) -> web.Response:
     body = await read_model(request, Decompress)
     result = await request.config_dict[keys.VOLUMES].decompress(_volume_id(request), body.path, body.destination)

@@ -7,13 +7,13 @@ import base64
 import binascii
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from lightd.errors import ValidationFailed
 from lightd.servers.models import container_view
+from lightd.timestamps import parse_rfc3339
 
 if TYPE_CHECKING:
     from lightd.servers.manager import ServerManager
@@ -67,7 +67,7 @@ def _timestamp(value: Any) -> float:
     """A created_at as seconds, whether stored as a number or shown as an ISO 8601 string."""
     if isinstance(value, (int, float)):
         return float(value)
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    return parse_rfc3339(str(value))
 
 
 def container_page(manager: ServerManager, *, state: str | None = None, install_state: str | None = None,

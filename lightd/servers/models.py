@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lightd.ports import PortSpec
+from lightd.timestamps import rfc3339
 
 INTERNAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 # A Docker image reference: [registry[:port]/]path[:tag][@digest], lowercase path components.
@@ -259,6 +260,6 @@ def container_view(record: dict[str, Any], runtime: dict[str, Any]) -> dict[str,
         "exit_code": record.get("exit_code"),
         "oom_killed": record.get("oom_killed", False),
         "container_missing": runtime.get("container_missing", False),
-        "created_at": record["created_at"],
-        "updated_at": record["updated_at"],
+        "created_at": rfc3339(record["created_at"]),
+        "updated_at": rfc3339(record["updated_at"]),
     }

@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from lightd.errors import AlreadyExists, BadRequest, Conflict, NotFound, PathNotAllowed
+from lightd.timestamps import rfc3339
 from lightd.volumes.quota import WriteBudget
 from lightd.volumes.sandbox import (
     COPY_CHUNK, O_PATH, TEMP_PREFIX, Sandbox, Skips, adopt_owner, create_temp, display, entries_at, lstat_at,
@@ -32,10 +32,6 @@ def kind_of(mode: int) -> str:
     if stat.S_ISLNK(mode):
         return "symlink"
     return "other"
-
-
-def iso_time(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def printable(name: str) -> str:
@@ -115,7 +111,7 @@ def list_dir(box: Sandbox, path: str) -> list[dict[str, Any]]:
                 "type": kind_of(st.st_mode),
                 "size": st.st_size,
                 "mode": f"{stat.S_IMODE(st.st_mode):04o}",
-                "modified": iso_time(st.st_mtime),
+                "modified": rfc3339(st.st_mtime),
             })
     entries.sort(key=lambda e: (e["type"] != "directory", e["name"]))
     return entries

@@ -22,8 +22,9 @@ from typing import Any, BinaryIO, Literal, NamedTuple, TypeVar
 from lightd.config import VolumeLimits
 from lightd.errors import LightdError, NotFound, PayloadTooLarge, ValidationFailed, VolumeInUse
 from lightd.store import Store
+from lightd.timestamps import rfc3339
 from lightd.volumes import archives, files
-from lightd.volumes.files import SAFE_MODE_BITS, iso_time
+from lightd.volumes.files import SAFE_MODE_BITS
 from lightd.volumes.quota import VolumeDisk, WriteBudget
 from lightd.volumes.sandbox import MAX_PATH_BYTES, Sandbox, split_path
 
@@ -129,7 +130,7 @@ class VolumeService:
         return (self.root / volume_id).absolute()
 
     def _view(self, row: dict[str, Any]) -> dict[str, Any]:
-        return {"volume_id": row["id"], "path": str(self.path_of(row["id"])), "created_at": iso_time(row["created_at"])}
+        return {"volume_id": row["id"], "path": str(self.path_of(row["id"])), "created_at": rfc3339(row["created_at"])}
 
     async def _row(self, volume_id: str) -> dict[str, Any]:
         row = await self.store.get_volume(volume_id) if canonical_volume_id(volume_id) else None

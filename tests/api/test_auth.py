@@ -7,6 +7,7 @@ import time
 
 from lightd import keys
 from lightd.app import create_app
+from lightd.timestamps import parse_rfc3339
 from tests.conftest import VENDOR, Api
 
 
@@ -48,7 +49,7 @@ async def test_temporary_tokens(api, client):
     status, body = await api.post("/auth/tokens", json={"ttl_seconds": 60, "purpose": "api"})
     assert status == 201, body
     temp = body["token"]
-    assert temp.startswith("lightd_") and body["expires_at"] > 0
+    assert temp.startswith("lightd_") and parse_rfc3339(body["expires_at"]) > time.time()
     temp_api = Api(client, {"Authorization": f"Bearer {temp}", "Accept": VENDOR})
     assert (await temp_api.get("/network/ports"))[0] == 200
     # a temporary token cannot mint more tokens

@@ -22,6 +22,7 @@ from lightd import keys
 from lightd.app import create_app
 from lightd.config import Config
 from lightd.store import MIGRATIONS, Store
+from lightd.timestamps import parse_rfc3339
 from tests.api.ws_helpers import connect
 from tests.conftest import VENDOR, Api, wait_for
 from tests.servers.helpers import create_server, get, make_volume, wait_state
@@ -58,7 +59,7 @@ async def test_upstream_token_request_with_ttl_string_and_single_use(api, client
     status, body = await api.post("/auth/tokens", json={"ttl": "1h", "remove_on_use": True})
     assert status == 201, body
     assert body["remove_on_use"] is True and body["purpose"] == "all"
-    assert before + 3600 - 5 <= body["expires_at"] <= time.time() + 3600 + 5
+    assert before + 3600 - 5 <= parse_rfc3339(body["expires_at"]) <= time.time() + 3600 + 5
     _, listing = await api.get("/auth/tokens")
     assert [t["remove_on_use"] for t in listing["tokens"]] == [True]
 
@@ -87,7 +88,7 @@ async def test_a_single_use_token_wins_exactly_one_race(api, client):
 async def test_ttl_durations(api, ttl, seconds):
     status, body = await api.post("/auth/tokens", json={"ttl": ttl})
     assert status == 201, body
-    assert abs(body["expires_at"] - time.time() - seconds) < 5
+    assert abs(parse_rfc3339(body["expires_at"]) - time.time() - seconds) < 5
 
 
 @pytest.mark.parametrize("request_body, field", [

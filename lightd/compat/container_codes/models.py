@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import re
 import shlex
-import time
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from lightd.servers.models import INTERNAL_ID
+from lightd.timestamps import rfc3339
 
 # The real project's `security.rs`: alphanumerics, '-' and '_', no leading or trailing '-', at most 63.
 NAME = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
@@ -69,10 +69,7 @@ def parse_cores(value: Any) -> float:
     return cores
 
 
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+iso = rfc3339  # Container Codes' times are lightd's format already
 
 
 def command_line(command: list[str] | str | None) -> str | None:
