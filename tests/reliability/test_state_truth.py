@@ -72,6 +72,16 @@ async def test_exits_while_the_daemon_is_down_are_reported_with_the_real_exit_co
         assert policy == ["crashed", "offline", "starting", "running"], policy
         _, view = await daemon.call("GET", "/containers/dies")
         assert view["exit_code"] == 137
+
+        # A delete is the server's last update (issue 11, item 5).
+        status, body = await daemon.call("DELETE", "/containers/dies")
+        assert status == 200, body
+
+        async def deleted_sent() -> bool:
+            return any(u["server"] == "dies" and u.get("status") == "deleted" for u in panel.updates)
+
+        await wait_for(deleted_sent, timeout=30, interval=0.2)
+        assert [u for u in panel.updates if u["server"] == "dies"][-1]["status"] == "deleted"
         for updates in after.values():  # seq goes on from where it was, without a gap
             seqs = [u["seq"] for u in updates]
             assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
