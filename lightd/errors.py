@@ -1,4 +1,4 @@
-"""The one error tree of lightd. Services raise these; `api/middleware.py` maps them to HTTP by type.
+"""The one error tree of lightd. Services raise these; `lightd/http_errors.py` maps them to HTTP by type.
 
     LightdError (500, "internal_error")
     ├── BadRequest (400, "bad_request")

@@ -1,7 +1,9 @@
-"""SQLite persistence through aiosqlite: schema, forward migrations and every query. The only SQL in lightd.
+"""SQLite persistence through aiosqlite: the one connection, the core schema and its forward migrations,
+and the core's queries (servers, volumes, ports, tokens; the outbox's are in outbox_store.py).
 
 One connection in WAL mode; aiosqlite runs each call on its own worker thread so the event loop never
-blocks on the disk.
+blocks on the disk. A front end keeps its own tables in its own `store.py` (a NamespacedStore) on this
+connection, migrated in its own namespace of `schema_versions` the first time it is used.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from typing import Any
 import aiosqlite
 import orjson
 
-OUTBOX_DROPPED_KEEP = 10_000
-"""Dropped remote-sync updates kept for inspection (newest); the all-time count is kept apart."""
+from lightd.outbox_store import OutboxQueries
 
-# Each entry migrates the schema from version i to i + 1. Append only; never edit a released step.
+# Each entry migrates the schema from version i to i + 1. Append only; never edit a released step (3 and 4
+# were emptied when their tables moved to the front ends: see below).
 MIGRATIONS: list[str] = [
     """
     CREATE TABLE volumes (
@@ -86,76 +88,12 @@ MIGRATIONS: list[str] = [
             UNION ALL SELECT server, json_extract(payload, '$.seq') FROM outbox_dropped
         ) GROUP BY server;
     """,
-    # Container Codes front end: its jobs, proxy upstreams and routes, and small settings (file-area volume,
-    # proxy config).
-    """
-    CREATE TABLE cc_jobs (
-        id           TEXT PRIMARY KEY,
-        name         TEXT NOT NULL,
-        status       TEXT NOT NULL,
-        priority     INTEGER NOT NULL,
-        request      TEXT NOT NULL,
-        attempts     INTEGER NOT NULL DEFAULT 0,
-        container    TEXT,
-        volume_id    TEXT,
-        exit_code    INTEGER,
-        error        TEXT,
-        logs         TEXT NOT NULL DEFAULT '[]',
-        output_files TEXT NOT NULL DEFAULT '[]',
-        boot         REAL NOT NULL,
-        created_at   REAL NOT NULL,
-        started_at   REAL,
-        finished_at  REAL,
-        updated_at   REAL NOT NULL
-    );
-    CREATE INDEX cc_jobs_status ON cc_jobs(status, priority, created_at);
-    CREATE TABLE cc_proxy_upstreams (
-        name        TEXT PRIMARY KEY,
-        config      TEXT NOT NULL,
-        created_at  REAL NOT NULL
-    );
-    CREATE TABLE cc_proxy_routes (
-        id          TEXT PRIMARY KEY,
-        config      TEXT NOT NULL,
-        created_at  REAL NOT NULL
-    );
-    CREATE TABLE cc_settings (
-        key         TEXT PRIMARY KEY,
-        value       TEXT NOT NULL
-    );
-    """,
-    # ProxiCloud front end: integer vmids for lightd containers (never reused: a deleted container's row is
-    # kept, retired), the analytics samples (30 days, pruned by the collector) and the activity log.
-    """
-    CREATE TABLE proxicloud_vmids (
-        vmid        INTEGER PRIMARY KEY,
-        server      TEXT NOT NULL,
-        options     TEXT NOT NULL DEFAULT '{}',
-        created_at  REAL NOT NULL,
-        retired_at  REAL
-    );
-    CREATE UNIQUE INDEX proxicloud_vmids_live ON proxicloud_vmids(server) WHERE retired_at IS NULL;
-    CREATE TABLE proxicloud_samples (
-        vmid          INTEGER NOT NULL,
-        ts            REAL NOT NULL,
-        cpu           REAL NOT NULL,
-        memory        INTEGER NOT NULL,
-        memory_total  INTEGER NOT NULL,
-        net_in        INTEGER NOT NULL,
-        net_out       INTEGER NOT NULL,
-        disk          INTEGER NOT NULL
-    );
-    CREATE INDEX proxicloud_samples_vmid ON proxicloud_samples(vmid, ts);
-    CREATE INDEX proxicloud_samples_ts ON proxicloud_samples(ts);
-    CREATE TABLE proxicloud_activity (
-        id          INTEGER PRIMARY KEY AUTOINCREMENT,
-        ts          REAL NOT NULL,
-        action      TEXT NOT NULL,
-        vmid        INTEGER,
-        name        TEXT NOT NULL,
-        details     TEXT
-    );
-    """,    # Named counters; the first counts every remote-sync update ever dropped, so that outbox_dropped can keep
+    # Steps 3 and 4 made the Container Codes and ProxiCloud tables; those front ends now own them (each in its
+    # own namespace of schema_versions, created on first use), so for a new database these steps do nothing.
+    # A database that ran them keeps the tables and their rows.
+    "",
+    "",
+    # Named counters; the first counts every remote-sync update ever dropped, so that outbox_dropped can keep
     # only the newest rows (it grew without bound while a panel refused updates).
     """
     CREATE TABLE counters (
@@ -174,6 +112,13 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE tokens ADD COLUMN remove_on_use INTEGER NOT NULL DEFAULT 0;
     """,
+    # Front ends' own tables are versioned apart, one row per namespace (see lightd/namespaced_store.py).
+    """
+    CREATE TABLE schema_versions (
+        namespace   TEXT PRIMARY KEY,
+        version     INTEGER NOT NULL
+    );
+    """,
 ]
 
 
@@ -181,15 +126,16 @@ def _row(cursor_row: aiosqlite.Row | None) -> dict[str, Any] | None:
     return dict(cursor_row) if cursor_row is not None else None
 
 
-class Store:
-    """All persistent state of the daemon."""
+class Store(OutboxQueries):
+    """The daemon's SQLite connection and its core state: servers, volumes, ports, tokens (and, from
+    OutboxQueries, the remote-sync outbox and its counters)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
-        # One writer at a time: a transaction spans awaits, and another coroutine's statement must not
-        # land inside it.
-        self._write_lock = asyncio.Lock()
+        self.write_lock = asyncio.Lock()
+        """One writer at a time: a transaction spans awaits, and another coroutine's statement must not land
+        inside it. Held by `write` and `transaction`, and by a front end's namespace migration."""
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -199,7 +145,7 @@ class Store:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: autocommit, transactions only where _Transaction opens one.
+        # isolation_level=None: autocommit, transactions only where Transaction opens one.
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
         self._db.row_factory = aiosqlite.Row
         await self._db.execute("PRAGMA journal_mode=WAL")
@@ -234,40 +180,48 @@ class Store:
             row = await cur.fetchone()
         return int(row[0])
 
-    async def _fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+    # -- shared with the stores that use this connection (outbox, front ends) ---------------------------
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        """Every row of a query, as dicts."""
         async with self.db.execute(sql, tuple(params)) as cur:
             return [dict(r) for r in await cur.fetchall()]
 
-    async def _fetchone(self, sql: str, params: Iterable[Any] = ()) -> dict[str, Any] | None:
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> dict[str, Any] | None:
+        """The first row of a query as a dict, or None."""
         async with self.db.execute(sql, tuple(params)) as cur:
             return _row(await cur.fetchone())
 
-    async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
-        async with self._write_lock:
+    async def write(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """One statement under the write lock; the rows it changed."""
+        async with self.write_lock:
             cur = await self.db.execute(sql, tuple(params))
             return cur.rowcount
 
+    def transaction(self) -> Transaction:
+        """`async with store.transaction():` several statements, all or none (use `store.db.execute` inside)."""
+        return Transaction(self.db, self.write_lock)
+
     # -- volumes -------------------------------------------------------------------------------------
     async def insert_volume(self, volume_id: str, path: str) -> None:
-        await self._write("INSERT INTO volumes (id, path, created_at) VALUES (?, ?, ?)", (volume_id, path, time.time()))
+        await self.write("INSERT INTO volumes (id, path, created_at) VALUES (?, ?, ?)", (volume_id, path, time.time()))
 
     async def get_volume(self, volume_id: str) -> dict[str, Any] | None:
-        return await self._fetchone("SELECT * FROM volumes WHERE id = ?", (volume_id,))
+        return await self.fetchone("SELECT * FROM volumes WHERE id = ?", (volume_id,))
 
     async def list_volumes(self) -> list[dict[str, Any]]:
-        return await self._fetchall("SELECT * FROM volumes ORDER BY created_at")
+        return await self.fetchall("SELECT * FROM volumes ORDER BY created_at")
 
     async def delete_volume(self, volume_id: str) -> bool:
-        return await self._write("DELETE FROM volumes WHERE id = ?", (volume_id,)) > 0
+        return await self.write("DELETE FROM volumes WHERE id = ?", (volume_id,)) > 0
 
     async def containers_using_volume(self, volume_id: str) -> list[str]:
-        rows = await self._fetchall("SELECT internal_id FROM containers WHERE volume_id = ?", (volume_id,))
+        rows = await self.fetchall("SELECT internal_id FROM containers WHERE volume_id = ?", (volume_id,))
         return [r["internal_id"] for r in rows]
 
     # -- ports ---------------------------------------------------------------------------------------
     async def insert_port(self, ip: str, port: int, protocol: str) -> bool:
         """False when that ip/port/protocol is already in the pool."""
-        return await self._write(
+        return await self.write(
             "INSERT OR IGNORE INTO ports (ip, port, protocol, created_at) VALUES (?, ?, ?, ?)",
             (ip, port, protocol, time.time()),
         ) > 0
@@ -285,10 +239,10 @@ class Store:
             clauses.append("in_use = ?")
             params.append(int(in_use))
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        return await self._fetchall(f"SELECT * FROM ports{where} ORDER BY ip, port, protocol", params)
+        return await self.fetchall(f"SELECT * FROM ports{where} ORDER BY ip, port, protocol", params)
 
     async def set_port_use(self, ip: str, port: int, protocol: str, in_use: bool, container: str | None) -> bool:
-        return await self._write(
+        return await self.write(
             "UPDATE ports SET in_use = ?, container = ? WHERE ip = ? AND port = ? AND protocol = ?",
             (int(in_use), container, ip, port, protocol),
         ) > 0
@@ -303,9 +257,9 @@ class Store:
         return True
 
     async def _claim_ports(self, keys: list[tuple[str, int, str]], container: str) -> None:
-        async with self._lock_write():
+        async with self.transaction():
             for ip, port, protocol in keys:
-                row = await self._fetchone(
+                row = await self.fetchone(
                     "SELECT in_use, container FROM ports WHERE ip = ? AND port = ? AND protocol = ?", (ip, port, protocol)
                 )
                 if row is None or (row["in_use"] and row["container"] != container):
@@ -318,7 +272,7 @@ class Store:
     async def release_ports_of(self, container: str, keep: list[tuple[str, int, str]] = ()) -> None:
         rows = await self.list_ports()
         keep_set = set(keep)
-        async with self._lock_write():
+        async with self.transaction():
             for row in rows:
                 key = (row["ip"], row["port"], row["protocol"])
                 if row["container"] == container and key not in keep_set:
@@ -327,28 +281,25 @@ class Store:
                     )
 
     async def delete_port(self, ip: str, port: int, protocol: str) -> bool:
-        return await self._write(
+        return await self.write(
             "DELETE FROM ports WHERE ip = ? AND port = ? AND protocol = ?", (ip, port, protocol)
         ) > 0
-
-    def _lock_write(self) -> "_Transaction":
-        return _Transaction(self.db, self._write_lock)
 
     # -- containers ----------------------------------------------------------------------------------
     async def insert_container(self, internal_id: str, volume_id: str, spec: dict[str, Any], install_state: str) -> None:
         now = time.time()
-        await self._write(
+        await self.write(
             "INSERT INTO containers (internal_id, volume_id, spec, install_state, created_at, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (internal_id, volume_id, orjson.dumps(spec).decode(), install_state, now, now),
         )
 
     async def get_container(self, internal_id: str) -> dict[str, Any] | None:
-        row = await self._fetchone("SELECT * FROM containers WHERE internal_id = ?", (internal_id,))
+        row = await self.fetchone("SELECT * FROM containers WHERE internal_id = ?", (internal_id,))
         return _decode_container(row) if row else None
 
     async def list_containers(self) -> list[dict[str, Any]]:
-        return [_decode_container(r) for r in await self._fetchall("SELECT * FROM containers ORDER BY created_at")]
+        return [_decode_container(r) for r in await self.fetchall("SELECT * FROM containers ORDER BY created_at")]
 
     async def update_container(self, internal_id: str, **fields: Any) -> None:
         if "spec" in fields:
@@ -357,18 +308,18 @@ class Store:
             fields["oom_killed"] = int(bool(fields["oom_killed"]))
         fields["updated_at"] = time.time()
         assignments = ", ".join(f"{name} = ?" for name in fields)
-        await self._write(
+        await self.write(
             f"UPDATE containers SET {assignments} WHERE internal_id = ?", (*fields.values(), internal_id)
         )
 
     async def delete_container(self, internal_id: str) -> bool:
-        return await self._write("DELETE FROM containers WHERE internal_id = ?", (internal_id,)) > 0
+        return await self.write("DELETE FROM containers WHERE internal_id = ?", (internal_id,)) > 0
 
     # -- temporary tokens ----------------------------------------------------------------------------
     async def insert_token(self, token_hash: str, container: str | None, purpose: str, created_at: float, expires_at: float,
                            token_id: str | None = None, remove_on_use: bool = False) -> None:
         """`token_id` is the public id (a random one when None)."""
-        await self._write(
+        await self.write(
             "INSERT INTO tokens (hash, container, purpose, created_at, expires_at, id, remove_on_use)"
             " VALUES (?, ?, ?, ?, ?, COALESCE(?, lower(hex(randomblob(8)))), ?)",
             (token_hash, container, purpose, created_at, expires_at, token_id, int(remove_on_use)),
@@ -376,14 +327,14 @@ class Store:
 
     async def consume_token(self, token_hash: str) -> bool:
         """Delete a single-use token as it is used; False when it is already gone (used by someone else)."""
-        return await self._write("DELETE FROM tokens WHERE hash = ? AND remove_on_use = 1", (token_hash,)) == 1
+        return await self.write("DELETE FROM tokens WHERE hash = ? AND remove_on_use = 1", (token_hash,)) == 1
 
     async def get_token(self, token_hash: str) -> dict[str, Any] | None:
-        return await self._fetchone("SELECT * FROM tokens WHERE hash = ?", (token_hash,))
+        return await self.fetchone("SELECT * FROM tokens WHERE hash = ?", (token_hash,))
 
     async def live_tokens(self, now: float) -> list[dict[str, Any]]:
         """Unexpired tokens, oldest first, without their hashes."""
-        return await self._fetchall(
+        return await self.fetchall(
             "SELECT id, container, purpose, created_at, expires_at, remove_on_use FROM tokens WHERE expires_at > ?"
             " ORDER BY created_at, id",
             (now,),
@@ -391,8 +342,8 @@ class Store:
 
     async def delete_token(self, token_id: str) -> dict[str, Any] | None:
         """Remove the token with this public id; the row removed (without its hash), or None."""
-        async with self._lock_write():
-            row = await self._fetchone(
+        async with self.transaction():
+            row = await self.fetchone(
                 "SELECT id, container, purpose, created_at, expires_at, remove_on_use FROM tokens WHERE id = ?",
                 (token_id,))
             if row is not None:
@@ -400,314 +351,19 @@ class Store:
             return row
 
     async def delete_expired_tokens(self, now: float) -> int:
-        return await self._write("DELETE FROM tokens WHERE expires_at < ?", (now,))
+        return await self.write("DELETE FROM tokens WHERE expires_at < ?", (now,))
 
     async def delete_tokens_of(self, container: str) -> int:
-        return await self._write("DELETE FROM tokens WHERE container = ?", (container,))
-
-    # -- remote-sync outbox --------------------------------------------------------------------------
-    async def enqueue_update(self, server: str, payload: dict[str, Any], max_rows: int) -> tuple[int, int]:
-        """Append an update; returns (outbox seq, per-server seq). Past `max_rows` the oldest row is dropped
-        into outbox_dropped with reason 'overflow'."""
-        async with self._lock_write():
-            row = await self._fetchone(
-                "INSERT INTO outbox_server_seq (server, last_seq) VALUES (?, 1)"
-                " ON CONFLICT(server) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq AS s",
-                (server,),
-            )
-            server_seq = int(row["s"])
-            payload = {**payload, "seq": server_seq}
-            cur = await self.db.execute(
-                "INSERT INTO outbox (server, server_seq, payload, created_at) VALUES (?, ?, ?, ?)",
-                (server, server_seq, orjson.dumps(payload).decode(), time.time()),
-            )
-            seq = cur.lastrowid
-            count = (await self._fetchone("SELECT COUNT(*) AS n FROM outbox"))["n"]
-            if count > max_rows:
-                oldest = await self._fetchone("SELECT * FROM outbox ORDER BY seq LIMIT 1")
-                await self._drop_outbox_row(oldest, "overflow")
-        return int(seq), server_seq
-
-    async def pending_updates(self, limit: int = 500) -> list[dict[str, Any]]:
-        rows = await self._fetchall("SELECT * FROM outbox ORDER BY seq LIMIT ?", (limit,))
-        for row in rows:
-            row["payload"] = orjson.loads(row["payload"])
-        return rows
-
-    async def outbox_depth(self) -> int:
-        return (await self._fetchone("SELECT COUNT(*) AS n FROM outbox"))["n"]
-
-    async def dropped_count(self) -> int:
-        """Every update ever dropped (outbox_dropped keeps only the newest OUTBOX_DROPPED_KEEP of them)."""
-        row = await self._fetchone("SELECT value FROM counters WHERE name = 'outbox_dropped'")
-        return int(row["value"]) if row else 0
-
-    async def list_dropped(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The most recently dropped updates, newest first, with their reason."""
-        rows = await self._fetchall("SELECT * FROM outbox_dropped ORDER BY dropped_at DESC, seq DESC LIMIT ?", (limit,))
-        for row in rows:
-            row["payload"] = orjson.loads(row["payload"])
-        return rows
-
-    async def ack_update(self, seq: int) -> None:
-        await self._write("DELETE FROM outbox WHERE seq = ?", (seq,))
-
-    async def bump_attempts(self, seq: int) -> None:
-        await self._write("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", (seq,))
-
-    async def drop_update(self, seq: int, reason: str) -> None:
-        async with self._lock_write():
-            row = await self._fetchone("SELECT * FROM outbox WHERE seq = ?", (seq,))
-            if row is not None:
-                await self._drop_outbox_row(row, reason)
-
-    async def _drop_outbox_row(self, row: dict[str, Any], reason: str) -> None:
-        await self.db.execute(
-            "INSERT OR REPLACE INTO outbox_dropped (seq, server, payload, reason, dropped_at) VALUES (?, ?, ?, ?, ?)",
-            (row["seq"], row["server"], row["payload"], reason, time.time()),
-        )
-        await self.db.execute("DELETE FROM outbox WHERE seq = ?", (row["seq"],))
-        await self.db.execute(
-            "INSERT INTO counters (name, value) VALUES ('outbox_dropped', 1)"
-            " ON CONFLICT(name) DO UPDATE SET value = value + 1"
-        )
-        await self.db.execute(
-            "DELETE FROM outbox_dropped WHERE seq <= (SELECT seq FROM outbox_dropped ORDER BY seq DESC LIMIT 1 OFFSET ?)",
-            (OUTBOX_DROPPED_KEEP,),
-        )
-
-    # -- Container Codes front end --------------------------------------------------------------------
-    _CC_JOB_FIELDS = frozenset({"status", "container", "volume_id", "exit_code", "error", "logs", "output_files",
-                                "started_at", "finished_at", "attempts"})
-
-    async def insert_cc_job(self, job_id: str, name: str, priority: int, request: dict[str, Any], boot: float) -> None:
-        now = time.time()
-        await self._write(
-            "INSERT INTO cc_jobs (id, name, status, priority, request, boot, created_at, updated_at)"
-            " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",
-            (job_id, name, priority, orjson.dumps(request).decode(), boot, now, now),
-        )
-
-    async def get_cc_job(self, job_id: str) -> dict[str, Any] | None:
-        row = await self._fetchone("SELECT * FROM cc_jobs WHERE id = ?", (job_id,))
-        return _decode_cc_job(row) if row else None
-
-    async def list_cc_jobs(self, *, status: str | None = None, created_since: float | None = None,
-                           limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-        where, params = ["1 = 1"], []
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        if created_since is not None:
-            where.append("created_at >= ?")
-            params.append(created_since)
-        clause = " AND ".join(where)
-        total = await self._fetchone(f"SELECT COUNT(*) AS n FROM cc_jobs WHERE {clause}", params)
-        rows = await self._fetchall(
-            f"SELECT * FROM cc_jobs WHERE {clause} ORDER BY created_at DESC, id LIMIT ? OFFSET ?", [*params, limit, offset]
-        )
-        return [_decode_cc_job(r) for r in rows], int(total["n"]) if total else 0
-
-    async def queued_cc_jobs(self, limit: int) -> list[str]:
-        """Ids of queued jobs, highest priority first, then oldest."""
-        rows = await self._fetchall(
-            "SELECT id FROM cc_jobs WHERE status = 'queued' ORDER BY priority DESC, created_at, id LIMIT ?", (limit,)
-        )
-        return [r["id"] for r in rows]
-
-    async def claim_cc_job(self, job_id: str, boot: float) -> bool:
-        """Move a queued job to running for this daemon run; False when someone else took it (or it was cancelled)."""
-        now = time.time()
-        return await self._write(
-            "UPDATE cc_jobs SET status = 'running', boot = ?, attempts = attempts + 1, started_at = ?, error = NULL,"
-            " exit_code = NULL, finished_at = NULL, updated_at = ? WHERE id = ? AND status = 'queued'",
-            (boot, now, now, job_id),
-        ) == 1
-
-    async def update_cc_job(self, job_id: str, **fields: Any) -> None:
-        unknown = set(fields) - self._CC_JOB_FIELDS
-        if unknown:
-            raise ValueError(f"not job fields: {sorted(unknown)}")
-        for key in ("logs", "output_files"):
-            if key in fields:
-                fields[key] = orjson.dumps(fields[key]).decode()
-        columns = ", ".join(f"{name} = ?" for name in fields)
-        await self._write(f"UPDATE cc_jobs SET {columns}, updated_at = ? WHERE id = ?", (*fields.values(), time.time(), job_id))
-
-    async def finish_cc_job(self, job_id: str, from_status: str, **fields: Any) -> bool:
-        """Set a terminal status only if the job is still in `from_status` (a cancel may have won)."""
-        status = fields.pop("status")
-        for key in ("logs", "output_files"):
-            if key in fields:
-                fields[key] = orjson.dumps(fields[key]).decode()
-        columns = "".join(f", {name} = ?" for name in fields)
-        return await self._write(
-            f"UPDATE cc_jobs SET status = ?{columns}, updated_at = ? WHERE id = ? AND status = ?",
-            (status, *fields.values(), time.time(), job_id, from_status),
-        ) == 1
-
-    async def cancel_queued_cc_job(self, job_id: str) -> bool:
-        now = time.time()
-        return await self._write(
-            "UPDATE cc_jobs SET status = 'cancelled', finished_at = ?, updated_at = ? WHERE id = ? AND status = 'queued'",
-            (now, now, job_id),
-        ) == 1
-
-    async def requeue_cc_job(self, job_id: str) -> bool:
-        """A failed or cancelled job back to queued (retry)."""
-        return await self._write(
-            "UPDATE cc_jobs SET status = 'queued', error = NULL, exit_code = NULL, finished_at = NULL, updated_at = ?"
-            " WHERE id = ? AND status IN ('failed', 'cancelled')",
-            (time.time(), job_id),
-        ) == 1
-
-    async def fail_interrupted_cc_jobs(self, boot: float, error: str) -> list[dict[str, Any]]:
-        """Jobs that were running in an earlier daemon run become failed; returns them (as they were)."""
-        async with self._lock_write():
-            rows = await self._fetchall("SELECT * FROM cc_jobs WHERE status = 'running' AND boot < ?", (boot,))
-            now = time.time()
-            await self.db.execute(
-                "UPDATE cc_jobs SET status = 'failed', error = ?, finished_at = ?, updated_at = ?"
-                " WHERE status = 'running' AND boot < ?",
-                (error, now, now, boot),
-            )
-        return [_decode_cc_job(r) for r in rows]
-
-    async def put_cc_proxy_item(self, table: str, key: str, config: dict[str, Any], *, create: bool) -> bool:
-        """Insert (create) or replace an existing upstream/route; False on a duplicate create or a missing update."""
-        sql_table, column = _CC_PROXY_TABLES[table]
-        text = orjson.dumps(config).decode()
-        if create:
-            return await self._write(
-                f"INSERT OR IGNORE INTO {sql_table} ({column}, config, created_at) VALUES (?, ?, ?)", (key, text, time.time())
-            ) == 1
-        return await self._write(f"UPDATE {sql_table} SET config = ? WHERE {column} = ?", (text, key)) == 1
-
-    async def list_cc_proxy_items(self, table: str) -> list[dict[str, Any]]:
-        sql_table, _ = _CC_PROXY_TABLES[table]
-        rows = await self._fetchall(f"SELECT config FROM {sql_table} ORDER BY created_at, rowid")
-        return [orjson.loads(r["config"]) for r in rows]
-
-    async def delete_cc_proxy_item(self, table: str, key: str) -> bool:
-        sql_table, column = _CC_PROXY_TABLES[table]
-        return await self._write(f"DELETE FROM {sql_table} WHERE {column} = ?", (key,)) == 1
-
-    async def get_cc_setting(self, key: str) -> Any:
-        row = await self._fetchone("SELECT value FROM cc_settings WHERE key = ?", (key,))
-        return orjson.loads(row["value"]) if row else None
-
-    async def set_cc_setting(self, key: str, value: Any) -> None:
-        await self._write("INSERT OR REPLACE INTO cc_settings (key, value) VALUES (?, ?)", (key, orjson.dumps(value).decode()))
-
-
-    # -- ProxiCloud front end ------------------------------------------------------------------------
-    async def proxicloud_vmids(self) -> list[dict[str, Any]]:
-        """The live vmid rows (options decoded), lowest vmid first."""
-        rows = await self._fetchall("SELECT * FROM proxicloud_vmids WHERE retired_at IS NULL ORDER BY vmid")
-        for row in rows:
-            row["options"] = orjson.loads(row["options"])
-        return rows
-
-    async def proxicloud_assign_vmid(self, server: str, options: dict[str, Any], first: int) -> tuple[int, bool]:
-        """The live vmid of `server`, allocated (one above any vmid ever given, at least `first`) when it
-        has none; (vmid, True when allocated now)."""
-        async with self._lock_write():
-            row = await self._fetchone(
-                "SELECT vmid FROM proxicloud_vmids WHERE server = ? AND retired_at IS NULL", (server,)
-            )
-            if row is not None:
-                return int(row["vmid"]), False
-            row = await self._fetchone(
-                "INSERT INTO proxicloud_vmids (vmid, server, options, created_at)"
-                " SELECT MAX(COALESCE(MAX(vmid) + 1, ?), ?), ?, ?, ? FROM proxicloud_vmids RETURNING vmid",
-                (first, first, server, orjson.dumps(options).decode(), time.time()),
-            )
-        return int(row["vmid"]), True
-
-    async def proxicloud_retire_vmid(self, server: str) -> int | None:
-        """Retire the live vmid of `server` (kept, never given again) and drop its samples; the vmid."""
-        async with self._lock_write():
-            row = await self._fetchone(
-                "UPDATE proxicloud_vmids SET retired_at = ? WHERE server = ? AND retired_at IS NULL RETURNING vmid",
-                (time.time(), server),
-            )
-            if row is None:
-                return None
-            await self.db.execute("DELETE FROM proxicloud_samples WHERE vmid = ?", (row["vmid"],))
-        return int(row["vmid"])
-
-    async def proxicloud_add_samples(self, rows: list[tuple[int, float, float, int, int, int, int, int]]) -> None:
-        """Append (vmid, ts, cpu, memory, memory_total, net_in, net_out, disk) rows."""
-        if not rows:
-            return
-        async with self._lock_write():
-            await self.db.executemany(
-                "INSERT INTO proxicloud_samples (vmid, ts, cpu, memory, memory_total, net_in, net_out, disk)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-
-    async def proxicloud_has_samples(self) -> bool:
-        return await self._fetchone("SELECT 1 AS one FROM proxicloud_samples LIMIT 1") is not None
-
-    async def proxicloud_compact_samples(self, before: float, bucket: float) -> int:
-        """Samples older than `before` become one row per vmid and `bucket` seconds (averages; network
-        summed; memory total and disk the largest); returns the rows removed. Buckets already down to one
-        row are left as they are."""
-        group = "vmid, CAST(ts / :bucket AS INTEGER)"
-        params = {"before": before, "bucket": bucket}
-        async with self._lock_write():
-            last = (await self._fetchone("SELECT COALESCE(MAX(rowid), 0) AS n FROM proxicloud_samples"))["n"]
-            await self.db.execute(
-                "INSERT INTO proxicloud_samples (vmid, ts, cpu, memory, memory_total, net_in, net_out, disk)"
-                " SELECT vmid, MIN(ts), AVG(cpu), CAST(AVG(memory) AS INTEGER), MAX(memory_total), SUM(net_in),"
-                f" SUM(net_out), MAX(disk) FROM proxicloud_samples WHERE ts < :before GROUP BY {group}"
-                " HAVING COUNT(*) > 1",
-                params,
-            )
-            cur = await self.db.execute(
-                f"DELETE FROM proxicloud_samples WHERE rowid <= :last AND ts < :before AND ({group}) IN"
-                f" (SELECT {group} FROM proxicloud_samples WHERE rowid > :last)",
-                {**params, "last": last},
-            )
-            return cur.rowcount
-
-    async def proxicloud_prune_samples(self, before: float) -> int:
-        return await self._write("DELETE FROM proxicloud_samples WHERE ts < ?", (before,))
-
-    async def proxicloud_series(self, vmid: int, since: float, bucket: float) -> list[dict[str, Any]]:
-        """Samples of `vmid` since `since`, one row per `bucket` seconds: averages, extremes and sums."""
-        return await self._fetchall(
-            "SELECT CAST(ts / ? AS INTEGER) * ? AS ts, AVG(cpu) AS cpu, MIN(cpu) AS cpu_min, MAX(cpu) AS cpu_max,"
-            " AVG(memory) AS memory, MAX(memory_total) AS memory_total, SUM(net_in) AS net_in,"
-            " SUM(net_out) AS net_out, MAX(disk) AS disk, COUNT(*) AS samples"
-            " FROM proxicloud_samples WHERE vmid = ? AND ts >= ? GROUP BY CAST(ts / ? AS INTEGER) ORDER BY 1",
-            (bucket, bucket, vmid, since, bucket),
-        )
-
-    async def proxicloud_add_activity(
-        self, action: str, vmid: int | None, name: str, details: str | None, keep: int,
-    ) -> None:
-        """Append one activity entry; only the newest `keep` entries are kept."""
-        async with self._lock_write():
-            cur = await self.db.execute(
-                "INSERT INTO proxicloud_activity (ts, action, vmid, name, details) VALUES (?, ?, ?, ?, ?)",
-                (time.time(), action, vmid, name, details),
-            )
-            await self.db.execute("DELETE FROM proxicloud_activity WHERE id <= ?", (cur.lastrowid - keep,))
-
-    async def proxicloud_activity(self, limit: int) -> list[dict[str, Any]]:
-        """The newest activity entries, newest first."""
-        return await self._fetchall("SELECT * FROM proxicloud_activity ORDER BY id DESC LIMIT ?", (limit,))
+        return await self.write("DELETE FROM tokens WHERE container = ?", (container,))
 
 
 class _Abort(Exception):
     """Raised inside a transaction to roll it back."""
 
 
-class _Transaction:
-    """`async with`: holds the write lock, commits on success, rolls back on error. Use `self.db.execute`
-    inside (never `_write`, which would wait for the lock held here)."""
+class Transaction:
+    """`async with`: holds the write lock, commits on success, rolls back on error. Use `db.execute`
+    inside (never `write`, which would wait for the lock held here)."""
 
     def __init__(self, db: aiosqlite.Connection, lock: asyncio.Lock) -> None:
         self.db = db
@@ -721,7 +377,7 @@ class _Transaction:
             self.lock.release()
             raise
 
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         try:
             await self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
         finally:
@@ -731,14 +387,4 @@ class _Transaction:
 def _decode_container(row: dict[str, Any]) -> dict[str, Any]:
     row["spec"] = orjson.loads(row["spec"])
     row["oom_killed"] = bool(row["oom_killed"])
-    return row
-
-
-_CC_PROXY_TABLES = {"upstreams": ("cc_proxy_upstreams", "name"), "routes": ("cc_proxy_routes", "id")}
-
-
-def _decode_cc_job(row: dict[str, Any]) -> dict[str, Any]:
-    row["request"] = orjson.loads(row["request"])
-    row["logs"] = orjson.loads(row["logs"])
-    row["output_files"] = orjson.loads(row["output_files"])
     return row

@@ -212,7 +212,7 @@ async def test_failed_install_on_docker_sends_error_with_details(aiohttp_client,
 async def test_dropped_updates_keep_the_newest_rows_and_count_them_all(tmp_path, monkeypatch):
     """outbox_dropped is capped (it grew without bound while a panel refused every update); the count
     reported as `dropped` stays all-time."""
-    from lightd import store as store_module
+    from lightd import outbox_store as store_module
     from lightd.store import Store
 
     monkeypatch.setattr(store_module, "OUTBOX_DROPPED_KEEP", 5)

@@ -11,9 +11,10 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import WSMsgType, web
+from pydantic import BaseModel, Field
 
 from lightd import keys
 from lightd.api.console_protocol import (
@@ -21,6 +22,7 @@ from lightd.api.console_protocol import (
 )
 from lightd.api.middleware import bearer_token
 from lightd.api.public import self_authenticated
+from lightd.api.route_docs import documented
 from lightd.auth import Principal
 from lightd.config import ConsoleConfig
 from lightd.errors import BadRequest, Conflict, Forbidden, LightdError, NotFound, Unauthorized
@@ -310,8 +312,29 @@ async def _refuse(request: web.Request, code: int, reason: str) -> web.WebSocket
     return ws
 
 
+class ConsoleSocketQuery(BaseModel):
+    """What the socket reads from its query string (itself: it is self-authenticated)."""
+
+    token: str | None = Field(default=None, description="The node token or a temporary token of purpose all or "
+                              "websocket (browsers cannot set headers); or send `Authorization: Bearer`.")
+    batch: Literal["1", "true"] | None = Field(default=None, description="Console output as one `console_batch` "
+                                               "frame per chunk of lines, rather than one `console` frame a line.")
+
+
+UPGRADE_DESCRIPTION = (
+    "Upgrade to the console WebSocket of one container (`Connection: Upgrade`, `Upgrade: websocket`); its messages "
+    "are described in the Lightd protocol (`shared/spec/lightd-protocol.md`). A refused socket is upgraded and then "
+    "closed at once, so that a browser can read why: close code 4401 for a missing, invalid, expired or revoked "
+    "token (also when a temporary token expires or is revoked later), 4403 for a token of another container or of "
+    "purpose api, 4404 for an unknown container (also when it is deleted later: do not reconnect), 4429 for too "
+    "many sockets on this container (console.max_sockets). A plain GET without the upgrade gets "
+    "the same refusal as HTTP 401, 403 or 404, and 400 when it is allowed in."
+)
+
+
 @routes.get("/ws/{container_id}")
 @self_authenticated
+@documented(status=101, own_query=ConsoleSocketQuery, description=UPGRADE_DESCRIPTION)
 async def console_socket(request: web.Request) -> web.StreamResponse:
     """Upgrade to the console socket of one container (token in `?token=` or `Authorization: Bearer`)."""
     container_id = request.match_info["container_id"]

@@ -9,10 +9,10 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lightd import keys
-from lightd.api.openapi import View, documented
+from lightd.api.route_docs import View, documented
 from lightd.api.responses import json_response, read_model, read_query
-from lightd.servers.listing import PageRequest, container_page
 from lightd.ports import PortSpec
+from lightd.servers.listing import PageRequest, container_page
 from lightd.servers.models import (CommandRequest, ContainerSpec, InstallState, Limits, Mount, RebindRequest,
                                    ReinstallRequest, RuntimeState, StopConfig)
 

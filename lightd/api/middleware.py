@@ -2,61 +2,34 @@
 
 from __future__ import annotations
 
-import logging
-import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from lightd import keys
-from lightd.access_log import escape
+from lightd import http_errors, keys
 from lightd.api.public import is_public, is_public_handler
-from lightd.api.responses import json_response, query_names, refuse_unknown_query
-from lightd.errors import BadRequest, Forbidden, LightdError, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthorized
-
-log = logging.getLogger(__name__)
+from lightd.api.responses import query_names, refuse_unknown_query
+from lightd.errors import Forbidden, Unauthorized
+from lightd.http_errors import ErrorAnswer, Failure, Origin
 
 VENDOR_MEDIA_TYPE = "application/vnd.pkglatv1+json"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_response(exc: LightdError) -> web.Response:
-    return json_response(exc.to_dict(), status=exc.status)
+def native_error_body(request: web.Request, failure: Failure) -> ErrorAnswer:
+    """The native shape: `{"error", "code", "details"}` (and the `request_id` of an unhandled error)."""
+    body = failure.error.to_dict()
+    if failure.origin is Origin.UNHANDLED:
+        body["request_id"] = failure.request_id
+    return ErrorAnswer(body)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map the LightdError tree (and aiohttp's own HTTP errors) to `{"error", "code", "details"}` bodies."""
-    try:
-        return await handler(request)
-    except LightdError as exc:
-        return error_response(exc)
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[keys.CONFIG].api.max_body_bytes
-        return error_response(PayloadTooLarge(f"request body is larger than the limit of {limit} bytes"))
-    except web.HTTPException as exc:
-        if exc.status < 400 or exc.empty_body:
-            raise
-        message = exc.reason if exc.text is None or exc.text.startswith(f"{exc.status}:") else exc.text
-        body = _HTTP_ERRORS.get(exc.status, BadRequest)(message).to_dict()
-        return json_response(body, status=exc.status, headers=_allowed(exc))
-    except Exception:
-        request_id = uuid.uuid4().hex[:12]
-        # SECURITY: log forging: the path arrives percent-decoded (`%0a` is a newline).
-        log.exception("unhandled error in %s %s (request %s)", escape(request.method), escape(request.rel_url.path),
-                      request_id)
-        body = LightdError("internal server error", details={"request_id": request_id}).to_dict()
-        return json_response({**body, "request_id": request_id}, status=500)
+def _body_limit(request: web.Request) -> int:
+    return request.app[keys.CONFIG].api.max_body_bytes
 
 
-# aiohttp's own answers (no such route, wrong method...) in the same shape and codes as ours.
-_HTTP_ERRORS: dict[int, type[LightdError]] = {401: Unauthorized, 403: Forbidden, 404: NotFound, 405: MethodNotAllowed,
-                                               413: PayloadTooLarge}
-
-
-def _allowed(exc: web.HTTPException) -> dict[str, str]:
-    allow = exc.headers.get("Allow")
-    return {"Allow": allow} if allow else {}
+error_middleware = http_errors.error_middleware(native_error_body, name="api", body_limit=_body_limit)
+"""The LightdError tree (and aiohttp's own HTTP errors) as `{"error", "code", "details"}` bodies."""
 
 
 @web.middleware
@@ -65,7 +38,7 @@ async def body_limit_middleware(request: web.Request, handler: Handler) -> web.S
     (bodies without a declared length are capped by aiohttp's client_max_size as they are read)."""
     limit = request.app[keys.CONFIG].api.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
+        raise http_errors.body_too_large(limit)
     return await handler(request)
 
 

@@ -1,24 +1,22 @@
 """GET /openapi.json: an OpenAPI 3.1 document of the native API, generated from the router and the pydantic
-request and response models the routes declare with `@documented` — never written by hand a second time."""
+request and response models the routes declare with `@documented` (api/route_docs.py) — never written by hand a
+second time."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from lightd import __version__
 from lightd.api.middleware import VENDOR_MEDIA_TYPE
 from lightd.api.public import is_public_handler, self_authenticated
 from lightd.api.responses import accepts_query, json_response
+from lightd.api.route_docs import Response, documented
 from lightd.errors import ERROR_CODES
 
-H = TypeVar("H", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
-Response = type[BaseModel] | dict[str, Any]
-"""What a route answers on success: a pydantic model, or a JSON schema for what no model describes."""
 routes = web.RouteTableDef()
 _PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 _REF = "#/components/schemas/{model}"
@@ -65,35 +63,6 @@ SECURITY_SCHEMES: dict[str, Any] = {
 }
 
 
-class View(BaseModel):
-    """Base of the response models: every field is always in the answer (none has a default; null where the
-    type says so) and no other field is (`additionalProperties: false`, so a field added to an answer and not
-    here fails the document tests); fields' docstrings describe them."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
-
-def documented(*, body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
-               status: int = 200, summary: str | None = None, binary: bool = False,
-               response: Response | None = None, media_type: str = "application/json", also: tuple[int, ...] = (),
-               own_query: type[BaseModel] | None = None, description: str | None = None) -> Callable[[H], H]:
-    """Declare what a route reads and answers, for the OpenAPI document. `query` is also the whole of the
-    query string the route accepts: `query_middleware` refuses any other parameter; `own_query` is documented
-    only (a self-authenticated route that reads its own). `response` is the body of `status` (and of the
-    statuses in `also`), in `media_type`; `binary` is an application/octet-stream download. `status` 101 is
-    an upgrade (no body)."""
-
-    def mark(handler: H) -> H:
-        handler.__openapi__ = {"body": body, "query": query, "status": status, "summary": summary,  # type: ignore[attr-defined]
-                               "binary": binary, "response": response, "media_type": media_type, "also": also,
-                               "own_query": own_query, "description": description}
-        if query is not None:
-            handler.__query__ = query  # type: ignore[attr-defined]
-        return handler
-
-    return mark
-
-
 def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
     schema = model.model_json_schema(ref_template=_REF, mode="validation")
     for name, definition in [*schema.pop("$defs", {}).items(), (model.__name__, schema)]:
@@ -128,7 +97,10 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
         options = [option for option in prop.get("anyOf", []) if option.get("type") != "null"]
         if len(options) == 1:
             prop = {**{k: v for k, v in prop.items() if k not in ("anyOf", "default")}, **options[0]}
-        parameters.append({"name": name, "in": "query", "required": name in required, "schema": prop})
+        parameter = {"name": name, "in": "query", "required": name in required}
+        if "description" in prop:
+            parameter["description"] = prop["description"]
+        parameters.append({**parameter, "schema": {k: v for k, v in prop.items() if k != "description"}})
     return parameters
 
 

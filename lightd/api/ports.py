@@ -8,7 +8,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lightd import keys
-from lightd.api.openapi import View, documented
+from lightd.api.route_docs import View, documented
 from lightd.api.responses import ascii_int, json_response, read_model, read_query
 from lightd.errors import ValidationFailed
 from lightd.ports import PortSpec, normalize_ip

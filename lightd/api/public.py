@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from datetime import datetime
+from typing import Literal, TypeVar
 
 from aiohttp import web
 
 from lightd import __version__
 from lightd.api.responses import accepts_query, json_response
+from lightd.api.route_docs import View, documented
 from lightd.timestamps import rfc3339
 
 H = TypeVar("H", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
@@ -37,8 +39,17 @@ def is_public(request: web.Request) -> bool:
 routes = web.RouteTableDef()
 
 
+class Pong(View):
+    status: Literal["ok"]
+    version: str
+    """lightd's version."""
+    time: datetime
+    """The node's clock."""
+
+
 @routes.get("/api/v1/public/ping")
 @self_authenticated
 @accepts_query(None)
+@documented(response=Pong)
 async def ping(request: web.Request) -> web.Response:
     return json_response({"status": "ok", "version": __version__, "time": rfc3339(time.time())})

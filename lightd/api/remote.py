@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from lightd import keys
-from lightd.api.openapi import View, documented
+from lightd.api.route_docs import View, documented
 from lightd.api.responses import json_response
 from lightd.auth import mask_token
 from lightd.config import ConfigError, RemoteConfig, load_config

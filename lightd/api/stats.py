@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from lightd import keys
-from lightd.api.openapi import View, documented
+from lightd.api.route_docs import View, documented
 from lightd.api.responses import json_response
 from lightd.servers.models import RuntimeState
 

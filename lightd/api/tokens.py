@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lightd import keys
-from lightd.api.openapi import View, documented
+from lightd.api.route_docs import View, documented
 from lightd.api.responses import json_response, read_model
 from lightd.auth import Purpose
 from lightd.config import TokenConfig

@@ -18,7 +18,6 @@ from lightd.api.middleware import bearer_token
 from lightd.api.responses import ascii_int
 from lightd.compat.base import CompatServices
 from lightd.config import CompatFrontEnd, Config
-from lightd.errors import LightdError
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +75,12 @@ def own_ports(config: Config) -> frozenset[int]:
 
 def token_middleware(services: CompatServices) -> Callable[..., Awaitable[web.StreamResponse]]:
     """For a separate port with `require_token`: the node token (Bearer, X-API-Key or ?token=) on every
-    request."""
+    request; a refusal is answered by the front end's own error middleware, in its shape."""
 
     @web.middleware
     async def require_token(request: web.Request, handler: Callable[..., Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         token = bearer_token(request) or request.headers.get("X-API-Key") or request.query.get("token")
-        try:
-            await services.tokens.authenticate(token, purpose="api", container=None)
-        except LightdError as exc:
-            return web.json_response(exc.to_dict(), status=exc.status)
+        await services.tokens.authenticate(token, purpose="api", container=None)
         return await handler(request)
 
     return require_token
@@ -100,7 +96,8 @@ async def start_front_ends(main_app: web.Application, config: Config) -> list[we
             continue
         app = front_end.build(services)
         if settings.require_token:
-            app.middlewares.insert(0, token_middleware(services))
+            # Just inside the front end's error middleware (first in every front end), which renders the 401.
+            app.middlewares.insert(1, token_middleware(services))
         elif settings.host not in ("127.0.0.1", "::1", "localhost"):
             log.warning("compat %s listens on %s without a token: anyone who reaches it controls containers",
                         front_end.name, settings.host)

@@ -11,9 +11,12 @@ import sys
 from typing import Any
 
 import pytest
+from openapi_spec_validator import validate
 
 from lightd.app import create_app
+from lightd.api.middleware import VENDOR_MEDIA_TYPE
 from lightd.api.openapi import build_document
+from lightd.errors import ERROR_CODES
 from tests.conftest import VENDOR, remove_containers
 from tests.reliability.daemon import Daemon
 
@@ -32,6 +35,54 @@ async def test_document_lists_every_native_route(config):
     assert "internal_id" in spec["required"] and "start_pattern" in spec["properties"]
     assert paths["/api/v1/public/ping"]["get"]["security"] == []
     assert not any(p.startswith("/compat/") for p in paths)
+
+
+async def test_document_is_valid_openapi_with_typed_answers(config):
+    document = build_document(create_app(config))
+    validate(document)  # openapi-spec-validator: raises on an invalid OpenAPI 3.1 document
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            success = {code: answer for code, answer in operation["responses"].items() if code < "400"}
+            assert success, (method, path)
+            for code, answer in success.items():
+                for media, content in answer.get("content", {}).items():
+                    assert content["schema"] != {"type": "object"}, f"{method} {path} {code} {media}: untyped answer"
+
+
+async def test_errors_vendor_header_websocket_and_token_request_are_documented(config):
+    document = build_document(create_app(config))
+    schemas = document["components"]["schemas"]
+    assert schemas["ErrorCode"]["enum"] == list(ERROR_CODES)
+    assert schemas["Error"]["required"] == ["error", "code", "details"]
+    assert schemas["Error"]["properties"]["code"] == {"$ref": "#/components/schemas/ErrorCode"}
+    assert "request_id" in schemas["InternalError"]["required"]
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            for code, answer in operation["responses"].items():
+                if code >= "400":
+                    schema = answer["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+                    assert schema == ("InternalError" if code == "500" else "Error"), (method, path, code)
+
+    vendor = document["components"]["securitySchemes"]["vendor"]
+    assert vendor["type"] == "apiKey" and vendor["in"] == "header" and vendor["name"] == "Accept"
+    assert VENDOR_MEDIA_TYPE in vendor["description"]
+    assert document["security"] == [{"bearer": [], "vendor": []}]
+    assert document["paths"]["/system"]["get"].get("security") is None  # authenticated: both schemes
+
+    socket = document["paths"]["/ws/{container_id}"]["get"]
+    assert "101" in socket["responses"] and socket["security"] == []
+    assert {p["name"] for p in socket["parameters"] if p["in"] == "query"} == {"token", "batch"}
+    assert all(str(code) in socket["description"] for code in (4401, 4403, 4404, 4429))
+
+    token = schemas["TokenRequest"]["properties"]
+    assert token["purpose"]["enum"] == ["all", "api", "websocket"] and token["purpose"]["default"] == "all"
+    bounds = next(o for o in token["ttl_seconds"]["anyOf"] if o["type"] == "integer")
+    assert bounds["minimum"] == 1 and bounds["maximum"] == 86_400
+
+    log = document["paths"]["/containers/{container_id}/install-log"]["get"]["responses"]["200"]["content"]
+    assert log == {"text/plain": {"schema": {"type": "string"}}}
+    content = document["paths"]["/volumes/{volume_id}/files/content"]["get"]["responses"]["200"]["content"]
+    assert content == {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 
 
 async def test_document_is_served(client):

@@ -13,10 +13,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from lightd import keys
 from lightd.app import create_app
 from lightd.compat.proxicloud import analytics
 from lightd.compat.proxicloud.node import NODE
+from lightd.compat.proxicloud.store import ProxiCloudStore
 from lightd.compat.proxicloud.templates import template_id
 from lightd.compat.serving import start_front_ends
 from lightd.store import Store
@@ -105,24 +105,25 @@ def proxicloud_tasks() -> list[asyncio.Task[Any]]:
 
 
 async def test_store_vmids_and_activity(tmp_path: Any):
-    store = Store(tmp_path / "db.sqlite")
-    await store.open()
+    core = Store(tmp_path / "db.sqlite")
+    await core.open()
+    store = ProxiCloudStore(lambda: core)
     try:
-        assert await store.proxicloud_assign_vmid("a", {"cores": 2}, 100) == (100, True)
-        assert await store.proxicloud_assign_vmid("a", {}, 100) == (100, False)
-        assert await store.proxicloud_assign_vmid("b", {}, 100) == (101, True)
-        await store.proxicloud_add_samples([(101, time.time(), 1.0, 2, 4, 0, 0, 0)])
-        assert await store.proxicloud_retire_vmid("b") == 101
-        assert await store.proxicloud_retire_vmid("b") is None
-        assert await store.proxicloud_series(101, 0, 60) == []  # its samples went with it
-        assert await store.proxicloud_assign_vmid("b", {}, 100) == (102, True)  # never reused
-        assert [(r["vmid"], r["server"], r["options"]) for r in await store.proxicloud_vmids()] == [
+        assert await store.assign_vmid("a", {"cores": 2}, 100) == (100, True)
+        assert await store.assign_vmid("a", {}, 100) == (100, False)
+        assert await store.assign_vmid("b", {}, 100) == (101, True)
+        await store.add_samples([(101, time.time(), 1.0, 2, 4, 0, 0, 0)])
+        assert await store.retire_vmid("b") == 101
+        assert await store.retire_vmid("b") is None
+        assert await store.series(101, 0, 60) == []  # its samples went with it
+        assert await store.assign_vmid("b", {}, 100) == (102, True)  # never reused
+        assert [(r["vmid"], r["server"], r["options"]) for r in await store.vmids()] == [
             (100, "a", {"cores": 2}), (102, "b", {})]
         for n in range(5):
-            await store.proxicloud_add_activity("start", 100, "a", f"#{n}", keep=3)
-        assert [r["details"] for r in await store.proxicloud_activity(10)] == ["#4", "#3", "#2"]
+            await store.add_activity("start", 100, "a", f"#{n}", keep=3)
+        assert [r["details"] for r in await store.activity(10)] == ["#4", "#3", "#2"]
     finally:
-        await store.close()
+        await core.close()
 
 
 def test_template_ids():
@@ -357,9 +358,9 @@ async def test_analytics_collected_and_served(make_cloud: Callable[..., Any], fa
     assert summary["disk"]["total"] == 9 * 1024**3
 
     # ranges: a sample from two hours ago is in 24h, not in 1h
-    store = cloud.main.app[keys.STORE]
+    store = cloud.main.app[NODE].store
     two_hours_ago = time.time() - 7200
-    await store.proxicloud_add_samples([(100, two_hours_ago, 77.0, 1, 1, 0, 0, 0)])
+    await store.add_samples([(100, two_hours_ago, 77.0, 1, 1, 0, 0, 0)])
     status, hour = await cloud.get("/api/analytics/100/cpu", params={"range": "1h", "interval": "1m"})
     assert all(p["timestamp"] > two_hours_ago + 60 for p in hour["data"]) and hour["max"] < 77.0
     status, day = await cloud.get("/api/analytics/100/cpu", params={"range": "24h", "interval": "1m"})
@@ -367,12 +368,12 @@ async def test_analytics_collected_and_served(make_cloud: Callable[..., Any], fa
     assert day["data_points"] == hour["data_points"] + 1
 
     # retention: a sample older than 30 days is pruned by the next tick
-    await store.proxicloud_add_samples([(100, time.time() - 31 * 86400, 1.0, 1, 1, 0, 0, 0)])
+    await store.add_samples([(100, time.time() - 31 * 86400, 1.0, 1, 1, 0, 0, 0)])
     month_ago = time.time() - 30 * 86400
-    assert (await store.proxicloud_series(100, 0, 60))[0]["ts"] < month_ago
+    assert (await store.series(100, 0, 60))[0]["ts"] < month_ago
 
     async def pruned() -> bool:
-        return (await store.proxicloud_series(100, 0, 60))[0]["ts"] > month_ago
+        return (await store.series(100, 0, 60))[0]["ts"] > month_ago
 
     await wait_for(pruned, timeout=10)
 
@@ -385,7 +386,7 @@ async def test_analytics_collected_and_served(make_cloud: Callable[..., Any], fa
 
     # deleting the container drops its history with its vmid
     assert (await cloud.delete("/api/containers/100"))[0] == 200
-    assert await store.proxicloud_series(100, 0, 86400) == []
+    assert await store.series(100, 0, 86400) == []
 
 
 async def test_bad_input_is_4xx_and_leaves_nothing(cloud: Cloud):
@@ -561,23 +562,24 @@ async def test_analytics_start_only_once_proxicloud_is_used(aiohttp_client: Call
 async def test_old_samples_are_compacted_to_one_an_hour(tmp_path: Any):
     """Past a day, samples become hourly rows: averages, network summed, the 30d series unchanged in its
     totals; recent samples stay at full resolution; compacting again changes nothing."""
-    store = Store(tmp_path / "db.sqlite")
-    await store.open()
+    core = Store(tmp_path / "db.sqlite")
+    await core.open()
+    store = ProxiCloudStore(lambda: core)
     try:
         now = time.time()
         start = (now - 3 * 86400) // 3600 * 3600  # on an hour boundary: exactly 3 buckets of 120 samples
         old = [(101, start + i * 30, float(i % 4), 100 + i, 1000, 10, 5, i) for i in range(360)]
         recent = [(101, now - 300 + i * 30, 50.0, 7, 1000, 1, 1, 9) for i in range(10)]
-        await store.proxicloud_add_samples(old + recent)
-        before = await store.proxicloud_series(101, now - 30 * 86400, 3600)
-        removed = await store.proxicloud_compact_samples(now - 25 * 3600, 3600)
+        await store.add_samples(old + recent)
+        before = await store.series(101, now - 30 * 86400, 3600)
+        removed = await store.compact_samples(now - 25 * 3600, 3600)
         assert removed == 360
-        after = await store.proxicloud_series(101, now - 30 * 86400, 3600)
+        after = await store.series(101, now - 30 * 86400, 3600)
         assert [(r["ts"], r["net_in"], r["net_out"], r["disk"]) for r in after] == \
                [(r["ts"], r["net_in"], r["net_out"], r["disk"]) for r in before]
         assert [r["cpu"] for r in after] == pytest.approx([r["cpu"] for r in before])
         counts = [r["samples"] for r in after]
         assert counts[:3] == [1, 1, 1] and sum(counts[3:]) == 10  # three hourly rows, then full resolution
-        assert await store.proxicloud_compact_samples(now - 25 * 3600, 3600) == 0
+        assert await store.compact_samples(now - 25 * 3600, 3600) == 0
     finally:
-        await store.close()
+        await core.close()

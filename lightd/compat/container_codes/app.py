@@ -18,30 +18,25 @@ INTERNAL_ERROR 500 (logged, no traceback in the body).
 
 from __future__ import annotations
 
-import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from lightd.access_log import escape
 from lightd import keys
 from lightd.api.middleware import bearer_token
-from lightd.api.responses import json_response
 from lightd.compat.base import CompatServices
 from lightd.compat.container_codes import containers, proxy_routes, routes
 from lightd.compat.container_codes.filearea import FileArea
 from lightd.compat.container_codes.jobs import JOB_RUNNER, JobRunner
 from lightd.compat.container_codes.proxy import PROXY, ProxyService
 from lightd.compat.container_codes.routes import FILE_AREA
+from lightd.compat.container_codes.store import STORE, ContainerCodesStore
 from lightd.compat.container_codes.updates import UPDATES, UpdateSockets
 from lightd.errors import LightdError, NotFound, PathNotAllowed
+from lightd.http_errors import ErrorAnswer, Failure, Origin, error_middleware
 
-log = logging.getLogger(__name__)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID = web.RequestKey("container_codes_request_id", str)
 CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 BODY_SLACK = 1024 * 1024
@@ -53,15 +48,12 @@ NOT_FOUND_CODES = {"container": "CONTAINER_NOT_FOUND", "job": "JOB_NOT_FOUND", "
                    "upstream": "UPSTREAM_NOT_FOUND", "route": "ROUTE_NOT_FOUND"}
 
 
-def _error(request: web.Request, status: int, code: str, message: str, details: Any = None,
-           headers: dict[str, str] | None = None) -> web.Response:
-    request_id = request.get(REQUEST_ID) or _new_request_id()
-    body = {"error": {"code": code, "message": message, "details": details, "request_id": request_id}}
-    return json_response(body, status=status, headers={**(headers or {}), "X-Request-Id": request_id})
-
-
-def _new_request_id() -> str:
-    return f"req_{secrets.token_hex(6)}"
+def request_id(request: web.Request) -> str:
+    """This request's id: the client's own `X-Request-Id` when it is sane, else a new one (made once)."""
+    if REQUEST_ID not in request:
+        client_id = request.headers.get("X-Request-Id", "")
+        request[REQUEST_ID] = client_id if CLIENT_REQUEST_ID.match(client_id) else f"req_{secrets.token_hex(6)}"
+    return request[REQUEST_ID]
 
 
 def _code(request: web.Request, exc: LightdError) -> str:
@@ -73,34 +65,31 @@ def _code(request: web.Request, exc: LightdError) -> str:
     return HTTP_CODES.get(exc.status, "INTERNAL_ERROR" if exc.status >= 500 else "INVALID_REQUEST")
 
 
+def seed_error_body(request: web.Request, failure: Failure) -> ErrorAnswer:
+    """The lightd error tree (and aiohttp's HTTP errors) in the seed's `{"error": {"code", ...}}` shape,
+    with the request id in `X-Request-Id`."""
+    error, status, details = failure.error, failure.status, None
+    if failure.origin is Origin.UNHANDLED:
+        code, message = "INTERNAL_ERROR", "Internal server error"
+    elif failure.origin is Origin.HTTP:
+        code = HTTP_CODES.get(status, "INVALID_REQUEST")
+        message = error.message if status == 413 else failure.reason
+    elif status == 404 and request.match_info.route.name == "container_get":
+        known = sorted(request.config_dict[keys.COMPAT].servers.servers)[:20]
+        details = {"container_id": request.match_info.get("id"), "available_containers": known}
+        code, message = "CONTAINER_NOT_FOUND", f"Container with ID '{request.match_info.get('id')}' not found"
+    else:
+        code, message, details = _code(request, error), error.message, error.details
+    body = {"error": {"code": code, "message": message, "details": details, "request_id": failure.request_id}}
+    return ErrorAnswer(body, headers={"X-Request-Id": failure.request_id})
+
+
 @web.middleware
-async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request ids, and the lightd error tree (and aiohttp's HTTP errors) in the seed's error shape."""
-    client_id = request.headers.get("X-Request-Id", "")
-    request[REQUEST_ID] = client_id if CLIENT_REQUEST_ID.match(client_id) else _new_request_id()
-    try:
-        response = await handler(request)
-    except LightdError as exc:
-        if exc.status == 404 and request.match_info.route.name == "container_get":
-            known = sorted(request.config_dict[keys.COMPAT].servers.servers)[:20]
-            details = {"container_id": request.match_info.get("id"), "available_containers": known}
-            return _error(request, 404, "CONTAINER_NOT_FOUND", f"Container with ID '{request.match_info.get('id')}' not found", details)
-        return _error(request, exc.status, _code(request, exc), exc.message, exc.details)
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app._client_max_size  # noqa: SLF001 - aiohttp keeps the limit there only
-        return _error(request, 413, "PAYLOAD_TOO_LARGE", f"request body is larger than the limit of {limit} bytes")
-    except web.HTTPException as exc:
-        if exc.status < 400 or exc.empty_body:
-            raise
-        allow = exc.headers.get("Allow")
-        return _error(request, exc.status, HTTP_CODES.get(exc.status, "INVALID_REQUEST"), exc.reason,
-                      headers={"Allow": allow} if allow else None)
-    except Exception:
-        log.exception("container codes: unhandled error in %s %s (request %s)", escape(request.method), escape(request.rel_url.path),
-                      request[REQUEST_ID])
-        return _error(request, 500, "INTERNAL_ERROR", "Internal server error")
+async def stamp_request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every answer carries its request id (errors get theirs from seed_error_body)."""
+    response = await handler(request)
     if not response.prepared:
-        response.headers["X-Request-Id"] = request[REQUEST_ID]
+        response.headers["X-Request-Id"] = request_id(request)
     return response
 
 
@@ -137,12 +126,18 @@ async def updates_socket(request: web.Request) -> web.StreamResponse:
 
 def create_app(services: CompatServices) -> web.Application:
     """The Container Codes API as one aiohttp application over the daemon's services."""
-    app = web.Application(middlewares=[errors, authenticate], client_max_size=_body_limit(services))
+    body_limit = _body_limit(services)
+    errors = error_middleware(seed_error_body, name="container codes", body_limit=lambda request: body_limit,
+                              request_id=request_id)
+    app = web.Application(middlewares=[errors, stamp_request_id, authenticate], client_max_size=body_limit)
     app[keys.COMPAT] = services
-    files = services.shared(FILE_AREA, lambda: FileArea(services))
+    # Its own tables, on the daemon's connection: one store per daemon, made on the first write.
+    store = services.shared(STORE, lambda: ContainerCodesStore(lambda: services.store))
+    app[STORE] = store
+    files = services.shared(FILE_AREA, lambda: FileArea(services, store))
     app[FILE_AREA] = files
-    app[JOB_RUNNER] = services.shared(JOB_RUNNER, lambda: JobRunner(services, files))
-    app[PROXY] = services.shared(PROXY, lambda: ProxyService(services))
+    app[JOB_RUNNER] = services.shared(JOB_RUNNER, lambda: JobRunner(services, files, store))
+    app[PROXY] = services.shared(PROXY, lambda: ProxyService(services, store))
     app[UPDATES] = UpdateSockets(services)
     app.on_startup.append(_start)
     app.on_shutdown.append(_stop)

@@ -11,6 +11,7 @@ import mimetypes
 from typing import Any
 
 from lightd.compat.base import CompatServices
+from lightd.compat.container_codes.store import ContainerCodesStore
 from lightd.errors import NotFound, PathNotAllowed, PayloadTooLarge
 from lightd.volumes.service import FileStream
 
@@ -30,16 +31,17 @@ def area_path(path: str) -> str:
 class FileArea:
     """The front end's files, in one volume made on first use."""
 
-    def __init__(self, services: CompatServices) -> None:
+    def __init__(self, services: CompatServices, store: ContainerCodesStore) -> None:
         self.services = services
+        self.store = store
         self._lock = asyncio.Lock()
         self._volume: str | None = None
 
     async def volume(self) -> str:
         """The area's volume id (made again if someone deleted it)."""
         async with self._lock:
-            store = self.services.store
-            volume_id = self._volume or await store.get_cc_setting(SETTING)
+            store = self.store
+            volume_id = self._volume or await store.get_setting(SETTING)
             if volume_id:
                 try:
                     await self.services.volumes.record(volume_id)
@@ -48,7 +50,7 @@ class FileArea:
                 except NotFound:
                     pass
             volume_id = (await self.services.volumes.create())["volume_id"]
-            await store.set_cc_setting(SETTING, volume_id)
+            await store.set_setting(SETTING, volume_id)
             self._volume = volume_id
             return volume_id
 

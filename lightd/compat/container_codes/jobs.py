@@ -28,6 +28,7 @@ from aiohttp import web
 from lightd.compat.base import CompatServices
 from lightd.compat.container_codes.filearea import FileArea, matching, walk_files, write_bytes
 from lightd.compat.container_codes.models import PRIORITIES, JobCreate, command_line, iso
+from lightd.compat.container_codes.store import ContainerCodesStore
 from lightd.errors import Conflict, LightdError, NotFound
 from lightd.servers.models import ContainerSpec
 from lightd.tasks import TaskOwner
@@ -73,9 +74,10 @@ def job_view(row: dict[str, Any]) -> dict[str, Any]:
 class JobRunner:
     """Queues, runs, cancels and retries jobs; one per daemon."""
 
-    def __init__(self, services: CompatServices, files: FileArea) -> None:
+    def __init__(self, services: CompatServices, files: FileArea, store: ContainerCodesStore) -> None:
         self.services = services
         self.files = files
+        self.store = store
         self.tasks = TaskOwner("container-codes-jobs")
         self._users = 0
         self._wake = asyncio.Event()
@@ -102,7 +104,7 @@ class JobRunner:
             await self.tasks.close(timeout=5.0)
 
     async def _recover(self) -> None:
-        for row in await self.services.store.fail_interrupted_cc_jobs(self.boot, INTERRUPTED):
+        for row in await self.store.fail_interrupted_jobs(self.boot, INTERRUPTED):
             log.warning("container codes: job %s was interrupted by a daemon stop; recorded failed", row["id"])
             try:
                 if row["container"] and row["container"] in self.services.servers.servers:
@@ -110,7 +112,7 @@ class JobRunner:
                 if row["volume_id"]:  # an interrupted run lists no outputs: its volume goes too
                     with contextlib.suppress(NotFound):  # stopped before the volume was made
                         await self.services.volumes.delete(row["volume_id"])
-                    await self.services.store.update_cc_job(row["id"], volume_id=None)
+                    await self.store.update_job(row["id"], volume_id=None)
             except LightdError as exc:
                 log.warning("container codes: cleaning up interrupted job %s: %s", row["id"], exc)
             self._publish(row["id"], "failed")
@@ -120,7 +122,7 @@ class JobRunner:
         """Record a queued job and wake the dispatcher."""
         await self.services.resolve_image(request.image)  # an unknown image is a 400 now, not a failed job
         job_id = new_job_id()
-        await self.services.store.insert_cc_job(
+        await self.store.insert_job(
             job_id, request.name, PRIORITIES[request.priority], request.model_dump(mode="json"), self.boot,
         )
         self._publish(job_id, "queued")
@@ -128,7 +130,7 @@ class JobRunner:
         return await self.get(job_id)
 
     async def get(self, job_id: str) -> dict[str, Any]:
-        row = await self.services.store.get_cc_job(job_id)
+        row = await self.store.get_job(job_id)
         if row is None:
             raise NotFound(f"Job with ID '{job_id}' not found", details={"job_id": job_id})
         return row
@@ -138,7 +140,7 @@ class JobRunner:
         row = await self.get(job_id)
         if row["status"] in TERMINAL:
             raise Conflict(f"job {job_id} is already {row['status']}", details={"job_id": job_id})
-        if await self.services.store.cancel_queued_cc_job(job_id):
+        if await self.store.cancel_queued_job(job_id):
             self._publish(job_id, "cancelled")
             return await self.get(job_id)
         task = self._running.get(job_id)
@@ -151,7 +153,7 @@ class JobRunner:
     async def retry(self, job_id: str) -> dict[str, Any]:
         """Queue a failed or cancelled job again; 409 otherwise."""
         row = await self.get(job_id)
-        if not await self.services.store.requeue_cc_job(job_id):
+        if not await self.store.requeue_job(job_id):
             raise Conflict(f"only failed or cancelled jobs can be retried (job {job_id} is {row['status']})",
                            details={"job_id": job_id})
         self._publish(job_id, "queued")
@@ -171,8 +173,8 @@ class JobRunner:
             self._wake.clear()
             free = MAX_RUNNING - len(self._running)
             try:
-                for job_id in await self.services.store.queued_cc_jobs(free) if free > 0 else []:
-                    if await self.services.store.claim_cc_job(job_id, self.boot):
+                for job_id in await self.store.queued_jobs(free) if free > 0 else []:
+                    if await self.store.claim_job(job_id, self.boot):
                         self._running[job_id] = self.tasks.spawn(self._run(job_id), name=f"job:{job_id}")
             except Exception:  # noqa: BLE001 - one failed round must not end the dispatcher
                 log.exception("container codes: dispatching jobs failed; trying again in %.0fs", POLL_SECONDS)
@@ -193,7 +195,7 @@ class JobRunner:
                     break
                 await asyncio.sleep(_backoff(request, attempt))
                 attempt += 1
-                await self.services.store.update_cc_job(job_id, attempts=attempt, error=fields.get("error"))
+                await self.store.update_job(job_id, attempts=attempt, error=fields.get("error"))
             await self._finish(job_id, status, **fields)
         except asyncio.CancelledError:
             if job_id in self._cancelling:
@@ -205,7 +207,7 @@ class JobRunner:
             self._wake.set()
 
     async def _finish(self, job_id: str, status: str, **fields: Any) -> None:
-        if await self.services.store.finish_cc_job(job_id, "running", status=status, finished_at=time.time(), **fields):
+        if await self.store.finish_job(job_id, "running", status=status, finished_at=time.time(), **fields):
             self._publish(job_id, status)
 
     async def _attempt(self, job_id: str, request: JobCreate) -> tuple[str, dict[str, Any]]:
@@ -214,7 +216,7 @@ class JobRunner:
         # The volume is recorded before it exists: a daemon stop at any point leaves the job naming every
         # volume to clean up at the next start.
         volume_id = str(uuid.uuid4())
-        await services.store.update_cc_job(job_id, volume_id=volume_id, container=job_id, output_files=[], logs=[])
+        await self.store.update_job(job_id, volume_id=volume_id, container=job_id, output_files=[], logs=[])
         await services.volumes.create(volume_id)
         keep_volume = False
         created = False
@@ -272,7 +274,7 @@ class JobRunner:
                 await servers.delete(job_id)
             if not keep_volume:
                 await self.services.volumes.delete(volume_id)
-                await self.services.store.update_cc_job(job_id, volume_id=None)
+                await self.store.update_job(job_id, volume_id=None)
         except LightdError as exc:
             log.warning("container codes: cleaning up job %s: %s", job_id, exc)
 

@@ -31,6 +31,7 @@ from yarl import URL
 from lightd.compat.base import CompatServices
 from lightd.compat.container_codes.models import parse_duration
 from lightd.compat.container_codes.proxy_models import ProxyConfig, Route, Upstream, UpstreamServer, loopback_address
+from lightd.compat.container_codes.store import ContainerCodesStore
 from lightd.errors import LightdError, NotFound, PayloadTooLarge, ServiceUnavailable
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -54,8 +55,9 @@ class ServerState:
 class ProxyService:
     """Routing, forwarding and statistics; one per daemon (shared by the mounted and own-port apps)."""
 
-    def __init__(self, services: CompatServices) -> None:
+    def __init__(self, services: CompatServices, store: ContainerCodesStore) -> None:
         self.services = services
+        self.store = store
         self.session: aiohttp.ClientSession | None = None
         self._users = 0
         self._rotation: dict[str, int] = {}
@@ -81,11 +83,11 @@ class ProxyService:
 
     # -- configuration -------------------------------------------------------------------------------
     async def config(self) -> ProxyConfig:
-        stored = await self.services.store.get_cc_setting(SETTING)
+        stored = await self.store.get_setting(SETTING)
         return ProxyConfig.model_validate(stored or {})
 
     async def upstreams(self) -> list[Upstream]:
-        return [Upstream.model_validate(u) for u in await self.services.store.list_cc_proxy_items("upstreams")]
+        return [Upstream.model_validate(u) for u in await self.store.list_proxy_items("upstreams")]
 
     async def upstream(self, name: str) -> Upstream:
         for upstream in await self.upstreams():
@@ -94,7 +96,7 @@ class ProxyService:
         raise NotFound(f"upstream {name!r} not found", details={"upstream": name})
 
     async def routes(self) -> list[Route]:
-        return [Route.model_validate(r) for r in await self.services.store.list_cc_proxy_items("routes")]
+        return [Route.model_validate(r) for r in await self.store.list_proxy_items("routes")]
 
     async def route(self, route_id: str) -> Route:
         for route in await self.routes():

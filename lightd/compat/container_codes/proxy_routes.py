@@ -7,7 +7,6 @@ import secrets
 from aiohttp import web
 
 from lightd.api.responses import json_response, read_model
-from lightd.compat.container_codes.containers import services_of
 from lightd.compat.container_codes.proxy import PROXY, SETTING, ProxyService
 from lightd.compat.container_codes.proxy_models import ProxyConfig, Route, Upstream
 from lightd.errors import Conflict, NotFound, ValidationFailed
@@ -31,7 +30,7 @@ async def get_config(request: web.Request) -> web.Response:
 @routes.put("/api/proxy/config", name="proxy_config_put")
 async def put_config(request: web.Request) -> web.Response:
     config = await read_model(request, ProxyConfig)
-    await services_of(request).store.set_cc_setting(SETTING, config.model_dump())
+    await _proxy(request).store.set_setting(SETTING, config.model_dump())
     return json_response({**config.model_dump(), "path_prefix": "/proxy"})
 
 
@@ -44,7 +43,7 @@ async def list_upstreams(request: web.Request) -> web.Response:
 @routes.post("/api/proxy/upstreams", name="upstream_create")
 async def create_upstream(request: web.Request) -> web.Response:
     upstream = await read_model(request, Upstream)
-    if not await services_of(request).store.put_cc_proxy_item("upstreams", upstream.name, upstream.model_dump(), create=True):
+    if not await _proxy(request).store.put_proxy_item("upstreams", upstream.name, upstream.model_dump(), create=True):
         raise Conflict(f"upstream {upstream.name!r} already exists", details={"upstream": upstream.name})
     return json_response(upstream.model_dump(), status=201)
 
@@ -61,7 +60,7 @@ async def put_upstream(request: web.Request) -> web.Response:
     upstream = await read_model(request, Upstream)
     if upstream.name != name:
         raise ValidationFailed("name: cannot be changed (delete and create instead)", details={"field": "name"})
-    await services_of(request).store.put_cc_proxy_item("upstreams", name, upstream.model_dump(), create=False)
+    await _proxy(request).store.put_proxy_item("upstreams", name, upstream.model_dump(), create=False)
     return json_response(upstream.model_dump())
 
 
@@ -73,7 +72,7 @@ async def delete_upstream(request: web.Request) -> web.Response:
     users = [r.id for r in await proxy.routes() if r.upstream == name]
     if users:
         raise Conflict(f"upstream {name!r} is used by route(s) {', '.join(map(str, users))}", details={"routes": users})
-    await services_of(request).store.delete_cc_proxy_item("upstreams", name)
+    await _proxy(request).store.delete_proxy_item("upstreams", name)
     return json_response({"name": name, "deleted": True})
 
 
@@ -88,7 +87,7 @@ async def create_route(request: web.Request) -> web.Response:
     route = await read_model(request, Route)
     await _known_upstream(request, route.upstream)
     route.id = route.id or f"route_{secrets.token_hex(6)}"
-    if not await services_of(request).store.put_cc_proxy_item("routes", route.id, route.model_dump(), create=True):
+    if not await _proxy(request).store.put_proxy_item("routes", route.id, route.model_dump(), create=True):
         raise Conflict(f"route {route.id!r} already exists", details={"route_id": route.id})
     return json_response(route.model_dump(), status=201)
 
@@ -112,7 +111,7 @@ async def put_route(request: web.Request) -> web.Response:
     route = await read_model(request, Route)
     await _known_upstream(request, route.upstream)
     route.id = route_id
-    await services_of(request).store.put_cc_proxy_item("routes", route_id, route.model_dump(), create=False)
+    await _proxy(request).store.put_proxy_item("routes", route_id, route.model_dump(), create=False)
     return json_response(route.model_dump())
 
 
@@ -120,7 +119,7 @@ async def put_route(request: web.Request) -> web.Response:
 async def delete_route(request: web.Request) -> web.Response:
     route_id = request.match_info["id"]
     await _proxy(request).route(route_id)
-    await services_of(request).store.delete_cc_proxy_item("routes", route_id)
+    await _proxy(request).store.delete_proxy_item("routes", route_id)
     return json_response({"id": route_id, "deleted": True})
 
 

@@ -226,7 +226,6 @@ async def submit_job(request: web.Request) -> web.Response:
 
 @routes.get("/api/jobs", name="job_list")
 async def list_jobs(request: web.Request) -> web.Response:
-    services = services_of(request)
     status = request.query.get("status")
     if status is not None and status not in JOB_STATUSES:
         raise ValidationFailed(f"status: must be one of {', '.join(sorted(JOB_STATUSES))}", details={"field": "status"})
@@ -243,7 +242,7 @@ async def list_jobs(request: web.Request) -> web.Response:
                                        details={"field": "created_since"}) from None
     limit = query_int(request, "limit", 50, 1, 1000)
     offset = query_int(request, "offset", 0, 0, 10**9)
-    rows, total = await services.store.list_cc_jobs(status=status, created_since=created_since, limit=limit, offset=offset)
+    rows, total = await _jobs(request).store.list_jobs(status=status, created_since=created_since, limit=limit, offset=offset)
     return json_response({"jobs": [job_view(r) for r in rows], "total": total, "limit": limit, "offset": offset})
 
 

@@ -23,25 +23,19 @@ takes the key in the body (`{"key"}` or `{"keys"}`) and falls back to
 
 from __future__ import annotations
 
-import logging
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 import socketio
 from aiohttp import web
 
-from lightd.access_log import escape
-from lightd.api.responses import json_response
 from lightd.compat.base import CompatServices
 from lightd.compat.lxc_tools.events import BUS_KIND, SUBSCRIPTION_SIZE, create_socketio, emit_updates
 from lightd.compat.lxc_tools.routes import routes
-from lightd.errors import BadRequest, Forbidden, LightdError, NotFound, Unauthorized
+from lightd.errors import BadRequest, Forbidden, Unauthorized
+from lightd.http_errors import ErrorAnswer, Failure, Origin, error_middleware
 from lightd.tasks import TaskOwner
 
-log = logging.getLogger(__name__)
-
 BODY_MAX = 256 * 1024
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 FAILURES = {
     "list_containers": "Failed to list containers",
     "create_container": "Failed to create container",
@@ -63,29 +57,21 @@ def _body(error: str, details: object = None) -> dict[str, object]:
     return body
 
 
-@web.middleware
-async def lxc_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+def lxc_error_body(request: web.Request, failure: Failure) -> ErrorAnswer:
     """The lightd error tree in this API's shape and codes (see the module docstring)."""
-    try:
-        return await handler(request)
-    except BadRequest as exc:
-        return json_response(_body(exc.message, exc.details), status=400)
-    except (Unauthorized, Forbidden) as exc:
-        return json_response(_body(exc.message), status=exc.status)
-    except LightdError as exc:
-        failure = FAILURES.get(request.match_info.route.name or "", "Operation failed")
-        return json_response(_body(failure, exc.message), status=exc.status if exc.status < 500 else 500)
-    except web.HTTPRequestEntityTooLarge:
-        return json_response(_body("Request body too large", f"at most {BODY_MAX} bytes"), status=413)
-    except web.HTTPException as exc:
-        if exc.status < 400 or exc.empty_body:
-            raise
-        return json_response(_body(exc.reason), status=exc.status,
-                             headers={"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None)
-    except Exception:
-        request_id = uuid.uuid4().hex[:12]
-        log.exception("lxc_tools: unhandled error in %s %s (request %s)", escape(request.method), escape(request.rel_url.path), request_id)
-        return json_response(_body("Internal server error", f"request {request_id}"), status=500)
+    error = failure.error
+    if failure.origin is Origin.UNHANDLED:
+        return ErrorAnswer(_body("Internal server error", f"request {failure.request_id}"))
+    if failure.origin is Origin.HTTP:
+        if failure.status == 413:
+            return ErrorAnswer(_body("Request body too large", f"at most {BODY_MAX} bytes"))
+        return ErrorAnswer(_body(failure.reason))
+    if isinstance(error, BadRequest):
+        return ErrorAnswer(_body(error.message, error.details), status=400)
+    if isinstance(error, (Unauthorized, Forbidden)):
+        return ErrorAnswer(_body(error.message))
+    operation = FAILURES.get(request.match_info.route.name or "", "Operation failed")
+    return ErrorAnswer(_body(operation, error.message), status=min(error.status, 500))
 
 
 def _updates_ctx(sio: socketio.AsyncServer, services: CompatServices) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -103,7 +89,7 @@ def _updates_ctx(sio: socketio.AsyncServer, services: CompatServices) -> Callabl
 
 def create_app(services: CompatServices) -> web.Application:
     """The LXC Tools API as one aiohttp application over the daemon's services."""
-    app = web.Application(middlewares=[lxc_errors], client_max_size=BODY_MAX)
+    app = web.Application(middlewares=[error_middleware(lxc_error_body, name="lxc_tools")], client_max_size=BODY_MAX)
     app.add_routes(routes)
     sio = create_socketio()
     # The route is relative to this application: /socket.io/ on its own port,

@@ -4,52 +4,38 @@ shape (`{"detail": ...}`, FastAPI's) and the monitor broadcaster it owns."""
 from __future__ import annotations
 
 import asyncio
-import logging
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import psutil
 from aiohttp import web
 
-from lightd.access_log import escape
 from lightd import keys
-from lightd.api.responses import json_response
 from lightd.compat.base import CompatServices
 from lightd.compat.lxd_panel.monitor import MONITOR, MonitorHub
 from lightd.compat.lxd_panel.routes import QueryInvalid, routes
 from lightd.compat.lxd_panel.views import VIEWS, InstanceViews
-from lightd.errors import DockerUnavailable, LightdError
+from lightd.errors import DockerUnavailable
+from lightd.http_errors import ErrorAnswer, Failure, Origin, error_middleware
 from lightd.tasks import TaskOwner
-
-log = logging.getLogger(__name__)
 
 ENGINE_DOWN = "LXD服务不可用"
 MONITOR_TASKS = web.AppKey("lxd_panel_tasks", TaskOwner)
 """The front end's own TaskOwner: the monitor broadcaster and one sender per socket."""
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def detail_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The one place this front end turns errors into HTTP: lightd's error tree by type, aiohttp's own
-    HTTP errors, FastAPI-style 422s; anything else a logged 500 without a traceback."""
-    try:
-        return await handler(request)
-    except QueryInvalid as exc:
-        return json_response({"detail": exc.errors}, status=422)
-    except DockerUnavailable:
-        return json_response({"detail": ENGINE_DOWN}, status=503)
-    except LightdError as exc:
-        return json_response({"detail": exc.message}, status=exc.status)
-    except web.HTTPException as exc:
-        if exc.status < 400 or exc.empty_body:
-            raise
-        allow = exc.headers.get("Allow")
-        return json_response({"detail": exc.reason}, status=exc.status, headers={"Allow": allow} if allow else None)
-    except Exception:
-        request_id = uuid.uuid4().hex[:12]
-        log.exception("lxd panel: unhandled error in %s %s (request %s)", escape(request.method), escape(request.rel_url.path), request_id)
-        return json_response({"detail": "Internal Server Error", "request_id": request_id}, status=500)
+def detail_error_body(request: web.Request, failure: Failure) -> ErrorAnswer:
+    """FastAPI's `{"detail": ...}`: lightd's error tree by type, aiohttp's own HTTP errors by reason,
+    FastAPI-style 422s; an unhandled error a 500 with its request id."""
+    error = failure.error
+    if isinstance(error, QueryInvalid):
+        return ErrorAnswer({"detail": error.errors}, status=422)
+    if failure.origin is Origin.UNHANDLED:
+        return ErrorAnswer({"detail": "Internal Server Error", "request_id": failure.request_id})
+    if failure.origin is Origin.HTTP:
+        return ErrorAnswer({"detail": failure.reason})
+    if isinstance(error, DockerUnavailable):
+        return ErrorAnswer({"detail": ENGINE_DOWN}, status=503)
+    return ErrorAnswer({"detail": error.message})
 
 
 async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -73,7 +59,7 @@ async def _close_monitor(app: web.Application) -> None:
 def create_app(services: CompatServices) -> web.Application:
     """The LXD panel API (seed lxd-panel-api.md) over lightd's services (`app[keys.COMPAT]` is set by
     lightd.compat.serving; it is set here too so the app stands alone)."""
-    app = web.Application(middlewares=[detail_errors])
+    app = web.Application(middlewares=[error_middleware(detail_error_body, name="lxd panel")])
     app[keys.COMPAT] = services
     app[VIEWS] = InstanceViews(services)
     app.cleanup_ctx.append(_monitor_ctx)

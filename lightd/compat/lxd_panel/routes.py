@@ -15,7 +15,7 @@ from lightd.api.responses import json_response
 from lightd.compat.base import CompatServices
 from lightd.compat.lxd_panel.monitor import MONITOR
 from lightd.compat.lxd_panel.views import VIEWS, now_iso
-from lightd.errors import Conflict, DockerUnavailable, LightdError
+from lightd.errors import Conflict, DockerUnavailable, LightdError, ValidationFailed
 
 routes = web.RouteTableDef()
 
@@ -25,11 +25,11 @@ VERBS = {"start": "启动", "stop": "停止", "restart": "重启", "delete": "�
 _BOOL = TypeAdapter(bool)
 
 
-class QueryInvalid(Exception):
+class QueryInvalid(ValidationFailed):
     """A query parameter FastAPI would refuse: answered 422 with its `{"detail": [...]}` list."""
 
     def __init__(self, errors: list[dict[str, Any]]) -> None:
-        super().__init__("invalid query")
+        super().__init__("invalid query", details=errors)
         self.errors = errors
 
 

@@ -91,11 +91,11 @@ class Collector:
             memory_total = sample.memory_limit_bytes or server.spec.limits.memory or 0
             rows.append((vmid, now, cpu_percent(server, host_cores), sample.memory_bytes, memory_total,
                          net_in, net_out, disk))
-        await services.store.proxicloud_add_samples(rows)
-        await services.store.proxicloud_prune_samples(now - RETENTION_SECONDS)
+        await self.node.store.add_samples(rows)
+        await self.node.store.prune_samples(now - RETENTION_SECONDS)
         if now - self._compacted_at >= COMPACT_EVERY_SECONDS:
             self._compacted_at = now
-            await services.store.proxicloud_compact_samples(now - FULL_RESOLUTION_SECONDS, COMPACT_BUCKET_SECONDS)
+            await self.node.store.compact_samples(now - FULL_RESOLUTION_SECONDS, COMPACT_BUCKET_SECONDS)
         return len(rows)
 
 

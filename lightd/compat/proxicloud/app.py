@@ -4,55 +4,45 @@ ProxiCloudNode (vmids, activity, analytics collector)."""
 
 from __future__ import annotations
 
-import logging
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from lightd.access_log import escape
 from lightd import keys
-from lightd.api.responses import json_response
 from lightd.compat.base import CompatServices
 from lightd.compat.proxicloud.node import NODE, ProxiCloudNode
 from lightd.compat.proxicloud.routes import routes
 from lightd.compat.proxicloud.views import VIEWS, ContainerViews
-from lightd.errors import DockerUnavailable, LightdError
-
-log = logging.getLogger(__name__)
+from lightd.errors import DockerUnavailable
+from lightd.http_errors import ErrorAnswer, Failure, Origin, error_middleware
 
 ENGINE_DOWN = "Docker engine unreachable"
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_response(message: str, status: int, headers: dict[str, str] | None = None) -> web.Response:
-    return json_response({"success": False, "error": message}, status=status, headers=headers)
+ONLINE = {"X-Cache-Status": "online"}
+
+
+def envelope_error_body(request: web.Request, failure: Failure) -> ErrorAnswer:
+    """`{"success": false, "error": msg}`: lightd's error tree by type (503 with the engine away), aiohttp's
+    own HTTP errors by reason; an unhandled error a 500 with its request id. `X-Cache-Status` is `offline`
+    only when the engine is unreachable."""
+    error = failure.error
+    if failure.origin is Origin.UNHANDLED:
+        return ErrorAnswer({"success": False, "error": "Internal Server Error", "request_id": failure.request_id})
+    if failure.origin is Origin.HTTP:
+        return ErrorAnswer({"success": False, "error": failure.reason}, headers=ONLINE)
+    if isinstance(error, DockerUnavailable):
+        return ErrorAnswer({"success": False, "error": ENGINE_DOWN}, status=503, headers={"X-Cache-Status": "offline"})
+    return ErrorAnswer({"success": False, "error": error.message}, headers=ONLINE)
 
 
 @web.middleware
-async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The one place this front end turns errors into HTTP: lightd's error tree by type (503 with the
-    engine away), aiohttp's own HTTP errors, anything else a logged 500 without a traceback. Every answer
-    carries `X-Cache-Status` (`offline` only when the engine is unreachable)."""
+async def cache_status(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Starts the analytics collector on first use; every answer carries `X-Cache-Status` (errors get
+    theirs from envelope_error_body)."""
     request.app[NODE].start_collecting()  # in use: from now on analytics are sampled
-    try:
-        response = await handler(request)
-    except DockerUnavailable:
-        return error_response(ENGINE_DOWN, 503, {"X-Cache-Status": "offline"})
-    except LightdError as exc:
-        return error_response(exc.message, exc.status, {"X-Cache-Status": "online"})
-    except web.HTTPException as exc:
-        if exc.status < 400 or exc.empty_body:
-            raise
-        headers = {"X-Cache-Status": "online"}
-        if exc.headers.get("Allow"):
-            headers["Allow"] = exc.headers["Allow"]
-        return error_response(exc.reason, exc.status, headers)
-    except Exception:
-        request_id = uuid.uuid4().hex[:12]
-        log.exception("proxicloud: unhandled error in %s %s (request %s)", escape(request.method), escape(request.rel_url.path),
-                      request_id)
-        return json_response({"success": False, "error": "Internal Server Error", "request_id": request_id}, status=500)
+    response = await handler(request)
     response.headers.setdefault("X-Cache-Status", "online")
     return response
 
@@ -93,7 +83,7 @@ async def _release_node(app: web.Application) -> None:
 def create_app(services: CompatServices) -> web.Application:
     """The ProxiCloud API (seed proxicloud-api.md) over lightd's services. Mounted and on its own port it
     is two applications sharing one ProxiCloudNode, so one analytics collector runs per daemon."""
-    app = web.Application(middlewares=[envelope_errors])
+    app = web.Application(middlewares=[error_middleware(envelope_error_body, name="proxicloud"), cache_status])
     app[keys.COMPAT] = services
     node = services.shared(NODE, lambda: ProxiCloudNode(services))
     app[NODE] = node

@@ -16,6 +16,7 @@ import psutil
 from aiohttp import web
 
 from lightd.compat.proxicloud import analytics
+from lightd.compat.proxicloud.store import ProxiCloudStore
 from lightd.errors import Conflict, NotFound
 from lightd.tasks import TaskOwner
 
@@ -62,6 +63,10 @@ class ProxiCloudNode:
         self._collecting = False
         self._task_seq = 0
         self.collector = analytics.Collector(self)
+        self.store = ProxiCloudStore(lambda: services.store)
+        self._in_use = False
+        """Served on its own port, asked anything, or used before (it has tables): until then nothing is
+        written, so a front end never used leaves no tables."""
 
     # -- lifecycle ------------------------------------------------------------------------------------
     async def acquire(self) -> None:
@@ -69,6 +74,8 @@ class ProxiCloudNode:
         if self._users > 0:
             self._users += 1
             return
+        self._in_use = (self._in_use or self.services.config.compat.proxicloud.enabled
+                        or await self.store.ensure(create=False))
         await self._load()
         # Primes psutil's CPU baseline: later calls measure since the previous one and never sleep.
         await asyncio.to_thread(psutil.cpu_percent, None)
@@ -78,13 +85,14 @@ class ProxiCloudNode:
         tasks.spawn(self._follow(sub), name="activity")
         self._tasks = tasks
         self._users = 1
-        if self.services.config.compat.proxicloud.enabled or await self.services.store.proxicloud_has_samples():
+        if self.services.config.compat.proxicloud.enabled or await self.store.has_samples():
             self.start_collecting()
 
     def start_collecting(self) -> None:
         """Analytics are sampled once ProxiCloud is in use: served on its own port, asked anything on the
         main port's mount, or sampled before (the history goes on after a restart). A daemon whose
         ProxiCloud API is never used writes no samples (30 s x 30 days is ~86k rows per container)."""
+        self._in_use = True
         if self._tasks is not None and not self._collecting:
             self._collecting = True
             self._tasks.spawn(self.collector.run(), name="analytics")
@@ -103,12 +111,13 @@ class ProxiCloudNode:
         self._by_server.clear()
         self._by_vmid.clear()
         self._options.clear()
-        for row in await self.services.store.proxicloud_vmids():
+        for row in await self.store.vmids():
             self._remember(row["server"], int(row["vmid"]), row["options"])
         present = {s.id for s in self._servers()}
         for server in [name for name in self._by_server if name not in present]:
             await self.retire(server)  # deleted while the front end was not running
-        await self.sync()
+        if self._in_use:
+            await self.sync()
 
     # -- vmids ----------------------------------------------------------------------------------------
     def _servers(self) -> list[Server]:
@@ -128,7 +137,7 @@ class ProxiCloudNode:
             if vmid is None:
                 if server.id in self._creating:
                     continue  # its ProxiCloud create is still reserving
-                vmid, allocated = await self.services.store.proxicloud_assign_vmid(server.id, {}, FIRST_VMID)
+                vmid, allocated = await self.store.assign_vmid(server.id, {}, FIRST_VMID)
                 self._remember(server.id, vmid, self._options.get(server.id, {}))
                 if allocated:
                     details = f"Created outside ProxiCloud (image {server.spec.image})"
@@ -161,7 +170,7 @@ class ProxiCloudNode:
             await self.retire(server)  # a stale mapping: its `deleted` event was dropped
         self._creating.add(server)
         try:
-            vmid, allocated = await self.services.store.proxicloud_assign_vmid(server, options, FIRST_VMID)
+            vmid, allocated = await self.store.assign_vmid(server, options, FIRST_VMID)
         except BaseException:
             self._creating.discard(server)
             raise
@@ -186,7 +195,7 @@ class ProxiCloudNode:
 
     async def retire(self, server: str) -> int | None:
         """The container is gone: its vmid is retired (never given again) with its samples."""
-        vmid = await self.services.store.proxicloud_retire_vmid(server)
+        vmid = await self.store.retire_vmid(server)
         vmid = self._by_server.pop(server, vmid)
         self._options.pop(server, None)
         if vmid is not None:
@@ -213,12 +222,12 @@ class ProxiCloudNode:
 
     # -- activity -------------------------------------------------------------------------------------
     async def record(self, action: str, vmid: int | None, name: str, details: str | None = None) -> None:
-        await self.services.store.proxicloud_add_activity(action, vmid, name, details, ACTIVITY_KEEP)
+        await self.store.add_activity(action, vmid, name, details, ACTIVITY_KEEP)
 
     async def recent_activity(self, limit: int) -> list[dict[str, Any]]:
         """The newest entries in the doc's shape (`details` only where there are some)."""
         entries = []
-        for row in await self.services.store.proxicloud_activity(limit):
+        for row in await self.store.activity(limit):
             entry = {"timestamp": int(row["ts"]), "action": row["action"], "vmid": row["vmid"], "name": row["name"]}
             if row["details"]:
                 entry["details"] = row["details"]
@@ -229,7 +238,9 @@ class ProxiCloudNode:
         with sub:
             async for event in sub:
                 action = EVENT_ACTIONS.get((event.data or {}).get("type")) if isinstance(event.data, dict) else None
-                if action is None or event.server is None or self._during_create(event.server, event.ts):
+                if not self._in_use or action is None or event.server is None:
+                    continue  # nothing is recorded for a ProxiCloud never used
+                if self._during_create(event.server, event.ts):
                     continue  # a ProxiCloud create records its own entries (none when it fails)
                 try:
                     if action == "delete" and event.server in self._by_server:

@@ -234,9 +234,9 @@ async def metrics(request: web.Request) -> web.Response:
     vmid = path_vmid(request)
     metric = request.match_info["metric"]
     window = analytics.parse_window(request.query)
-    services, node = _services(request), _node(request)
+    node = _node(request)
     server = await node.find(vmid)
-    rows = await services.store.proxicloud_series(vmid, time.time() - window.seconds, window.bucket)
+    rows = await node.store.series(vmid, time.time() - window.seconds, window.bucket)
     if metric != "summary":
         return json_response(analytics.shape(metric, vmid, window, rows))
     views = _views(request)

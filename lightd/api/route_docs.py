@@ -1,0 +1,43 @@
+"""What each native route declares for the OpenAPI document (api/openapi.py builds it): `@documented`, and
+`View`, the base of the response models that sit next to their routes."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict
+
+H = TypeVar("H", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
+Response = type[BaseModel] | dict[str, Any]
+"""What a route answers on success: a pydantic model, or a JSON schema for what no model describes."""
+
+
+class View(BaseModel):
+    """Base of the response models: every field is always in the answer (none has a default; null where the
+    type says so) and no other field is (`additionalProperties: false`, so a field added to an answer and not
+    here fails the document tests); fields' docstrings describe them."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+def documented(*, body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
+               status: int = 200, summary: str | None = None, binary: bool = False,
+               response: Response | None = None, media_type: str = "application/json", also: tuple[int, ...] = (),
+               own_query: type[BaseModel] | None = None, description: str | None = None) -> Callable[[H], H]:
+    """Declare what a route reads and answers, for the OpenAPI document. `query` is also the whole of the
+    query string the route accepts: `query_middleware` refuses any other parameter; `own_query` is documented
+    only (a self-authenticated route that reads its own). `response` is the body of `status` (and of the
+    statuses in `also`), in `media_type`; `binary` is an application/octet-stream download. `status` 101 is
+    an upgrade (no body)."""
+
+    def mark(handler: H) -> H:
+        handler.__openapi__ = {"body": body, "query": query, "status": status, "summary": summary,  # type: ignore[attr-defined]
+                               "binary": binary, "response": response, "media_type": media_type, "also": also,
+                               "own_query": own_query, "description": description}
+        if query is not None:
+            handler.__query__ = query  # type: ignore[attr-defined]
+        return handler
+
+    return mark
