@@ -13,7 +13,7 @@ from lightd.errors import Conflict, DockerUnavailable, LightdError, ServerInstal
 from lightd.events import EventBus
 from lightd.servers.console import ConsoleHistory, LineSplitter, OutputThrottle, StartPattern
 from lightd.servers.environment import ConsoleStream, Environment, StatsSample
-from lightd.servers.models import ContainerSpec, load_stored_spec
+from lightd.servers.models import load_stored_spec
 from lightd.servers.power import PowerLock
 from lightd.servers.preflight import Preflight
 from lightd.store import Store
@@ -255,7 +255,7 @@ class Server:
         self._expect_exit = False
         self._exited.clear()
         starting = self.state == "starting" and self._pattern is not None and not any(
-            self._pattern.search(strip_ansi(line)) for line in self.history.tail(self.config.console.history_lines))
+            self._pattern.search(line) for line in self.history.tail(self.config.console.history_lines))
         # A stop that was under way when the daemon went away ended with it: the server is running.
         await self.set_state("starting" if starting else "running")
         if self.started_at is None:

@@ -47,6 +47,23 @@ async def test_exits_while_the_daemon_is_down_are_reported_with_the_real_exit_co
             return (await daemon.call("GET", "/containers/policy"))[1]["state"] == "running"
 
         await wait_for(running, timeout=60, interval=0.2)
+        # A fourth server is still starting (its pattern has not matched) when the daemon dies.
+        _, volume = await daemon.call("POST", "/volumes")
+        status, body = await daemon.call("POST", "/containers", json={
+            "internal_id": "slow", "image": "lightd-test/busybox:latest", "volume_id": volume["volume_id"],
+            "startup_command": TICKER, "start_pattern": "^never printed$"})
+        assert status == 202, body
+
+        async def slow_ready() -> bool:
+            return (await daemon.call("GET", "/containers/slow"))[1]["install_state"] == "ready"
+
+        await wait_for(slow_ready, timeout=60, interval=0.2)
+        assert (await daemon.call("POST", "/containers/slow/start"))[0] == 202
+
+        async def slow_starting() -> bool:
+            return (await daemon.call("GET", "/containers/slow"))[1]["state"] == "starting"
+
+        await wait_for(slow_starting, timeout=60, interval=0.2)
         await wait_for(drained, timeout=60, interval=0.2)
         seen = len(panel.updates)
 
@@ -64,7 +81,8 @@ async def test_exits_while_the_daemon_is_down_are_reported_with_the_real_exit_co
         after: dict[str, list[dict]] = defaultdict(list)
         for update in panel.updates[seen:]:
             after[update["server"]].append(update)
-        assert "keep" not in after, after  # still running: nothing new to say
+        assert "keep" not in after and "slow" not in after, after  # still running / starting: nothing new to say
+        assert (await daemon.call("GET", "/containers/slow"))[1]["state"] == "starting"
         dies = after["dies"]
         assert [u.get("status") for u in dies] == ["crashed", "offline"], dies
         assert dies[0]["exit_code"] == 137 and dies[0]["oom_killed"] is False
