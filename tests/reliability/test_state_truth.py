@@ -9,12 +9,28 @@ from collections import defaultdict
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import TEST_IMAGE, wait_for
 from tests.panel import Panel
 from tests.reliability.daemon import Daemon
 from tests.reliability.test_daemon_survival import TICKER, create_and_start
 
 pytestmark = [pytest.mark.reliability, pytest.mark.docker]
+
+
+async def start_one(daemon: Daemon, internal_id: str, state: str, **fields: object) -> None:
+    """Create a ticking server, start it and wait until it shows `state`."""
+    _, volume = await daemon.call("POST", "/volumes")
+    status, body = await daemon.call("POST", "/containers", json={
+        "internal_id": internal_id, "image": TEST_IMAGE, "volume_id": volume["volume_id"],
+        "startup_command": TICKER, **fields})
+    assert status == 202, body
+
+    async def shows(field: str, value: str) -> bool:
+        return (await daemon.call("GET", f"/containers/{internal_id}"))[1][field] == value
+
+    await wait_for(lambda: shows("install_state", "ready"), timeout=60, interval=0.2)
+    assert (await daemon.call("POST", f"/containers/{internal_id}/start"))[0] == 202
+    await wait_for(lambda: shows("state", state), timeout=60, interval=0.2)
 
 
 async def test_exits_while_the_daemon_is_down_are_reported_with_the_real_exit_code(tmp_path, node_token, container_prefix):
@@ -30,40 +46,10 @@ async def test_exits_while_the_daemon_is_down_are_reported_with_the_real_exit_co
     try:
         await daemon.start()
         await create_and_start(daemon, ["keep", "dies"])
-        # A third server restarts after a crash.
-        _, volume = await daemon.call("POST", "/volumes")
-        status, body = await daemon.call("POST", "/containers", json={
-            "internal_id": "policy", "image": "lightd-test/busybox:latest", "volume_id": volume["volume_id"],
-            "startup_command": TICKER, "start_pattern": "^tick 1$", "restart_on_crash": True})
-        assert status == 202, body
-
-        async def ready() -> bool:
-            return (await daemon.call("GET", "/containers/policy"))[1]["install_state"] == "ready"
-
-        await wait_for(ready, timeout=60, interval=0.2)
-        assert (await daemon.call("POST", "/containers/policy/start"))[0] == 202
-
-        async def running() -> bool:
-            return (await daemon.call("GET", "/containers/policy"))[1]["state"] == "running"
-
-        await wait_for(running, timeout=60, interval=0.2)
-        # A fourth server is still starting (its pattern has not matched) when the daemon dies.
-        _, volume = await daemon.call("POST", "/volumes")
-        status, body = await daemon.call("POST", "/containers", json={
-            "internal_id": "slow", "image": "lightd-test/busybox:latest", "volume_id": volume["volume_id"],
-            "startup_command": TICKER, "start_pattern": "^never printed$"})
-        assert status == 202, body
-
-        async def slow_ready() -> bool:
-            return (await daemon.call("GET", "/containers/slow"))[1]["install_state"] == "ready"
-
-        await wait_for(slow_ready, timeout=60, interval=0.2)
-        assert (await daemon.call("POST", "/containers/slow/start"))[0] == 202
-
-        async def slow_starting() -> bool:
-            return (await daemon.call("GET", "/containers/slow"))[1]["state"] == "starting"
-
-        await wait_for(slow_starting, timeout=60, interval=0.2)
+        # A third server restarts after a crash; a fourth is still starting (its pattern never matches)
+        # when the daemon dies.
+        await start_one(daemon, "policy", "running", start_pattern="^tick 1$", restart_on_crash=True)
+        await start_one(daemon, "slow", "starting", start_pattern="^never printed$")
         await wait_for(drained, timeout=60, interval=0.2)
         seen = len(panel.updates)
 
