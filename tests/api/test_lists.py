@@ -3,28 +3,13 @@ and one answer to an unknown query parameter on every native route."""
 
 from __future__ import annotations
 
-import re
 import urllib.parse
 from typing import Any
 
 from lightd import keys
-from lightd.app import create_app
-from lightd.config import Config
 from tests.conftest import Api
+from tests.reliability.test_bad_input_sweep import _PARAM, ROUTES
 from tests.servers.helpers import create_server, make_volume, wait_state
-
-_PARAM = re.compile(r"\{([^}:]+)\}")
-
-
-def native_routes(config: Config) -> list[tuple[str, str, Any]]:
-    found = []
-    for route in create_app(config).router.routes():
-        info = route.resource.get_info() if route.resource is not None else {}
-        path = info.get("path") or info.get("formatter")
-        if path is None or route.method in ("HEAD", "*") or path.startswith("/compat/"):
-            continue
-        found.append((route.method, path, route.handler))
-    return found
 
 
 async def pages(api: Api, path: str, kind: str, limit: int, **filters: str) -> list[dict[str, Any]]:
@@ -46,7 +31,7 @@ async def test_every_native_route_refuses_an_unknown_query_parameter_the_same_wa
     values = {"volume_id": "00000000-0000-4000-8000-000000000000", "container_id": "nosuch", "ip": "127.0.0.1",
               "port": "40001", "token_id": "nosuch"}
     swept = 0
-    for method, path, _handler in native_routes(config):
+    for method, path, _handler in ROUTES:
         if path == "/ws/{container_id}":
             continue  # reads its own query (?token=, ?batch=): below
         url = _PARAM.sub(lambda m: values[m.group(1)], path) + "?bogus_param=1"
