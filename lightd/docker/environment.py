@@ -16,7 +16,7 @@ from lightd.config import DockerConfig
 from lightd.docker.client import DockerClient, translate
 from lightd.docker.stats import sample_from_stats
 from lightd.errors import LightdError, NotFound
-from lightd.servers.environment import ContainerStatus, ExitStatus, LimitsUpdate, StatsSample
+from lightd.servers.environment import ContainerStatus, LimitsUpdate, StatsSample
 from lightd.servers.models import ContainerSpec, Limits
 from lightd.servers.mounts import MountPins
 
@@ -263,13 +263,6 @@ class DockerEnvironment:
 
     async def signal(self, internal_id: str, signal: str) -> None:
         await self.client.kill_container(self.name_of(internal_id), signal)
-
-    async def wait(self, internal_id: str) -> ExitStatus:
-        name = self.name_of(internal_id)
-        code = await self.client.wait_container(name)
-        doc = await self.client.inspect_container(name)
-        oom = bool(((doc or {}).get("State") or {}).get("OOMKilled"))
-        return ExitStatus(exit_code=code, oom_killed=oom)
 
     async def tail_logs(self, internal_id: str, lines: int) -> list[str]:
         return await self.client.tail_logs(self.name_of(internal_id), lines)

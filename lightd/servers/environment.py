@@ -12,12 +12,6 @@ from lightd.servers.models import ContainerSpec, Limits
 
 
 @dataclass(frozen=True, slots=True)
-class ExitStatus:
-    exit_code: int
-    oom_killed: bool
-
-
-@dataclass(frozen=True, slots=True)
 class ContainerStatus:
     exists: bool
     running: bool = False
@@ -88,7 +82,6 @@ class Environment(Protocol):
 
     async def signal(self, internal_id: str, signal: str) -> None: ...
 
-    async def wait(self, internal_id: str) -> ExitStatus: ...
 
     async def tail_logs(self, internal_id: str, lines: int) -> list[str]: ...
 

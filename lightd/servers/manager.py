@@ -349,10 +349,7 @@ class ServerManager:
 
     async def _set_spec(self, server: Server, spec: ContainerSpec) -> None:
         await server.persist(spec=spec.model_dump(mode="json"))
-        fresh = self._build(server.record)
-        # Keep identity (sockets and the lock hold this object); take the new spec.
-        server.spec = fresh.spec
-        server._pattern = fresh._pattern
+        server.use_spec(spec)
 
     # -- start-up and engine recovery ----------------------------------------------------------------
     async def load(self) -> None:

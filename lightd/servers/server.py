@@ -13,7 +13,7 @@ from lightd.errors import Conflict, DockerUnavailable, LightdError, ServerInstal
 from lightd.events import EventBus
 from lightd.servers.console import ConsoleHistory, LineSplitter, OutputThrottle, StartPattern
 from lightd.servers.environment import ConsoleStream, Environment, StatsSample
-from lightd.servers.models import load_stored_spec
+from lightd.servers.models import ContainerSpec, load_stored_spec
 from lightd.servers.power import PowerLock
 from lightd.servers.preflight import Preflight
 from lightd.store import Store
@@ -62,13 +62,19 @@ class Server:
         self.latest_stats: StatsSample | None = None
         self.deleted = False
         self.install_task: asyncio.Task[Any] | None = None
-        self._pattern = StartPattern(self.spec.start_pattern) if self.spec.start_pattern else None
+        self._pattern: StartPattern | None = None
+        self.use_spec(self.spec)
         self._console: ConsoleStream | None = None
         self.stream_ending = False  # between the end of a console stream and the handling of the exit
         self._expect_exit = False
         self._exited = asyncio.Event()
         self._exited.set()
         self._write_lock = asyncio.Lock()
+
+    def use_spec(self, spec: ContainerSpec) -> None:
+        """Take a new spec (the object stays: sockets and the lock hold it); its start pattern with it."""
+        self.spec = spec
+        self._pattern = StartPattern(spec.start_pattern) if spec.start_pattern else None
 
     # -- publishing ----------------------------------------------------------------------------------
     def publish_event(self, event_type: str, **details: Any) -> None:
