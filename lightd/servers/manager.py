@@ -254,9 +254,7 @@ class ServerManager:
             elif action == "restart":
                 await server.restart(timeout)
         except LightdError as exc:
-            log.warning("%s: %s failed: %s", server.id, action, exc)
-            server.publish_event("error", action=action, message=str(exc))
-            server.daemon_message(f"{action} failed: {exc}")
+            server.report_failure(action, exc)
             return exc
         finally:
             server.lock.release()

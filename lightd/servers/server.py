@@ -83,6 +83,13 @@ class Server:
     def daemon_message(self, text: str) -> None:
         self.events.publish("daemon_message", self.id, text)
 
+    def report_failure(self, action: str, exc: LightdError) -> None:
+        """An accepted action that failed: logged, an `error` event (a `<action>_failed` panel update) and a
+        console notice."""
+        log.warning("%s: %s failed: %s", self.id, action, exc)
+        self.publish_event("error", action=action, message=str(exc))
+        self.daemon_message(f"{action} failed: {exc}")
+
     async def set_state(self, state: str) -> None:
         """Move the runtime state, persist it and announce it."""
         if state == self.state:
@@ -377,5 +384,8 @@ class Server:
         try:
             self.daemon_message("Restarting the server after a crash")
             await self.start()
+        except LightdError as exc:
+            # Refused like any start (a mount through a link, the disk limit): said, not raised into the owner.
+            self.report_failure("start", exc)
         finally:
             self.lock.release()

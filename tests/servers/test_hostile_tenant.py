@@ -290,3 +290,17 @@ async def test_compat_creates_without_limits_get_the_defaults(hostile, container
                           "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}}"],
                          capture_output=True, text=True).stdout.split()
     assert doc == [str(1024**3), str(10**9), "512"]
+
+
+async def test_a_crash_restart_refused_by_the_disk_limit_is_reported_not_lost(hostile):
+    limit = 1024 * 1024
+    await create_server(hostile, "crasher", limits={"disk": limit}, restart_on_crash=True,
+                        startup_command="dd if=/dev/zero of=fill bs=1024 count=2048; echo filled; exit 3")
+    events = EventLog(hostile.client.app, "crasher")
+    assert (await hostile.post("/containers/crasher/start"))[0] == 202
+    await events.wait_type("crashed")
+    error = await events.wait("event", lambda d: d["type"] == "error" and d.get("action") == "start")
+    assert "disk limit" in error["message"]
+    await events.wait("daemon_message", lambda text: text.startswith("start failed:"))
+    await wait_state(hostile, "crasher", "offline")
+    events.close()
