@@ -82,9 +82,9 @@ async def measure(pid: int, seconds: float) -> dict[str, float]:
 
 
 CATEGORIES = [
-    ("stats sampler (Docker stats API)", re.compile(r"_sample \(.*lightd/servers/stats\.py|stats_stream|docker/stats\.py|aiodocker/containers\.py.*stats|_publish_final")),
+    ("stats sampler (Docker stats API)", re.compile(r"_sample \(.*lightd/servers/stats_sampler\.py|stats_stream|docker/stats_document\.py|aiodocker/containers\.py.*stats|_publish_final")),
     ("console readers", re.compile(r"_read_console|console\.py")),
-    ("engine monitor", re.compile(r"watch_engine|reconcile")),
+    ("engine monitor", re.compile(r"engine_watch\.py|docker/monitor\.py|reconcile")),
     ("console websockets", re.compile(r"console_ws\.py")),
 ]
 

@@ -12,23 +12,24 @@ from aiohttp import web
 
 from lightd import keys
 from lightd.access_log import server_log_options
-from lightd.api import console_ws
+from lightd.api import console_ws, container_stats
 from lightd.api import containers as containers_api
 from lightd.api import install_log as install_log_api
 from lightd.api import remote as remote_api
 from lightd.api import middleware, openapi, ports as ports_api, public, tokens as tokens_api, volumes as volumes_api
-from lightd.api import stats as stats_api
 from lightd.api import system as system_api
 from lightd.auth import TokenService
-from lightd.compat.serving import mount_front_ends, own_ports
+from lightd.compat.serving import build_front_ends, front_end_listeners_ctx, front_ends_ctx, own_ports
 from lightd.config import Config, secure_data_dir
+from lightd.console_sockets import ConsoleSockets
 from lightd.docker.client import DockerClient
 from lightd.docker.environment import DockerEnvironment
 from lightd.events import EventBus
 from lightd.ports import PortPool
+from lightd.servers.engine_watch import EngineWatch
 from lightd.servers.manager import ServerManager
 from lightd.servers.mounts import MountPins
-from lightd.servers.stats import StatsSampler
+from lightd.servers.stats_sampler import StatsSampler
 from lightd.store import Store
 from lightd.sync import RemoteSync
 from lightd.tasks import TaskOwner
@@ -79,14 +80,18 @@ async def _servers_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
     client = DockerClient(config.docker.socket)
     mounts = MountPins(config.mounts_dir, config.docker.allowed_mounts)
+    env = DockerEnvironment(client, config.docker, mounts)
+    app[keys.ENVIRONMENT] = env
     manager = ServerManager(
-        config=config, store=app[keys.STORE], env=DockerEnvironment(client, config.docker, mounts),
+        config=config, store=app[keys.STORE], env=env,
         events=app[keys.EVENTS], tasks=app[keys.TASKS], ports=app[keys.PORTS], volumes=app[keys.VOLUMES],
         mounts=mounts,
     )
     app[keys.SERVERS] = manager
     await manager.load()
-    monitor = app[keys.TASKS].spawn(manager.watch_engine(config.docker.engine_poll_seconds), name="engine-monitor")
+    # Crash detection from the engine's event stream; the engine is polled only while that stream is down.
+    watch = EngineWatch(manager, env, config.docker.engine_poll_seconds)
+    monitor = app[keys.TASKS].spawn(watch.run(), name="engine-monitor")
     yield
     # Daemon shutdown never stops containers: only our tasks and connections end.
     monitor.cancel()
@@ -99,11 +104,11 @@ async def _console_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
     manager = app[keys.SERVERS]
     sampler = StatsSampler(
-        servers=manager, env=manager.env, events=app[keys.EVENTS], tasks=app[keys.TASKS], volumes=app[keys.VOLUMES],
+        servers=manager, env=app[keys.ENVIRONMENT], events=app[keys.EVENTS], tasks=app[keys.TASKS], volumes=app[keys.VOLUMES],
         interval=config.console.stats_interval_seconds,
     )
     app[keys.STATS] = sampler
-    app[keys.CONSOLE_SOCKETS] = console_ws.ConsoleSockets(config.console.max_sockets)
+    app[keys.CONSOLE_SOCKETS] = ConsoleSockets(config.console.max_sockets)
     sampler.start()
     yield
     await sampler.close()
@@ -124,6 +129,10 @@ def create_app(config: Config, *, config_path: Path | None = None) -> web.Applic
     app.cleanup_ctx.append(_sync_ctx)
     app.cleanup_ctx.append(_servers_ctx)
     app.cleanup_ctx.append(_console_ctx)
+    # The compat front ends: started after the core services and stopped before them; their own-port
+    # listeners serve only while the front ends run.
+    app.cleanup_ctx.append(front_ends_ctx)
+    app.cleanup_ctx.append(front_end_listeners_ctx)
     app.on_shutdown.append(console_ws.close_console_sockets)
     app.add_routes(public.routes)
     app.add_routes(openapi.routes)
@@ -132,9 +141,9 @@ def create_app(config: Config, *, config_path: Path | None = None) -> web.Applic
     app.add_routes(volumes_api.routes)
     app.add_routes(containers_api.routes)
     app.add_routes(install_log_api.routes)
-    app.add_routes(stats_api.routes)
+    app.add_routes(container_stats.routes)
     app.add_routes(system_api.routes)
     app.add_routes(console_ws.routes)
     app.add_routes(remote_api.routes)
-    mount_front_ends(app, config)
+    build_front_ends(app, config)
     return app

@@ -71,7 +71,8 @@ class DockerConfig(_Section):
     """Host directories a container's `mount` entries may come from (checked by path component)."""
     pull_timeout_seconds: float = Field(default=600, gt=0)
     engine_poll_seconds: float = Field(default=5.0, gt=0)
-    """How often the engine is checked; when it comes back, running servers are re-attached."""
+    """How often the engine is checked while its event stream (which drives crash detection) is down; when it
+    comes back, running servers are re-attached."""
 
 
 class RemoteConfig(_Section):

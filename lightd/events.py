@@ -21,8 +21,9 @@ LINE_KINDS = frozenset({"console", "install_log"})
 class Event:
     """One thing that happened to one server (or to the daemon when `server` is None).
 
-    kind: "event" (state changes, lifecycle steps), "console" (the lines of one output chunk, a list),
-    "stats", "daemon_message", "install_log" (the lines of one install output chunk, a list).
+    kind: "event" (a `lightd.servers.events.ServerEvent`: state changes, lifecycle steps), "console" (the
+    lines of one output chunk, a list), "stats", "daemon_message", "install_log" (the lines of one install
+    output chunk, a list), "compat" (a front end's own dataclass, e.g. an LXC Tools `OperationStep`).
     """
 
     kind: str

@@ -26,8 +26,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from lightd.access_log import escape
-from lightd.api.responses import json_response
 from lightd.errors import BadRequest, Forbidden, LightdError, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthorized
+from lightd.http import json_response
 
 log = logging.getLogger(__name__)
 

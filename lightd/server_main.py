@@ -1,36 +1,48 @@
-"""Run the daemon: uvloop when available, the main app, and each compat front end on its own port."""
+"""Run the daemon: uvloop when available and the main app, which runs everything else (the compat front
+ends' own-port listeners are its cleanup_ctx). SIGTERM or SIGINT starts one ordered unwind: the listeners,
+the front ends, the core services, the store."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from pathlib import Path
 
 from aiohttp import web
-from aiohttp.web_runner import GracefulExit
 
 from lightd.access_log import server_log_options
 from lightd.app import create_app
-from lightd.compat.serving import start_front_ends
 from lightd.config import Config
 
 log = logging.getLogger("lightd")
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 
 async def _serve(config: Config, config_path: Path) -> None:
     app = create_app(config, config_path=config_path)
-    runner = web.AppRunner(app, handle_signals=True, **server_log_options())
-    await runner.setup()
-    site = web.TCPSite(runner, config.api.host, config.api.port)
-    await site.start()
-    log.info("lightd listening on http://%s:%d", config.api.host, config.api.port)
-    front_ends = await start_front_ends(app, config)
+    # Our own handlers, not AppRunner's: its GracefulExit escapes the event loop, which then cancels every
+    # task at once; here the unwind runs with the loop intact.
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
+    runner = web.AppRunner(app, handle_signals=False, **server_log_options())
     try:
-        await asyncio.Event().wait()
+        await runner.setup()
+        await web.TCPSite(runner, config.api.host, config.api.port).start()
+        log.info("lightd listening on http://%s:%d", config.api.host, config.api.port)
+        await stop.wait()
+        log.info("lightd stopping")
     finally:
-        for front_end in front_ends:
-            await front_end.cleanup()
-        await runner.cleanup()
+        # After a failed start too: the cleanup contexts that started are closed, the store among them (an
+        # open aiosqlite connection's thread would keep the process from exiting).
+        try:
+            await runner.cleanup()
+        finally:
+            for signum in STOP_SIGNALS:
+                loop.remove_signal_handler(signum)
 
 
 def run(config: Config, config_path: Path) -> int:
@@ -43,6 +55,6 @@ def run(config: Config, config_path: Path) -> int:
             uvloop.run(_serve(config, config_path))
         else:  # pragma: no cover
             asyncio.run(_serve(config, config_path))
-    except (KeyboardInterrupt, GracefulExit):
-        pass  # SIGINT/SIGTERM: a requested stop, exit 0 (systemd must not record it as a failure)
+    except KeyboardInterrupt:
+        pass  # SIGINT before the handlers are in place: a requested stop, exit 0
     return 0

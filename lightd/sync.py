@@ -27,13 +27,15 @@ import orjson
 
 from lightd.config import RemoteConfig
 from lightd.events import Event, EventBus, Subscription
+from lightd.servers.events import (
+    ActionFailed, InstallFailed, InstallStateChanged, ServerCrashed, ServerDeleted, StateChanged,
+)
 from lightd.store import Store
 from lightd.tasks import TaskOwner
 from lightd.timestamps import rfc3339
 
 log = logging.getLogger(__name__)
 
-STATUS_TYPES = frozenset({"installing", "ready", "starting", "running", "stopping", "offline", "crashed", "deleted"})
 RETRYABLE_STATUSES = frozenset({408, 429})
 # The collector only writes to SQLite, so it keeps up; the bound is for a stalled disk. Overflow drops the
 # oldest event (the bus's policy) and is logged and counted in status()["missed_events"].
@@ -43,24 +45,25 @@ BATCH = 100
 
 def update_for(event: Event) -> dict[str, Any] | None:
     """The panel update an event becomes, or None when the panel is not told about it."""
-    if event.kind != "event" or event.server is None or not isinstance(event.data, dict):
+    if event.kind != "event" or event.server is None:
         return None
-    event_type = event.data.get("type")
     base: dict[str, Any] = {"event": "update", "server": event.server}
-    if event_type in STATUS_TYPES:
-        base["status"] = event_type
-        if event_type == "crashed":
-            base["exit_code"] = event.data.get("exit_code")
-            base["oom_killed"] = bool(event.data.get("oom_killed"))
-    elif event_type == "failed":
-        base["error"] = "failed"
-        base["data"] = str(event.data.get("error") or "install failed")
-    elif event_type == "error" and event.data.get("action"):
-        # A power action, reinstall or rebind that failed (e.g. a start refused by a mount or disk check).
-        base["error"] = f"{event.data['action']}_failed"
-        base["data"] = str(event.data.get("message") or "")
-    else:
-        return None
+    match event.data:
+        case StateChanged(state=status) | InstallStateChanged(state=status):
+            base["status"] = status
+        case ServerDeleted():
+            base["status"] = "deleted"
+        case ServerCrashed(exit_code=exit_code, oom_killed=oom_killed):
+            base.update(status="crashed", exit_code=exit_code, oom_killed=bool(oom_killed))
+        case InstallFailed(error=error):
+            base["error"] = "failed"
+            base["data"] = str(error or "install failed")
+        case ActionFailed(action=action, message=message) if action:
+            # A power action, reinstall or rebind that failed (e.g. a start refused by a mount or disk check).
+            base["error"] = f"{action}_failed"
+            base["data"] = str(message or "")
+        case _:
+            return None
     base["ts"] = rfc3339(event.ts)
     return base
 

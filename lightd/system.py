@@ -19,7 +19,7 @@ from lightd.servers.models import InstallState, RuntimeState
 
 if TYPE_CHECKING:
     from lightd.ports import PortPool
-    from lightd.servers.environment import Environment
+    from lightd.servers.environment import EngineQueries
     from lightd.servers.manager import ServerManager
 
 ENGINE_TIMEOUT_SECONDS = 5.0
@@ -28,7 +28,7 @@ ENGINE_TIMEOUT_SECONDS = 5.0
 
 async def system_report(servers: ServerManager, ports: PortPool) -> dict[str, Any]:
     """The node's report (see the module docstring)."""
-    engine, engine_error = await _engine(servers.env)
+    engine, engine_error = await _engine(servers.engine)
     host = await asyncio.to_thread(_host, servers.config.data_dir)  # statvfs and /proc reads: off the loop
     pool = await ports.list()
     free = sum(1 for port in pool if not port["in_use"])
@@ -42,7 +42,7 @@ async def system_report(servers: ServerManager, ports: PortPool) -> dict[str, An
     }
 
 
-async def _engine(env: Environment) -> tuple[dict[str, Any] | None, str | None]:
+async def _engine(env: EngineQueries) -> tuple[dict[str, Any] | None, str | None]:
     try:
         async with asyncio.timeout(ENGINE_TIMEOUT_SECONDS):
             version, info = await asyncio.gather(env.engine_version(), env.engine_info())
@@ -75,10 +75,10 @@ def _host(data_dir: Path) -> dict[str, Any]:
 
 
 def _server_counts(servers: ServerManager) -> dict[str, Any]:
-    states = Counter(server.state for server in servers.servers.values())
-    installs = Counter(server.install_state for server in servers.servers.values())
+    states = Counter(server.state for server in servers)
+    installs = Counter(server.install_state for server in servers)
     return {
-        "total": len(servers.servers),
+        "total": len(servers),
         "state": {state: states.get(state, 0) for state in get_args(RuntimeState)},
         "install_state": {state: installs.get(state, 0) for state in get_args(InstallState)},
     }

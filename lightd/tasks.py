@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,21 @@ class TaskOwner:
         self._tasks.add(task)
         task.add_done_callback(self._reap)
         return task
+
+    async def run_shielded(self, work: Awaitable[T], *, name: str) -> T:
+        """Run `work` in an owned task and wait for it: a caller that is cancelled (a client that
+        disconnects) does not cut the work in half. Its error is raised to the caller, not logged here."""
+
+        async def run() -> tuple[T | None, BaseException | None]:
+            try:
+                return await work, None
+            except Exception as exc:  # noqa: BLE001 - raised in the caller below
+                return None, exc
+
+        result, error = await asyncio.shield(self.spawn(run(), name=name))
+        if error is not None:
+            raise error
+        return result  # type: ignore[return-value]
 
     def _reap(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

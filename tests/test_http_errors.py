@@ -88,6 +88,6 @@ async def test_every_front_end_renders_errors_first(aiohttp_client: Any, config:
 
     main = create_app(config)
     services = CompatServices(main)
-    for front_end in FRONT_ENDS:
-        app = front_end.build(services)
-        assert app.middlewares[0].__name__ == "render_errors", front_end.name
+    for spec in FRONT_ENDS:
+        app = spec.application(spec.build(services))
+        assert app.middlewares[0].__name__ == "render_errors", spec.name

@@ -10,6 +10,10 @@ import pytest
 from lightd import keys
 from lightd.app import create_app
 from lightd.events import Event
+from lightd.servers.events import (
+    ActionFailed, InstallFailed, InstallStateChanged, InstallStep, ServerCrashed, ServerDeleted, ServerExited,
+    StateChanged,
+)
 from lightd.sync import Backoff, update_for
 from tests.conftest import Api, wait_for
 from tests.panel import REMOTE_TOKEN
@@ -20,7 +24,13 @@ TEN = ["starting", "running", "stopping", "offline", "starting", "running", "cra
 
 def publish(app, server: str, *types: str) -> None:
     for event_type in types:
-        app[keys.EVENTS].publish("event", server, {"type": event_type})
+        if event_type == "crashed":
+            event = ServerCrashed(1, False)
+        elif event_type == "installing":
+            event = InstallStateChanged(event_type)
+        else:
+            event = StateChanged(event_type)
+        app[keys.EVENTS].publish("event", server, event)
 
 
 async def depth(app) -> int:
@@ -33,21 +43,22 @@ async def has_depth(app, rows: int) -> bool:
 
 # -- mapping and backoff ---------------------------------------------------------------------------------
 def test_update_for_maps_states_and_failures():
-    assert update_for(Event("event", "s", {"type": "running"}, ts=1.5)) == {
+    assert update_for(Event("event", "s", StateChanged("running"), ts=1.5)) == {
         "event": "update", "server": "s", "status": "running", "ts": "1970-01-01T00:00:01.500Z"}
-    assert update_for(Event("event", "s", {"type": "failed", "error": "exit 7"}, ts=2)) == {
+    assert update_for(Event("event", "s", InstallStateChanged("ready"), ts=1.5))["status"] == "ready"
+    assert update_for(Event("event", "s", InstallFailed("exit 7"), ts=2)) == {
         "event": "update", "server": "s", "error": "failed", "data": "exit 7", "ts": "1970-01-01T00:00:02.000Z"}
-    refused = {"type": "error", "action": "start", "message": "mount: /srv/x: is a symbolic link"}
+    refused = ActionFailed("mount: /srv/x: is a symbolic link", "start")
     assert update_for(Event("event", "s", refused, ts=3)) == {
         "event": "update", "server": "s", "error": "start_failed", "data": "mount: /srv/x: is a symbolic link", "ts": "1970-01-01T00:00:03.000Z"}
-    assert update_for(Event("event", "s", {"type": "crashed", "exit_code": 137, "oom_killed": False}, ts=4)) == {
+    assert update_for(Event("event", "s", ServerCrashed(137, False), ts=4)) == {
         "event": "update", "server": "s", "status": "crashed", "exit_code": 137, "oom_killed": False, "ts": "1970-01-01T00:00:04.000Z"}
-    assert update_for(Event("event", "s", {"type": "deleted"}, ts=5)) == {
+    assert update_for(Event("event", "s", ServerDeleted(), ts=5)) == {
         "event": "update", "server": "s", "status": "deleted", "ts": "1970-01-01T00:00:05.000Z"}
-    for ignored in ({"type": "exit", "exit_code": 0}, {"type": "install_step", "step": "Started"}):
+    for ignored in (ServerExited(0, False), InstallStep("Started")):
         assert update_for(Event("event", "s", ignored)) is None
     assert update_for(Event("console", "s", "running")) is None
-    assert update_for(Event("event", None, {"type": "running"})) is None
+    assert update_for(Event("event", None, StateChanged("running"))) is None
 
 
 def test_backoff_doubles_to_the_cap_with_small_jitter():

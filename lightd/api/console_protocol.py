@@ -11,11 +11,11 @@ from typing import Any
 
 import orjson
 
-from lightd.api.responses import ascii_int
+from lightd.http import ascii_int
+from lightd.servers.power import POWER_ACTIONS
 
 DEFAULT_LOG_LINES = 150
 MAX_LOG_LINES = 1000
-POWER_ACTIONS = ("start", "stop", "kill", "restart")
 
 # Every accepted event name -> the action it means.
 _EVENT_NAMES = {

@@ -20,13 +20,14 @@ from lightd import keys
 from lightd.api.console_protocol import (
     DEFAULT_LOG_LINES, Inbound, ProtocolError, TokenBucket, console_frames, frame_bytes, parse_inbound, text_frame,
 )
-from lightd.api.middleware import bearer_token
 from lightd.api.public import self_authenticated
 from lightd.api.route_docs import documented
 from lightd.auth import Principal
 from lightd.config import ConsoleConfig
 from lightd.errors import BadRequest, Conflict, Forbidden, LightdError, NotFound, Unauthorized
 from lightd.events import LINE_KINDS, Event, Subscription
+from lightd.http import bearer_token
+from lightd.servers.events import ServerDeleted, ServerEvent
 from lightd.servers.server import Server
 
 log = logging.getLogger(__name__)
@@ -62,48 +63,6 @@ def queue_size(console: ConsoleConfig) -> int:
     return max(console.send_queue, console.throttle_lines)
 
 
-class ConsoleSockets:
-    """The open console sockets, by container: the per-container cap and the close at shutdown."""
-
-    def __init__(self, max_per_container: int) -> None:
-        self.max_per_container = max_per_container
-        self._by_server: dict[str, set[ConsoleSocket]] = collections.defaultdict(set)
-
-    def add(self, sock: ConsoleSocket) -> bool:
-        """Register `sock`; False when its container already has the maximum."""
-        current = self._by_server[sock.server.id]
-        if len(current) >= self.max_per_container:
-            return False
-        current.add(sock)
-        return True
-
-    def discard(self, sock: ConsoleSocket) -> None:
-        current = self._by_server.get(sock.server.id)
-        if current is not None:
-            current.discard(sock)
-            if not current:
-                del self._by_server[sock.server.id]
-
-    def count(self, server_id: str) -> int:
-        return len(self._by_server.get(server_id, ()))
-
-    def close_token(self, token_id: str) -> int:
-        """Close (4401) every socket opened with the temporary token `token_id`, now revoked; how many."""
-        socks = [s for group in self._by_server.values() for s in group if s.principal.token_id == token_id]
-        for sock in socks:
-            sock.request_close(CLOSE_TOKEN_EXPIRED, "token revoked")
-        return len(socks)
-
-    async def close_all(self, code: int, reason: str) -> None:
-        """Close every socket (daemon shutdown)."""
-        socks = [s for group in self._by_server.values() for s in group]
-        for sock in socks:
-            sock.request_close(code, reason)
-        closing = [s.close_task for s in socks if s.close_task is not None]
-        if closing:
-            await asyncio.wait(closing, timeout=CLOSE_TIMEOUT + 1)
-
-
 class ConsoleSocket:
     """One client's console connection: the bus subscription, the writer, the inbound handler."""
 
@@ -120,6 +79,7 @@ class ConsoleSocket:
         self.tasks = app[keys.TASKS]
         self.bucket = TokenBucket(self.config.inbound_rate, self.config.inbound_burst)
         self.protocol = request.protocol
+        self.http_writer = request.writer  # its drain() waits while the client is not reading
         self.replies: collections.deque[bytes] = collections.deque(maxlen=REPLY_QUEUE)
         self.sub: Subscription | None = None
         self.batch = request.query.get("batch") in ("1", "true")
@@ -146,7 +106,8 @@ class ConsoleSocket:
             elif event.kind in LINE_KINDS:
                 data = console_frames(event.data, event.ts, OUTBOUND[event.kind])
             else:
-                data = text_frame(frame_bytes(OUTBOUND[event.kind], event.data, event.ts))
+                payload = event.data.wire if isinstance(event.data, ServerEvent) else event.data
+                data = text_frame(frame_bytes(OUTBOUND[event.kind], payload, event.ts))
             event.encoded[key] = data
         return data
 
@@ -163,7 +124,7 @@ class ConsoleSocket:
                         data = self._wire(event)
                         parts.append(data)
                         size += len(data)
-                        if event.kind == "event" and event.data.get("type") == "deleted":
+                        if isinstance(event.data, ServerDeleted):
                             deleted = True
                             break
                         if size >= WRITE_MAX_BYTES:
@@ -199,8 +160,12 @@ class ConsoleSocket:
             raise ConnectionResetError("connection lost")
         self.transport.write(data)
         if self.protocol.writing_paused:
-            await self.protocol._drain_helper()  # the wait aiohttp's own WebSocket writer uses
+            await self.http_writer.drain()  # the wait aiohttp's own WebSocket writer uses
         return True
+
+    def token_revoked(self) -> None:
+        """The temporary token the socket was opened with is revoked: close with 4401."""
+        self.request_close(CLOSE_TOKEN_EXPIRED, "token revoked")
 
     def request_close(self, code: int, reason: str) -> None:
         """Close the socket with `code` (once; later requests are ignored)."""
@@ -371,4 +336,4 @@ async def close_console_sockets(app: web.Application) -> None:
     """on_shutdown: every console socket closes with 1001."""
     sockets = app.get(keys.CONSOLE_SOCKETS)
     if sockets is not None:
-        await sockets.close_all(CLOSE_GOING_AWAY, "daemon shutting down")
+        await sockets.close_all(CLOSE_GOING_AWAY, "daemon shutting down", timeout=CLOSE_TIMEOUT + 1)

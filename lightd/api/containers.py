@@ -9,8 +9,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lightd import keys
+from lightd.api.query import read_query
 from lightd.api.route_docs import View, documented
-from lightd.api.responses import json_response, read_model, read_query
+from lightd.http import json_response, read_model
 from lightd.ports import PortSpec
 from lightd.servers.listing import PageRequest, container_page
 from lightd.servers.models import (CommandRequest, ContainerSpec, InstallState, Limits, Mount, RebindRequest,

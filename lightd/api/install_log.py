@@ -6,8 +6,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from lightd import keys
+from lightd.api.query import read_query
 from lightd.api.route_docs import documented
-from lightd.api.responses import read_query
 from lightd.servers.install_log import install_log_text
 
 routes = web.RouteTableDef()

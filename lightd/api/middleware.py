@@ -8,8 +8,9 @@ from aiohttp import web
 
 from lightd import http_errors, keys
 from lightd.api.public import is_public, is_public_handler
-from lightd.api.responses import query_names, refuse_unknown_query
+from lightd.api.query import query_names, refuse_unknown_query
 from lightd.errors import Forbidden, Unauthorized
+from lightd.http import bearer_token
 from lightd.http_errors import ErrorAnswer, Failure, Origin
 
 VENDOR_MEDIA_TYPE = "application/vnd.pkglatv1+json"
@@ -40,14 +41,6 @@ async def body_limit_middleware(request: web.Request, handler: Handler) -> web.S
     if request.content_length is not None and request.content_length > limit:
         raise http_errors.body_too_large(limit)
     return await handler(request)
-
-
-def bearer_token(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return None
 
 
 def accepts_vendor_type(accept_header: str) -> bool:

@@ -13,9 +13,10 @@ from pydantic import BaseModel
 from lightd import __version__
 from lightd.api.middleware import VENDOR_MEDIA_TYPE
 from lightd.api.public import is_public_handler, self_authenticated
-from lightd.api.responses import accepts_query, json_response
+from lightd.api.query import accepts_query
 from lightd.api.route_docs import Response, documented
 from lightd.errors import ERROR_CODES
+from lightd.http import json_response
 
 routes = web.RouteTableDef()
 _PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")

@@ -8,9 +8,10 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lightd import keys
+from lightd.api.query import read_query
 from lightd.api.route_docs import View, documented
-from lightd.api.responses import ascii_int, json_response, read_model, read_query
 from lightd.errors import ValidationFailed
+from lightd.http import ascii_int, json_response, read_model
 from lightd.ports import PortSpec, normalize_ip
 
 routes = web.RouteTableDef()

@@ -12,8 +12,9 @@ from typing import Literal, TypeVar
 from aiohttp import web
 
 from lightd import __version__
-from lightd.api.responses import accepts_query, json_response
+from lightd.api.query import accepts_query
 from lightd.api.route_docs import View, documented
+from lightd.http import json_response
 from lightd.timestamps import rfc3339
 
 H = TypeVar("H", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])

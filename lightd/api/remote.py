@@ -10,10 +10,10 @@ from aiohttp import web
 
 from lightd import keys
 from lightd.api.route_docs import View, documented
-from lightd.api.responses import json_response
 from lightd.auth import mask_token
 from lightd.config import ConfigError, RemoteConfig, load_config
 from lightd.errors import BadRequest, Conflict
+from lightd.http import json_response
 
 routes = web.RouteTableDef()
 

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from lightd import keys
 from lightd.api.route_docs import View, documented
-from lightd.api.responses import json_response
+from lightd.http import json_response
 from lightd.system import system_report
 
 routes = web.RouteTableDef()

@@ -11,10 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from lightd import keys
 from lightd.api.route_docs import View, documented
-from lightd.api.responses import json_response, read_model
 from lightd.auth import Purpose
 from lightd.config import TokenConfig
 from lightd.errors import Forbidden
+from lightd.http import json_response, read_model
 from lightd.timestamps import rfc3339
 
 routes = web.RouteTableDef()

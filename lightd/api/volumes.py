@@ -10,8 +10,9 @@ from aiohttp.helpers import content_disposition_header
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lightd import keys
+from lightd.api.query import read_query
 from lightd.api.route_docs import View, documented
-from lightd.api.responses import json_response, read_model, read_query
+from lightd.http import json_response, read_model
 from lightd.servers.listing import PageRequest, volume_page
 
 routes = web.RouteTableDef()

@@ -4,9 +4,8 @@ Front ends translate shapes; the work is done by the same ServerManager, VolumeS
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -76,17 +75,6 @@ class CompatServices:
         """The daemon's SQLite store (a front end's own tables are queried through its methods there)."""
         return self._app[keys.STORE]
 
-    def shared(self, key: web.AppKey[T], factory: Callable[[], T]) -> T:
-        """One object per daemon for a front end that is both mounted on the main port and served on its
-        own: kept on the main application while that can still take it (front ends are mounted before
-        start-up); afterwards a new one, which then has no other user (nothing was mounted)."""
-        if key in self._app:
-            return self._app[key]
-        value = factory()
-        if not self._app.frozen:
-            self._app[key] = value
-        return value
-
     async def resolve_image(self, name: str) -> str:
         """A foreign image name -> the local image: the configured mapping first, then an image the
         engine already has under that exact name; anything else is refused (400)."""
@@ -97,7 +85,7 @@ class CompatServices:
             validate_image(name)
         except ValueError:
             raise ValidationFailed(f"Invalid image name: {name}") from None
-        if await self.servers.env.image_exists(name):
+        if await self.servers.engine.image_exists(name):
             return name
         known = ", ".join(sorted(self.config.docker.image_map)) or "none configured"
         raise ValidationFailed(f"Unknown image {name!r} (known: {known})")
@@ -108,41 +96,31 @@ class CompatServices:
     ) -> Server:
         """Create a lightd container with a fresh volume and a keep-alive command, wait for its install,
         and start it. On failure nothing is left behind (container, ports, volume)."""
-        local_image = await self.resolve_image(image)
-        volume = await self.volumes.create()
         limits: dict[str, Any] = {}
         if memory:
             limits["memory"] = memory
         if cpu:
             limits["cpu"] = cpu
+        return await self.create_in_new_volume({
+            "internal_id": name, "image": await self.resolve_image(image), "startup_command": KEEPALIVE_COMMAND,
+            "description": description, "ports": [p.model_dump() for p in ports or []], "limits": limits,
+        }, start=start)
+
+    async def create_in_new_volume(self, fields: dict[str, Any], *, start: bool) -> Server:
+        """A server from `fields` (a ContainerSpec without its volume) in a fresh volume it owns, ready and
+        (with `start`) started; on failure nothing is left behind (container, ports, volume)."""
+        volume_id = (await self.volumes.create())["volume_id"]
         try:
-            spec = ContainerSpec.model_validate({
-                "internal_id": name, "image": local_image, "volume_id": volume["volume_id"],
-                "startup_command": KEEPALIVE_COMMAND, "description": description,
-                "ports": [p.model_dump() for p in ports or []], "limits": limits, "owned_volume": True,
-            })
+            spec = ContainerSpec.model_validate({**fields, "volume_id": volume_id, "owned_volume": True})
         except Exception:
-            await self.volumes.delete(volume["volume_id"])
+            await self.volumes.delete(volume_id)
             raise
-        try:
-            await self.servers.create(spec)
-        except LightdError:
-            await self.volumes.delete(volume["volume_id"])
-            raise
-        server = self.servers.get(name)
-        try:
-            if server.install_task is not None:
-                await asyncio.wait_for(asyncio.shield(server.install_task), COMPAT_READY_TIMEOUT)
-            if server.install_state != "ready":
-                raise ValidationFailed(f"install failed: {server.record.get('install_error')}")
-            if start:
-                await self.servers.power_and_wait(name, "start")
-        except (LightdError, TimeoutError) as exc:
-            await self.servers.delete(name)
-            if isinstance(exc, TimeoutError):
-                raise LightdError("container did not become ready in time") from None
-            raise
-        return server
+        return await self.servers.create_and_wait(spec, start=start, timeout=COMPAT_READY_TIMEOUT)
+
+    async def run_owned(self, work: Awaitable[T], name: str) -> T:
+        """Run `work` in a task the daemon owns: a client that disconnects does not cut it in half. Its
+        error is handed back to the caller (not logged as a failed task)."""
+        return await self.tasks().run_shielded(work, name=name)
 
 
 class AddressCache:
@@ -161,7 +139,7 @@ class AddressCache:
         if cached is not None and cached[0] == server.started_at and cached[1]:
             return cached[1]
         try:
-            address, _ = await self.services.servers.env.addresses(server.id)
+            address, _ = await self.services.servers.engine.addresses(server.id)
         except DockerUnavailable:
             raise
         except LightdError as exc:

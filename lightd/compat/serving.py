@@ -1,61 +1,145 @@
-"""Serving the compat front ends: each is one aiohttp application built by its `create_app(services)`,
-mounted on the main port under /compat/<name> (node token required there), and optionally served on its
-own port so an unmodified client of that API works with its default base URL."""
+"""Serving the compat front ends. Each is built once per daemon (a `FrontEnd`: its state and background
+work), mounted on the main port under /compat/<name> (node token required there) and, when enabled,
+served on its own port so an unmodified client of that API works with its default base URL.
+
+aiohttp serves an application in one place only (`add_subapp` freezes it and prefixes its routes), so the
+front end makes one application for the mount and another for its own port, both over the same state.
+Its background work and its own-port listener are cleanup_ctx of the main application, after the core
+services: started after them, stopped before them, in one ordered unwind that goes on past a failing step."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 
 from lightd import keys
 from lightd.access_log import server_log_options
-from lightd.api.middleware import bearer_token
-from lightd.api.responses import ascii_int
 from lightd.compat.base import CompatServices
 from lightd.config import CompatFrontEnd, Config
+from lightd.http import ascii_int, bearer_token
 
 log = logging.getLogger(__name__)
 
 
+class FrontEnd(Protocol):
+    """One compat front end of a daemon, built once from the daemon's services."""
+
+    services: CompatServices
+
+    def create_app(self) -> web.Application:
+        """A new aiohttp application over this front end's state: its routes, error shape, middlewares."""
+        ...
+
+    def running(self) -> AbstractAsyncContextManager[None]:
+        """Its background work, from after the daemon's services start to before they close."""
+        ...
+
+
 @dataclass(frozen=True)
-class FrontEnd:
+class FrontEndSpec:
     name: str  # the key under config.compat
     prefix: str  # where it is mounted on the main port
-    factory: str  # "module:function" taking CompatServices, returning a web.Application
+    factory: str  # "module:Class", the FrontEnd, built from CompatServices
     env_host: str | None = None  # environment variables the original project honours
     env_port: str | None = None
 
-    def build(self, services: CompatServices) -> web.Application:
-        module, _, function = self.factory.partition(":")
-        app: web.Application = getattr(importlib.import_module(module), function)(services)
+    def build(self, services: CompatServices) -> FrontEnd:
+        module, _, name = self.factory.partition(":")
+        front_end: FrontEnd = getattr(importlib.import_module(module), name)(services)
+        return front_end
+
+    def application(self, front_end: FrontEnd) -> web.Application:
+        """One application serving `front_end` (on the main port's mount or on its own port)."""
+        app = front_end.create_app()
         app[keys.FRONT_END] = self.name
-        app[keys.COMPAT] = services
+        app[keys.COMPAT] = front_end.services
+        # A raising on_shutdown step ends aiohttp's shutdown there, before any cleanup_ctx (the store's
+        # among them): each of this front end's steps is logged instead, and the unwind goes on.
+        app.on_shutdown[:] = [_logged_step(self.name, step) for step in app.on_shutdown]
         return app
 
 
-FRONT_ENDS: tuple[FrontEnd, ...] = (
-    FrontEnd("lxc_tools", "/compat/lxc-tools", "lightd.compat.lxc_tools.app:create_app", "LXC_API_HOST", "LXC_API_PORT"),
-    FrontEnd("lxd_panel", "/compat/lxd-panel", "lightd.compat.lxd_panel.app:create_app", "API_HOST", "API_PORT"),
-    FrontEnd("proxicloud", "/compat/proxicloud", "lightd.compat.proxicloud.app:create_app", "HOST", "PORT"),
-    FrontEnd("container_codes", "/compat/container-codes", "lightd.compat.container_codes.app:create_app"),
+def _logged_step(name: str, step: Callable[[web.Application], Awaitable[None]]) -> Callable[[web.Application], Awaitable[None]]:
+    async def logged(app: web.Application) -> None:
+        try:
+            await step(app)
+        except Exception:
+            log.exception("compat %s: a shutdown step failed", name)
+
+    return logged
+
+
+FRONT_ENDS: tuple[FrontEndSpec, ...] = (
+    FrontEndSpec("lxc_tools", "/compat/lxc-tools", "lightd.compat.lxc_tools.app:LxcTools", "LXC_API_HOST", "LXC_API_PORT"),
+    FrontEndSpec("lxd_panel", "/compat/lxd-panel", "lightd.compat.lxd_panel.app:LxdPanel", "API_HOST", "API_PORT"),
+    FrontEndSpec("proxicloud", "/compat/proxicloud", "lightd.compat.proxicloud.app:ProxiCloud", "HOST", "PORT"),
+    FrontEndSpec("container_codes", "/compat/container-codes", "lightd.compat.container_codes.app:ContainerCodes"),
 )
 
 
-def mount_front_ends(main_app: web.Application, config: Config) -> None:
-    """Mount every front end under its prefix on the main app."""
-    if not config.compat.mount_on_main:
-        return
+def build_front_ends(main_app: web.Application, config: Config) -> None:
+    """Build each front end in use (mounted, enabled on its own port, or both) once, and mount it under its
+    prefix when config.compat.mount_on_main."""
     services = CompatServices(main_app)
-    for front_end in FRONT_ENDS:
-        main_app.add_subapp(front_end.prefix, front_end.build(services))
+    built: dict[str, FrontEnd] = {}
+    for spec in FRONT_ENDS:
+        settings: CompatFrontEnd = getattr(config.compat, spec.name)
+        if not (config.compat.mount_on_main or settings.enabled):
+            continue
+        built[spec.name] = front_end = spec.build(services)
+        if config.compat.mount_on_main:
+            main_app.add_subapp(spec.prefix, spec.application(front_end))
+    main_app[keys.COMPAT_FRONT_ENDS] = built
 
 
-def listen_address(front_end: FrontEnd, settings: CompatFrontEnd) -> tuple[str, int]:
+async def front_ends_ctx(main_app: web.Application) -> AsyncIterator[None]:
+    """Every front end's background work (a cleanup_ctx after the core services'). At close each front end is
+    ended even if another one's end raises: a failing front end never keeps the daemon's store open."""
+    async with contextlib.AsyncExitStack() as stack:
+        for front_end in main_app[keys.COMPAT_FRONT_ENDS].values():
+            await stack.enter_async_context(front_end.running())
+        yield
+
+
+async def front_end_listeners_ctx(main_app: web.Application) -> AsyncIterator[None]:
+    """Each front end enabled in config on its own port (a cleanup_ctx after front_ends_ctx): it listens only
+    while the front end and the daemon's services run, and stops (its sockets closed, its requests done)
+    before they close."""
+    config: Config = main_app[keys.CONFIG]
+    async with contextlib.AsyncExitStack() as stack:
+        for spec in FRONT_ENDS:
+            settings: CompatFrontEnd = getattr(config.compat, spec.name)
+            if not settings.enabled:
+                continue
+            host, port = listen_address(spec, settings)
+            runner = _own_port_runner(spec, main_app[keys.COMPAT_FRONT_ENDS][spec.name], settings, host)
+            stack.push_async_callback(runner.cleanup)  # after a failed setup too: it ends what started
+            await runner.setup()
+            await web.TCPSite(runner, host, port).start()
+            log.info("compat front end %s listening on http://%s:%d", spec.name, host, port)
+        yield
+
+
+def _own_port_runner(spec: FrontEndSpec, front_end: FrontEnd, settings: CompatFrontEnd, host: str) -> web.AppRunner:
+    app = spec.application(front_end)
+    if settings.require_token:
+        # Just inside the front end's error middleware (first in every front end), which renders the 401.
+        app.middlewares.insert(1, token_middleware(front_end.services))
+    elif host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("compat %s listens on %s without a token: anyone who reaches it controls containers",
+                    spec.name, host)
+    return web.AppRunner(app, handle_signals=False, **server_log_options())
+
+
+def listen_address(front_end: FrontEndSpec, settings: CompatFrontEnd) -> tuple[str, int]:
     """config.compat.<name>.{host,port}, overridden by the original project's environment variables."""
     host = os.environ.get(front_end.env_host or "", "") or settings.host
     port = os.environ.get(front_end.env_port or "", "")
@@ -84,27 +168,3 @@ def token_middleware(services: CompatServices) -> Callable[..., Awaitable[web.St
         return await handler(request)
 
     return require_token
-
-
-async def start_front_ends(main_app: web.Application, config: Config) -> list[web.AppRunner]:
-    """Start the front ends enabled in config on their own ports; the runners, for cleanup."""
-    runners: list[web.AppRunner] = []
-    services = CompatServices(main_app)
-    for front_end in FRONT_ENDS:
-        settings: CompatFrontEnd = getattr(config.compat, front_end.name)
-        if not settings.enabled:
-            continue
-        app = front_end.build(services)
-        if settings.require_token:
-            # Just inside the front end's error middleware (first in every front end), which renders the 401.
-            app.middlewares.insert(1, token_middleware(services))
-        elif settings.host not in ("127.0.0.1", "::1", "localhost"):
-            log.warning("compat %s listens on %s without a token: anyone who reaches it controls containers",
-                        front_end.name, settings.host)
-        runner = web.AppRunner(app, handle_signals=False, **server_log_options())
-        await runner.setup()
-        host, port = listen_address(front_end, settings)
-        await web.TCPSite(runner, host, port).start()
-        log.info("compat front end %s listening on http://%s:%d", front_end.name, host, port)
-        runners.append(runner)
-    return runners

@@ -144,9 +144,30 @@ class DockerClient:
     async def update_container(self, name: str, resources: dict[str, Any]) -> list[str]:
         """`docker update`: change a container's resources (Memory, MemorySwap, NanoCpus, PidsLimit...) in
         place, running or not; the engine's warnings."""
-        answer = await self._call(f"update {name}", self.raw._query_json(
-            f"containers/{name}/update", method="POST", data=resources))
+        answer = await self._call(f"update {name}", self._post_json(f"containers/{name}/update", resources))
         return [str(w) for w in ((answer or {}).get("Warnings") or [])]
+
+    async def _post_json(self, path: str, body: dict[str, Any]) -> Any:
+        """POST `body` to an engine endpoint aiodocker has no method for; the decoded answer."""
+        async with await self.engine_request("POST", path, json=body) as response:
+            text = await response.text()
+        return json.loads(text) if text.strip() else None
+
+    async def engine_request(self, method: str, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
+        """A request to an engine endpoint aiodocker has no method for, on aiodocker's own session (its
+        public `session` and `docker_host`, not its private query helpers), unversioned: the engine's own
+        API version. An error status raises DockerError as aiodocker does. The caller closes the response."""
+        docker = self.raw
+        response = await docker.session.request(method, f"{docker.docker_host}/{path}", **kwargs)
+        if response.status >= 400:
+            async with response:
+                text = await response.text()
+            try:
+                message = json.loads(text)["message"]
+            except (ValueError, KeyError, TypeError):
+                message = text
+            raise DockerError(response.status, str(message))
+        return response
 
     async def start_container(self, name: str) -> None:
         await self._call(f"start {name}", self.raw.containers.container(name).start())
@@ -196,7 +217,8 @@ class DockerClient:
             async with execution.start(detach=False) as stream:
                 if stdin is not None:
                     await stream.write_in(stdin)
-                    transport = stream._resp.connection.transport  # half-close so the command sees EOF
+                    response = stream_response(stream)  # half-close so the command sees EOF
+                    transport = response.connection.transport if response and response.connection else None
                     if transport is not None and transport.can_write_eof():
                         transport.write_eof()
                 while (message := await stream.read_out()) is not None:
@@ -206,6 +228,15 @@ class DockerClient:
 
         return await self._call(f"exec in {name}", run())
 
+    # -- events --------------------------------------------------------------------------------------
+    async def open_events(self, filters: dict[str, list[str]]) -> EventStream:
+        """Connect to the engine's `GET /events` (matching `filters`); the caller reads and closes it."""
+        # No read timeout: the stream may be silent for hours. Connecting is bounded.
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=10)
+        params = {"filters": json.dumps(filters)}
+        response = await self._call("events", self.engine_request("GET", "events", params=params, timeout=timeout))
+        return EventStream(response)
+
     # -- networks ------------------------------------------------------------------------------------
     async def network_exists(self, name: str) -> bool:
         try:
@@ -213,6 +244,44 @@ class DockerClient:
             return True
         except NotFound:
             return False
+
+
+class EventStream:
+    """The engine's event stream, one decoded record per line. Nothing is queued here: what its one reader
+    has not read yet waits in the connection, and the engine is held back by it."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        while True:
+            try:
+                # aiohttp bounds a line by its read buffer (ValueError beyond): a record is never that long.
+                line = await self._response.content.readline()
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
+                raise translate(exc, "events") from exc
+            if not line:
+                raise StopAsyncIteration
+            if line.strip():
+                try:
+                    return json.loads(line)
+                except ValueError as exc:
+                    raise translate(exc, "events: undecodable record") from exc
+
+    def close(self) -> None:
+        """Drop the connection (a reader waiting on it sees the end of the stream)."""
+        self._response.close()
+
+
+def stream_response(stream: aiodocker.stream.Stream) -> aiohttp.ClientResponse | None:
+    """The HTTP response under an aiodocker attach or exec stream (None before it connects). aiodocker has no
+    public way to half-close a stream's connection, or to close one its own close gives up on: the one read
+    of a private attribute of aiodocker, under the version range pinned in pyproject.toml;
+    tests/docker/test_aiodocker_internals.py fails if a release drops it."""
+    return stream._resp
 
 
 def split_image_tag(image: str) -> tuple[str, str]:

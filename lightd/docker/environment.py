@@ -13,10 +13,11 @@ from typing import Any
 import orjson
 
 from lightd.config import DockerConfig
-from lightd.docker.client import DockerClient, translate
-from lightd.docker.stats import sample_from_stats
+from lightd.docker.client import DockerClient, stream_response, translate
+from lightd.docker.monitor import EngineMonitor
+from lightd.docker.stats_document import sample_from_stats
 from lightd.errors import LightdError, NotFound
-from lightd.servers.environment import ContainerStatus, LimitsUpdate, StatsSample
+from lightd.servers.environment import ContainerStatus, EngineEvent, LimitsUpdate, StatsSample
 from lightd.servers.models import ContainerSpec, Limits
 from lightd.servers.mounts import MountPins
 
@@ -64,7 +65,7 @@ class AttachedConsole:
 
     async def connect(self) -> None:
         """Make the attach connection (aiodocker otherwise makes it at the first read)."""
-        await self._stream._init()
+        await self._stream.__aenter__()  # entering a stream's context connects it; close() is its exit
 
     async def read(self) -> bytes | None:
         try:
@@ -87,7 +88,7 @@ class AttachedConsole:
             pass
         # aiodocker's close gives up on a stream whose connection is gone or never upgraded; the response
         # must still be closed, or its connection is only found (and reported unclosed) by the collector.
-        response = getattr(self._stream, "_resp", None)
+        response = stream_response(self._stream)
         if response is not None and not response.closed:
             response.close()
 
@@ -99,6 +100,8 @@ class DockerEnvironment:
         self.client = client
         self.config = config
         self.mounts = mounts
+        # Server containers only: an installer's exit is seen by the install that runs it.
+        self.monitor = EngineMonitor(client, {"lightd.prefix": config.container_prefix, LABEL_ROLE: "server"}, LABEL_ID)
 
     def name_of(self, internal_id: str) -> str:
         return f"{self.config.container_prefix}{internal_id}"
@@ -326,6 +329,9 @@ class DockerEnvironment:
         ipv4 = settings.get("IPAddress") or next((n["IPAddress"] for n in networks if n.get("IPAddress")), None)
         ipv6 = next((n["GlobalIPv6Address"] for n in networks if n.get("GlobalIPv6Address")), None)
         return ipv4 or None, ipv6
+
+    def events(self) -> AsyncIterator[EngineEvent]:
+        return self.monitor.events()
 
     async def engine_info(self) -> dict[str, Any]:
         return await self.client.info()

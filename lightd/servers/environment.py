@@ -37,6 +37,50 @@ class StatsSample:
     tx_bytes: int
 
 
+# The engine's own events about a server's container (one class per kind, matched by type).
+@dataclass(frozen=True, slots=True)
+class ContainerStarted:
+    internal_id: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerDied:
+    """The container's process ended; `exit_code` as the engine reported it (None if it did not)."""
+
+    internal_id: str
+    exit_code: int | None
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerOomKilled:
+    """The kernel's OOM killer struck in the container (a `ContainerDied` follows if its main process died)."""
+
+    internal_id: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerDestroyed:
+    internal_id: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class EventStreamUp:
+    """The event stream is (re)connected: what happened while it was down was not seen."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventStreamDown:
+    reason: str
+
+
+ContainerEvent = ContainerStarted | ContainerDied | ContainerOomKilled | ContainerDestroyed
+EngineEvent = ContainerEvent | EventStreamUp | EventStreamDown
+
+
 class ConsoleStream(Protocol):
     """A live attachment to a container's stdin and output."""
 
@@ -49,12 +93,33 @@ class ConsoleStream(Protocol):
     async def close(self) -> None: ...
 
 
-class Environment(Protocol):
-    """A place where servers run. Every method raises lightd errors (DockerUnavailable, NotFound...)."""
+class EngineQueries(Protocol):
+    """What the engine can be asked without changing anything: what front ends may use directly
+    (`ServerManager.engine`). Every method raises lightd errors (DockerUnavailable, NotFound...)."""
 
-    def name_of(self, internal_id: str) -> str: ...
+    def name_of(self, internal_id: str) -> str:
+        """The engine's name of the server's container."""
 
     async def available(self) -> bool: ...
+
+    async def addresses(self, internal_id: str) -> tuple[str | None, str | None]:
+        """The container's IPv4 and global IPv6 address on its network (None where it has none)."""
+
+    async def engine_info(self) -> dict[str, Any]:
+        """What the engine says of itself (architecture, versions...)."""
+
+    async def engine_version(self) -> dict[str, Any]:
+        """The engine's version, API version, OS and architecture."""
+
+    async def list_images(self) -> list[dict[str, Any]]: ...
+
+    async def image_exists(self, image: str) -> bool: ...
+
+    async def network_exists(self, name: str) -> bool: ...
+
+
+class Environment(EngineQueries, Protocol):
+    """A place where servers run. Every method raises lightd errors (DockerUnavailable, NotFound...)."""
 
     async def ensure_image(self, image: str, on_progress: Callable[[dict[str, Any]], None]) -> bool:
         """Make `image` present, pulling it if missing; True when a pull happened."""
@@ -82,7 +147,6 @@ class Environment(Protocol):
 
     async def signal(self, internal_id: str, signal: str) -> None: ...
 
-
     async def tail_logs(self, internal_id: str, lines: int) -> list[str]: ...
 
     async def run_install(
@@ -94,17 +158,6 @@ class Environment(Protocol):
 
     async def exec(self, internal_id: str, cmd: list[str], stdin: bytes | None = None) -> tuple[int, str]: ...
 
-    async def addresses(self, internal_id: str) -> tuple[str | None, str | None]:
-        """The container's IPv4 and global IPv6 address on its network (None where it has none)."""
-
-    async def engine_info(self) -> dict[str, Any]:
-        """What the engine says of itself (architecture, versions...)."""
-
-    async def engine_version(self) -> dict[str, Any]:
-        """The engine's version, API version, OS and architecture."""
-
-    async def list_images(self) -> list[dict[str, Any]]: ...
-
-    async def image_exists(self, image: str) -> bool: ...
-
-    async def network_exists(self, name: str) -> bool: ...
+    def events(self) -> AsyncIterator[EngineEvent]:
+        """The engine's events about server containers, for as long as it is iterated. It reconnects by
+        itself (an EventStreamDown, then an EventStreamUp once back) and never raises for the engine's absence."""

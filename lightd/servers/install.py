@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lightd.errors import LightdError
+from lightd.servers.events import InstallStep, PullProgress
 from lightd.servers.install_log import InstallLog
 from lightd.servers.server import Server
 
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 async def install(server: Server) -> bool:
     """Run the whole install of `server`; True when it ends `ready`, False when `failed`."""
     spec = server.spec
-    step = lambda name: server.publish_event("install_step", step=name)  # noqa: E731
+    step = lambda name: server.publish(InstallStep(name))  # noqa: E731
     await server.set_install_state("installing")
     step("Started")
     log_ = InstallLog(server)
@@ -78,7 +79,7 @@ class InstallFailed(Exception):
 
 
 async def _fail(server: Server, reason: str, log_tail: str) -> None:
-    server.publish_event("install_step", step="Error", error=reason)
+    server.publish(InstallStep("Error", reason))
     details = reason + (f"\n--- install log (tail) ---\n{log_tail}" if log_tail else "")
     await server.set_install_state("failed", details)
 
@@ -88,8 +89,7 @@ async def _ensure_image(server: Server, image: str) -> None:
 
     def progress(record: dict[str, Any]) -> None:
         status = record.get("status", "")
-        server.publish_event("pull_progress", image=image, status=status, id=record.get("id"),
-                             progress=record.get("progressDetail") or {})
+        server.publish(PullProgress(image, status, record.get("id"), record.get("progressDetail") or {}))
         if status and status != last.get("status"):
             server.daemon_message(f"Pulling {image}: {status}")
         last.update(record)

@@ -75,7 +75,7 @@ def container_page(manager: ServerManager, *, state: str | None = None, install_
     """Servers in `state` and `install_state` (None: any), one page of them."""
     items = [
         ((_timestamp(s.record["created_at"]), s.id), container_view(s.record, s.runtime()))
-        for s in manager.servers.values()
+        for s in manager
         if (state is None or s.state == state) and (install_state is None or s.install_state == install_state)
     ]
     return paginate("containers", items, page)
@@ -84,7 +84,7 @@ def container_page(manager: ServerManager, *, state: str | None = None, install_
 def volume_users(manager: ServerManager) -> dict[str, list[str]]:
     """The servers using each volume, by volume id."""
     users: dict[str, list[str]] = {}
-    for server in sorted(manager.servers.values(), key=lambda s: s.id):
+    for server in sorted(manager, key=lambda s: s.id):
         users.setdefault(server.spec.volume_id, []).append(server.id)
     return users
 

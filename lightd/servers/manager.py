@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +16,15 @@ from lightd.config import Config
 from lightd.errors import AlreadyExists, Conflict, DockerUnavailable, LightdError, NotFound, ValidationFailed
 from lightd.events import EventBus
 from lightd.ports import PortPool
-from lightd.servers.environment import Environment
+from lightd.servers.engine_watch import reconcile_server
+from lightd.servers.environment import EngineQueries, Environment
+from lightd.servers.events import NetworkRebound, ServerDeleted
 from lightd.servers.install import install
-from lightd.servers.models import ContainerSpec, Limits, RebindRequest, ReinstallRequest, container_view
+from lightd.servers.limits import check_node_limits, with_default_limits
+from lightd.servers.models import ContainerSpec, RebindRequest, ReinstallRequest, container_view
 from lightd.servers.mounts import MountPins
 from lightd.servers.patch import apply_to_container, merged_spec
+from lightd.servers.power import POWER_ACTIONS, run_kill, run_locked, stop_server
 from lightd.servers.preflight import Preflight
 from lightd.servers.server import Server
 from lightd.store import Store
@@ -28,9 +32,6 @@ from lightd.tasks import TaskOwner
 from lightd.volumes.service import VolumeService
 
 log = logging.getLogger(__name__)
-
-POWER_ACTIONS = ("start", "stop", "restart", "kill")
-
 
 class ServerManager:
     """Every server of this node, by internal id."""
@@ -41,14 +42,14 @@ class ServerManager:
     ) -> None:
         self.config = config
         self.store = store
-        self.env = env
+        self._env = env
         self.events = events
         self.tasks = tasks
         self.ports = ports
         self.volumes = volumes
         self.mounts = mounts
         self.preflight = Preflight(volumes, mounts, config.docker.user, env)
-        self.servers: dict[str, Server] = {}
+        self._servers: dict[str, Server] = {}
         self.engine_up = False
         self._creating: set[str] = set()
         self._listing: tuple[tuple[Any, ...], bytes] | None = None
@@ -58,35 +59,39 @@ class ServerManager:
 
     def _build(self, record: dict[str, Any]) -> Server:
         return Server(
-            record, env=self.env, store=self.store, events=self.events, tasks=self.tasks, config=self.config,
+            record, env=self._env, store=self.store, events=self.events, tasks=self.tasks, config=self.config,
             volume_path=self.volumes.path_of(record["volume_id"]), data_path=self._data_path(record["internal_id"]),
             preflight=self.preflight,
         )
 
     def _apply_disk_limit(self, volume_id: str) -> None:
         """The volume's disk limit: the smallest `limits.disk` of the servers using it (0/None: unlimited)."""
-        limits = [s.spec.limits.disk for s in self.servers.values() if s.spec.volume_id == volume_id and s.spec.limits.disk]
+        limits = [s.spec.limits.disk for s in self._servers.values() if s.spec.volume_id == volume_id and s.spec.limits.disk]
         self.volumes.set_disk_limit(volume_id, min(limits) if limits else None)
 
-    def with_default_limits(self, spec: ContainerSpec) -> ContainerSpec:
-        """`docker.default_limits` for every limit the create left out."""
-        defaults = self.config.docker.default_limits.model_dump()
-        defaults["pids"] = defaults["pids"] or self.config.docker.pids_limit
-        given = spec.limits.model_dump()
-        filled = {key: defaults[key] if value is None else value for key, value in given.items()}
-        return spec.model_copy(update={"limits": Limits.model_validate(filled)})
-
-    def check_node_limits(self, spec: ContainerSpec) -> None:
-        """Limits this node cannot give: 400 naming the field (Docker would refuse them only later)."""
-        cores = os.cpu_count() or 1
-        if spec.limits.cpu is not None and not 0.01 <= spec.limits.cpu <= cores:
-            raise ValidationFailed(f"limits.cpu: must be between 0.01 and {cores} (this node's CPUs)",
-                                   details={"field": "limits.cpu"})
-
     # -- queries -------------------------------------------------------------------------------------
+    @property
+    def engine(self) -> EngineQueries:
+        """The engine's read-only queries (addresses, images, networks, info), for front ends."""
+        return self._env
+
+    def __contains__(self, internal_id: object) -> bool:
+        return internal_id in self._servers
+
+    def __iter__(self) -> Iterator[Server]:
+        """Every server (a snapshot: safe across awaits)."""
+        return iter(list(self._servers.values()))
+
+    def __len__(self) -> int:
+        return len(self._servers)
+
+    def find(self, internal_id: str) -> Server | None:
+        """The server, or None."""
+        return self._servers.get(internal_id)
+
     def get(self, internal_id: str) -> Server:
         """The server, or NotFound."""
-        server = self.servers.get(internal_id)
+        server = self._servers.get(internal_id)
         if server is None:
             raise NotFound(f"container {internal_id} not found")
         return server
@@ -98,14 +103,14 @@ class ServerManager:
 
     async def list(self) -> list[dict[str, Any]]:
         """Every server's public shape, oldest first (then by id)."""
-        servers = sorted(self.servers.values(), key=lambda s: (s.record["created_at"], s.id))
+        servers = sorted(self._servers.values(), key=lambda s: (s.record["created_at"], s.id))
         return [container_view(s.record, s.runtime()) for s in servers]
 
     async def listing_json(self) -> bytes:
         """`{"containers": [...], "count": n, "total": n, "next_cursor": null}` (the whole list as one page of
         `container_page`) as JSON, re-encoded only when a server changed: every change
         goes through `Server.persist` (which moves `updated_at`) or shows in the state or the missing flag."""
-        key = tuple((s.id, s.record["updated_at"], s.state, s.container_missing) for s in self.servers.values())
+        key = tuple((s.id, s.record["updated_at"], s.state, s.container_missing) for s in self._servers.values())
         if self._listing is None or self._listing[0] != key:
             containers = await self.list()
             self._listing = (key, orjson.dumps({"containers": containers, "count": len(containers),
@@ -118,14 +123,14 @@ class ServerManager:
 
     # -- engine --------------------------------------------------------------------------------------
     async def require_engine(self) -> None:
-        if not await self.env.available():
+        if not await self._env.available():
             self.engine_up = False
             raise DockerUnavailable("Docker engine unreachable")
 
     # -- create / delete -----------------------------------------------------------------------------
     async def create(self, spec: ContainerSpec) -> dict[str, Any]:
         """Validate, reserve ports, record the server and start its install in the background."""
-        if spec.internal_id in self.servers or spec.internal_id in self._creating:
+        if spec.internal_id in self._servers or spec.internal_id in self._creating:
             raise AlreadyExists(f"container {spec.internal_id} already exists")
         # Reserved before the first await: a concurrent create of the same id must see it.
         self._creating.add(spec.internal_id)
@@ -135,8 +140,8 @@ class ServerManager:
             self._creating.discard(spec.internal_id)
 
     async def _create(self, spec: ContainerSpec) -> dict[str, Any]:
-        spec = self.with_default_limits(spec)
-        self.check_node_limits(spec)
+        spec = with_default_limits(spec, self.config.docker)
+        check_node_limits(spec)
         # SECURITY: symlink mount escape — every source is walked without following links (and again,
         # and pinned, before every start: see Preflight).
         await self.mounts.check_async(spec.mount)
@@ -153,11 +158,41 @@ class ServerManager:
             raise
         record = await self.store.get_container(spec.internal_id)
         server = self._build(record)
-        self.servers[spec.internal_id] = server
+        self._servers[spec.internal_id] = server
         self._apply_disk_limit(spec.volume_id)
         server.lock.try_acquire("install")
         server.install_task = self.tasks.spawn(self._install(server), name=f"install:{server.id}")
         return container_view(record, server.runtime())
+
+    async def create_and_wait(self, spec: ContainerSpec, *, start: bool, timeout: float) -> Server:
+        """Create, wait for the install and (with `start`) start, for APIs that answer only when the server
+        is ready. Any failure deletes the server before raising; an owned volume (`spec.owned_volume`) is
+        the server's from the start: deleted with it, or at once when the create is refused."""
+        try:
+            await self.create(spec)
+        except BaseException:
+            if spec.owned_volume:
+                await self.volumes.delete(spec.volume_id)
+            raise
+        server = self.get(spec.internal_id)
+        try:
+            await asyncio.wait_for(self.wait_installed(server), timeout)
+            if start:
+                await self.power_and_wait(server.id, "start")
+        except (LightdError, TimeoutError) as exc:
+            await self.delete(server.id)
+            if isinstance(exc, TimeoutError):
+                raise LightdError(f"container {server.id} did not become ready in time") from None
+            raise
+        return server
+
+    async def wait_installed(self, server: Server) -> None:
+        """Wait for the server's install to end (it is not cancelled if the waiter is); ValidationFailed
+        when it failed."""
+        if server.install_task is not None:
+            await asyncio.shield(server.install_task)
+        if server.install_state != "ready":
+            raise ValidationFailed(f"install failed: {server.record.get('install_error')}")
 
     async def _install(self, server: Server) -> None:
         try:
@@ -182,19 +217,19 @@ class ServerManager:
                     await server.kill()
                 except Conflict:
                     pass
-            await self.env.remove(internal_id)
+            await self._env.remove(internal_id)
         except LightdError:
             server.deleted = False
             raise
         await self.ports.release_all(internal_id)
         await self.store.delete_tokens_of(internal_id)
         await self.store.delete_container(internal_id)
-        self.servers.pop(internal_id, None)
+        self._servers.pop(internal_id, None)
         self._apply_disk_limit(server.spec.volume_id)
         await self.mounts.unpin(internal_id)
         # Entrypoint, install script and install log (written by lightd only: the container sees them read-only).
         await asyncio.to_thread(shutil.rmtree, server.data_path, True)
-        server.publish_event("deleted")
+        server.publish(ServerDeleted())
         if server.spec.owned_volume:
             try:
                 await self.volumes.delete(server.spec.volume_id)
@@ -221,105 +256,87 @@ class ServerManager:
         server = self.get(internal_id)
         if action == "kill":
             await self.require_engine()
-            if server.state == "offline":
-                raise Conflict(f"server {internal_id} is not running")
-            return self.tasks.spawn(self._run_kill(server), name=f"kill:{internal_id}")
-        if action == "start":
-            server.check_can_start()
-        elif action == "stop" and server.state == "offline":
-            raise Conflict(f"server {internal_id} is not running")
-        elif action == "restart":
-            server.check_ready()
+            server.states.check_power(action)
+            return self.tasks.spawn(run_kill(server), name=f"kill:{internal_id}")
+        server.states.check_power(action)
         await self.require_engine()
-        server.lock.try_acquire(action)
-        if action in ("stop", "restart"):
-            # `stopping` shows at once: a client polling right after the answer sees the action begun.
-            await server.begin_stop()
-        return self.tasks.spawn(self._run_power(server, action, timeout), name=f"{action}:{internal_id}")
-
-    async def _run_kill(self, server: Server) -> LightdError | None:
-        try:
-            await server.kill()
-        except LightdError as exc:
-            return exc
-        return None
-
-    async def _run_power(self, server: Server, action: str, timeout: float | None) -> LightdError | None:
-        """Run a locked power action; its failure is published and returned, never raised into the owner."""
-        try:
-            if action == "start":
-                await server.start()
-            elif action == "stop":
-                await server.stop(timeout)
-            elif action == "restart":
-                await server.restart(timeout)
-        except LightdError as exc:
-            server.report_failure(action, exc)
-            return exc
-        finally:
-            server.lock.release()
-        return None
+        with server.lock.taken(action):
+            if action in ("stop", "restart"):
+                # `stopping` shows at once: a client polling right after the answer sees the action begun.
+                await server.begin_stop()
+            return self.tasks.spawn(run_locked(server, action, timeout), name=f"{action}:{internal_id}")
 
     async def send_command(self, internal_id: str, command: str) -> None:
         """Write a command line to the server's stdin."""
         await self.get(internal_id).send_command(command)
 
+    async def exec(self, internal_id: str, cmd: list[str], stdin: bytes | None = None) -> tuple[int, str]:
+        """Run `cmd` in the server's running container: its exit code and output."""
+        server = self.get(internal_id)
+        if server.state != "running":
+            raise Conflict(f"container {internal_id} is not running")
+        return await self._env.exec(internal_id, cmd, stdin)
+
     # -- reinstall / rebind --------------------------------------------------------------------------
     async def reinstall(self, internal_id: str, request: ReinstallRequest) -> str:
         """Stop the server, drop its Docker container and run the install again; volume data stays."""
         server = self.get(internal_id)
-        server.check_installed()
+        server.states.check_installed()
         await self.require_engine()
         changes = request.model_dump(exclude_none=True)
         spec = ContainerSpec.model_validate({**server.spec.model_dump(mode="json"), **changes})
-        server.lock.try_acquire("reinstall")
-        # Shown at once (announced when the install itself begins): a client polling sees it begun.
-        server.install_state = "installing"
-        await server.persist(install_state="installing", install_error=None)
-        server.install_task = self.tasks.spawn(self._reinstall(server, spec), name=f"reinstall:{internal_id}")
+        with server.lock.taken("reinstall"):
+            before = (server.install_state, server.record.get("install_error"))
+            # Shown at once (announced when the install itself begins): a client polling sees it begun.
+            await server.set_install_state("installing", announce=False)
+            server.install_task = self.tasks.spawn(self._reinstall(server, spec, before), name=f"reinstall:{internal_id}")
         return f"reinstall of {internal_id} accepted"
 
-    async def _reinstall(self, server: Server, spec: ContainerSpec) -> None:
+    async def _reinstall(self, server: Server, spec: ContainerSpec, before: tuple[str, str | None]) -> None:
         try:
-            await self._stop_for_change(server)
-            await self.env.remove(server.id)
-            await self._set_spec(server, spec)
+            try:
+                await stop_server(server)
+                await self._env.remove(server.id)
+                await self._set_spec(server, spec)
+            except Exception:
+                # The install never began: the server is as it was, and so is its install state (taken
+                # back unannounced, as `installing` was shown); the failure is the reinstall's.
+                await server.set_install_state(*before, announce=False)
+                raise
             await install(server)
         except LightdError as exc:
-            server.publish_event("error", action="reinstall", message=str(exc))
+            server.report_failure("reinstall", exc)
         finally:
             server.lock.release()
 
     async def rebind(self, internal_id: str, request: RebindRequest) -> str:
         """Move the server to new ports (validated and claimed now); the container is recreated."""
         server = self.get(internal_id)
-        server.check_installed()
+        server.states.check_installed()
         await self.require_engine()
-        server.lock.try_acquire("rebind")
-        try:
+        with server.lock.taken("rebind"):
             old_keys = {p.key for p in server.spec.ports}
             await self.ports.claim([p for p in request.ports if p.key not in old_keys], internal_id)
-        except LightdError:
-            server.lock.release()
-            raise
-        spec = server.spec.model_copy(update={"ports": request.ports})
-        self.tasks.spawn(self._rebind(server, spec), name=f"rebind:{internal_id}")
+            spec = server.spec.model_copy(update={"ports": request.ports})
+            self.tasks.spawn(self._rebind(server, spec), name=f"rebind:{internal_id}")
         return f"rebind of {internal_id} accepted"
 
     async def _rebind(self, server: Server, spec: ContainerSpec) -> None:
         try:
             was_running = server.state != "offline"
-            await self._stop_for_change(server)
-            await self.ports.release_all(server.id, keep=spec.ports)
+            await stop_server(server)
             await self._set_spec(server, spec)
+            await self.ports.release_all(server.id, keep=spec.ports)
             if server.install_state == "ready":
                 await server.write_entrypoint()
-                await self.env.create(spec, server.volume_path, server.data_path)
-            server.publish_event("network_rebound", ports=[p.model_dump() for p in spec.ports])
+                await self._env.create(spec, server.volume_path, server.data_path)
+            server.publish(NetworkRebound([p.model_dump() for p in spec.ports]))
             if was_running:
                 await server.start()
         except LightdError as exc:
-            server.publish_event("error", action="rebind", message=str(exc))
+            server.report_failure("rebind", exc)
+            # It keeps the ports of the spec it has: those claimed by a rebind that failed early are freed.
+            await self.ports.release_all(server.id, keep=server.spec.ports)
         finally:
             server.lock.release()
 
@@ -328,22 +345,18 @@ class ServerManager:
         """Change limits, environment, startup command, start pattern, stop or image without a reinstall: in
         force now where they can be, else at the next start; the answer says which."""
         server = self.get(internal_id)
-        server.check_installed()
+        server.states.check_installed()
         server.lock.try_acquire("patch")
         try:
-            spec = self.with_default_limits(merged_spec(server.spec, changes))
-            self.check_node_limits(spec)
-            outcome = await apply_to_container(server, self.env, spec)
+            spec = with_default_limits(merged_spec(server.spec, changes), self.config.docker)
+            check_node_limits(spec)
+            outcome = await apply_to_container(server, self._env, spec)
             await self._set_spec(server, spec)
             self._apply_disk_limit(spec.volume_id)
         finally:
             server.lock.release()
         return {"container": container_view(server.record, server.runtime()), "applied": outcome.applied,
                 "on_next_start": outcome.on_next_start, "warnings": outcome.warnings}
-
-    async def _stop_for_change(self, server: Server) -> None:
-        if server.state != "offline":
-            await server.stop()
 
     async def _set_spec(self, server: Server, spec: ContainerSpec) -> None:
         await server.persist(spec=spec.model_dump(mode="json"))
@@ -354,12 +367,12 @@ class ServerManager:
         """Build every server from the store; reconcile with the engine if it is up."""
         for record in await self.store.list_containers():
             server = self._build(record)
-            self.servers[server.id] = server
+            self._servers[server.id] = server
             self._apply_disk_limit(server.spec.volume_id)
             if record["install_state"] == "installing":
                 # The daemon stopped mid-install: the install cannot be trusted.
                 await server.set_install_state("failed", "install was interrupted by a daemon restart")
-        if await self.env.available():
+        if await self._env.available():
             self.engine_up = True
             await self._remove_leftovers()
             await self.reconcile()
@@ -370,7 +383,7 @@ class ServerManager:
         """Installer containers left by a daemon that died mid-install (they would go on running their
         script against the volume) and containers of this prefix that belong to no server."""
         try:
-            removed = await self.env.remove_leftovers(set(self.servers))
+            removed = await self._env.remove_leftovers(set(self._servers))
         except LightdError as exc:
             log.warning("could not remove leftover containers: %s", exc)
             return
@@ -378,30 +391,6 @@ class ServerManager:
             log.info("removed leftover container %s", name)
 
     async def reconcile(self) -> None:
-        """Compare the engine with the state last announced: re-attach running containers, handle exits
-        that happened unseen; never start or stop anything."""
-        for server in list(self.servers.values()):
-            if server.lock.locked or server.deleted or server.stream_ending or server.attached:
-                continue
-            try:
-                status = await self.env.status(server.id)
-                server.container_missing = not status.exists and server.install_state == "ready"
-                if status.running:
-                    await server.reattach()
-                elif server.state != "offline":
-                    await server.exited_while_away(status.exit_code if status.exists else None, status.oom_killed)
-            except LightdError as exc:
-                log.warning("%s: reconcile failed: %s", server.id, exc)
-
-    async def watch_engine(self, interval: float = 5.0) -> None:
-        """Poll the engine; when it is back after being away (or a stream was cut), reconcile."""
-        while True:
-            await asyncio.sleep(interval)
-            up = await self.env.available()
-            if up and (not self.engine_up or any(s.detached for s in self.servers.values())):
-                log.info("Docker engine reachable; reconciling servers")
-                self.engine_up = True
-                await self.reconcile()
-            elif not up and self.engine_up:
-                log.warning("Docker engine became unreachable")
-                self.engine_up = False
+        """Compare every server with the engine (`reconcile_server`); crash detection after start-up is `EngineWatch`'s."""
+        for server in self:
+            await reconcile_server(server, self._env)

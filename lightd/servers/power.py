@@ -1,8 +1,22 @@
-"""PowerLock: one power action at a time per server. A busy lock is a 409, never a silent drop."""
+"""Power actions of one server: PowerLock (one at a time; a busy lock is a 409, never a silent drop), the
+stop sequence, and the bodies of the owned tasks that run them."""
 
 from __future__ import annotations
 
-from lightd.errors import PowerActionInProgress
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from lightd.errors import DockerUnavailable, LightdError, PowerActionInProgress
+from lightd.servers.state import OFFLINE
+
+if TYPE_CHECKING:
+    from lightd.servers.server import Server
+
+log = logging.getLogger(__name__)
+
+POWER_ACTIONS = ("start", "stop", "restart", "kill")
 
 
 class PowerLock:
@@ -24,6 +38,92 @@ class PowerLock:
     def release(self) -> None:
         self.action = None
 
+    @contextmanager
+    def taken(self, action: str) -> Iterator[None]:
+        """Take the lock for an action its block hands to a task (which releases it); released here if the
+        block fails before that, so that a refused setup never leaves it held."""
+        self.try_acquire(action)
+        try:
+            yield
+        except BaseException:
+            self.release()
+            raise
+
     @property
     def locked(self) -> bool:
         return self.action is not None
+
+
+async def stop_server(server: Server, timeout: float | None = None) -> None:
+    """Stop command or signal, wait up to `timeout`, then SIGKILL. A stop that fails (the engine away)
+    leaves the server shown as what it is: running (`Server.stop_failed`)."""
+    if server.state == OFFLINE:
+        return
+    timeout = server.config.servers.stop_timeout_seconds if timeout is None else timeout
+    await server.begin_stop()
+    try:
+        await _ask_to_stop(server)
+        if not await server.wait_exit(timeout):
+            server.daemon_message(f"Server did not stop within {timeout:g}s; killing it")
+            await server.kill()
+    except Exception:
+        await server.stop_failed()
+        raise
+
+
+async def _ask_to_stop(server: Server) -> None:
+    """Send the stop command or signal. An engine error is left to the kill after the timeout, unless the
+    engine is away (then the kill would fail too)."""
+    stop = server.spec.stop
+    try:
+        if stop.type == "command" and server.attached:
+            await server.write_stdin(stop.value)
+        else:
+            await server.env.signal(server.id, stop.value if stop.type == "signal" else "SIGTERM")
+    except DockerUnavailable:
+        raise
+    except LightdError as exc:
+        log.warning("%s: graceful stop failed (%s); killing", server.id, exc)
+
+
+async def run_kill(server: Server) -> LightdError | None:
+    """Kill the server. A failure is published (`Server.report_failure`) and returned, never raised into
+    the task's owner."""
+    try:
+        await server.kill()
+    except LightdError as exc:
+        server.report_failure("kill", exc)
+        return exc
+    return None
+
+
+async def run_locked(server: Server, action: str, timeout: float | None) -> LightdError | None:
+    """Run a start, stop or restart whose lock the caller took, and release it. A failure is published
+    (`Server.report_failure`) and returned, never raised into the task's owner."""
+    try:
+        if action in ("stop", "restart"):
+            await stop_server(server, timeout)
+        if action in ("start", "restart"):
+            await server.start()
+    except LightdError as exc:
+        server.report_failure(action, exc)
+        return exc
+    finally:
+        server.lock.release()
+    return None
+
+
+async def restart_after_crash(server: Server) -> None:
+    """Start a server that crashed, unless another action already holds its lock. A failure is published
+    like any start's (a mount through a link, the disk limit), never raised into the task's owner."""
+    try:
+        server.lock.try_acquire("start")
+    except PowerActionInProgress:
+        return
+    try:
+        server.daemon_message("Restarting the server after a crash")
+        await server.start()
+    except LightdError as exc:
+        server.report_failure("start", exc)
+    finally:
+        server.lock.release()

@@ -9,13 +9,18 @@ from pathlib import Path
 from typing import Any
 
 from lightd.config import Config
-from lightd.errors import Conflict, DockerUnavailable, LightdError, ServerInstalling
+from lightd.errors import Conflict, DockerUnavailable, LightdError
 from lightd.events import EventBus
 from lightd.servers.console import ConsoleHistory, LineSplitter, OutputThrottle, StartPattern
 from lightd.servers.environment import ConsoleStream, Environment, StatsSample
+from lightd.servers.events import (
+    ActionFailed, ConsoleDetached, InstallFailed, InstallStateChanged, ServerCrashed, ServerEvent, ServerExited,
+    StartTimedOut, StateChanged,
+)
 from lightd.servers.models import ContainerSpec, load_stored_spec
-from lightd.servers.power import PowerLock
+from lightd.servers.power import PowerLock, restart_after_crash
 from lightd.servers.preflight import Preflight
+from lightd.servers.state import ACCEPTS_COMMANDS, FAILED, OFFLINE, RUNNING, STARTING, STOPPING, ServerStates
 from lightd.store import Store
 from lightd.tasks import TaskOwner
 
@@ -41,10 +46,9 @@ class Server:
         self.spec, dropped = load_stored_spec(record["spec"])
         if dropped:
             log.warning("%s: stored %s no longer valid; ignored until the server is changed", self.id, ", ".join(dropped))
-        self.install_state: str = record["install_state"]
-        # The last state announced (stored): what recovery compares the engine with, so that only
+        # The last states announced (stored): what recovery compares the engine with, so that only
         # transitions that really happened while the daemon was away are announced.
-        self.state: str = record.get("state") or "offline"
+        self.states = ServerStates(self.id, record.get("state") or OFFLINE, record["install_state"])
         self.env = env
         self.store = store
         self.events = events
@@ -65,6 +69,7 @@ class Server:
         self._pattern: StartPattern | None = None
         self.use_spec(self.spec)
         self._console: ConsoleStream | None = None
+        self._abandoned: ConsoleStream | None = None  # attached for a start the engine refused
         self.stream_ending = False  # between the end of a console stream and the handling of the exit
         self._expect_exit = False
         self._exited = asyncio.Event()
@@ -76,9 +81,19 @@ class Server:
         self.spec = spec
         self._pattern = StartPattern(spec.start_pattern) if spec.start_pattern else None
 
+    @property
+    def state(self) -> str:
+        """The runtime state: offline, starting, running or stopping."""
+        return self.states.run
+
+    @property
+    def install_state(self) -> str:
+        """The install state: installing, ready or failed."""
+        return self.states.install
+
     # -- publishing ----------------------------------------------------------------------------------
-    def publish_event(self, event_type: str, **details: Any) -> None:
-        self.events.publish("event", self.id, {"type": event_type, **details})
+    def publish(self, event: ServerEvent) -> None:
+        self.events.publish("event", self.id, event)
 
     def daemon_message(self, text: str) -> None:
         self.events.publish("daemon_message", self.id, text)
@@ -87,24 +102,22 @@ class Server:
         """An accepted action that failed: logged, an `error` event (a `<action>_failed` panel update) and a
         console notice."""
         log.warning("%s: %s failed: %s", self.id, action, exc)
-        self.publish_event("error", action=action, message=str(exc))
+        self.publish(ActionFailed(str(exc), action))
         self.daemon_message(f"{action} failed: {exc}")
 
     async def set_state(self, state: str) -> None:
-        """Move the runtime state, persist it and announce it."""
-        if state == self.state:
-            return
-        self.state = state
-        await self.persist(state=state)
-        self.publish_event(state)
+        """Move the runtime state (see `state.TRANSITIONS`), persist it and announce it."""
+        if self.states.move(state):
+            await self.persist(state=state)
+            self.publish(StateChanged(state))
 
-    async def set_install_state(self, state: str, error: str | None = None) -> None:
-        self.install_state = state
+    async def set_install_state(self, state: str, error: str | None = None, *, announce: bool = True) -> None:
+        """Move the install state (see `state.TRANSITIONS`), persist it and, with `announce`, announce it."""
+        if not self.states.move(state):
+            return
         await self.persist(install_state=state, install_error=error)
-        if state == "failed":
-            self.publish_event("failed", error=error)
-        else:
-            self.publish_event(state)
+        if announce:
+            self.publish(InstallFailed(error) if state == FAILED else InstallStateChanged(state))
 
     async def persist(self, **fields: Any) -> None:
         """Write fields of this server's record to the store and to the in-memory copy reads are served from."""
@@ -115,24 +128,9 @@ class Server:
         return {"state": self.state, "docker_name": self.env.name_of(self.id), "container_missing": self.container_missing}
 
     def uptime_ms(self) -> int:
-        if self.started_at is None or self.state == "offline":
+        if self.started_at is None or self.state == OFFLINE:
             return 0
         return int((time.time() - self.started_at) * 1000)
-
-    # -- preconditions (checked in the request, before a task is spawned) ---------------------------
-    def check_ready(self) -> None:
-        self.check_installed()
-        if self.install_state != "ready":
-            raise Conflict(f"server {self.id} is {self.install_state}, not ready")
-
-    def check_can_start(self) -> None:
-        self.check_ready()
-        if self.state != "offline":
-            raise Conflict(f"server {self.id} is already {self.state}")
-
-    def check_installed(self) -> None:
-        if self.install_state == "installing":
-            raise ServerInstalling(f"server {self.id} is installing")
 
     # -- power ---------------------------------------------------------------------------------------
     async def write_entrypoint(self) -> None:
@@ -143,7 +141,7 @@ class Server:
 
     async def start(self) -> None:
         """Attach to the output, then start; `running` on the first line matching the start pattern."""
-        self.check_can_start()
+        self.states.check_can_start()
         status = await self.env.status(self.id)
         if status.running:
             await self.reattach()
@@ -157,83 +155,97 @@ class Server:
         self._expect_exit = False
         self._exited.clear()
         self.throttle.reset()
-        await self.set_state("starting")
+        await self.set_state(STARTING)
         self._watch(console)
         try:
             await self.env.start(self.id)
         except LightdError as exc:
-            self._expect_exit = True  # a start that never happened is not a crash
-            await console.close()
-            self.publish_event("error", message=str(exc))
-            await self._exited.wait()
-            raise
+            if not (isinstance(exc, DockerUnavailable) and await self._runs_anyway()):
+                await self._abandon_start(console)
+                raise  # reported once, by the action that started it (`report_failure`)
         self.started_at = time.time()
-        if self._pattern is None and self.state == "starting":
-            await self.set_state("running")
-        elif self.spec.start_timeout_seconds and self.state == "starting":
+        if self._pattern is None and self.state == STARTING:
+            await self.set_state(RUNNING)
+        elif self.spec.start_timeout_seconds and self.state == STARTING:
             self.tasks.spawn(self._start_timeout(self.spec.start_timeout_seconds), name=f"start-timeout:{self.id}")
+
+    async def _runs_anyway(self) -> bool:
+        """The engine's answer to a start was lost: whether it started the container all the same."""
+        try:
+            return (await self.env.status(self.id)).running
+        except LightdError:
+            return False
+
+    async def _abandon_start(self, console: ConsoleStream) -> None:
+        """The engine refused the start: the process never ran, so there is no exit to report or to wait
+        for (the engine may be gone). Close the console attached for it (its end is not handled) and go
+        back offline."""
+        self._expect_exit = True  # a start that never happened is not a crash
+        self._abandoned = console
+        if self._console is console:
+            self._console = None
+        self._exited.set()
+        await console.close()
+        await self.set_state(OFFLINE)
 
     async def _start_timeout(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-        if self.state == "starting":
+        if self.state == STARTING:
             # Reported, not acted on: a slow server is not killed for it.
-            self.publish_event("start_timeout", seconds=seconds)
+            self.publish(StartTimedOut(seconds))
             self.daemon_message(f"Server has not matched its start pattern after {seconds:g}s")
 
-    async def stop(self, timeout: float | None = None) -> None:
-        """Stop command or signal, wait up to `timeout`, then SIGKILL."""
-        if self.state == "offline":
-            return
-        timeout = self.config.servers.stop_timeout_seconds if timeout is None else timeout
-        await self.begin_stop()
-        try:
-            if self.spec.stop.type == "command" and self._console is not None:
-                await self._write_stdin(self.spec.stop.value)
-            else:
-                signal = self.spec.stop.value if self.spec.stop.type == "signal" else "SIGTERM"
-                await self.env.signal(self.id, signal)
-        except DockerUnavailable:
-            raise
-        except LightdError as exc:
-            log.warning("%s: graceful stop failed (%s); killing", self.id, exc)
+    async def begin_stop(self) -> None:
+        """Enter `stopping` (the exit that follows is requested, not a crash); the sequence is
+        `power.stop_server`."""
+        if self.state != OFFLINE:
+            self._expect_exit = True
+            await self.set_state(STOPPING)
+
+    async def stop_failed(self) -> None:
+        """A stop failed before its exit was seen: the process runs on, so it is shown running (and an exit
+        after this is a crash again)."""
+        if self.state == STOPPING and not self._exited.is_set():
+            self._expect_exit = False
+            await self.set_state(RUNNING)
+
+    async def wait_exit(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the process's exit to be handled; False if it was not."""
         try:
             await asyncio.wait_for(self._exited.wait(), timeout)
         except TimeoutError:
-            self.daemon_message(f"Server did not stop within {timeout:g}s; killing it")
-            await self.kill()
-
-    async def begin_stop(self) -> None:
-        """Enter `stopping` (the exit that follows is requested, not a crash)."""
-        if self.state != "offline":
-            self._expect_exit = True
-            await self.set_state("stopping")
+            return False
+        return True
 
     async def kill(self) -> None:
         """SIGKILL now; always allowed, whatever action holds the lock."""
-        if self.state == "offline" and self._exited.is_set():
+        if self.state == OFFLINE and self._exited.is_set():
             raise Conflict(f"server {self.id} is not running")
-        self._expect_exit = True
-        await self.env.signal(self.id, "SIGKILL")
+        expected, self._expect_exit = self._expect_exit, True
         try:
-            await asyncio.wait_for(self._exited.wait(), 30)
-        except TimeoutError:
+            await self.env.signal(self.id, "SIGKILL")
+        except Exception:
+            self._expect_exit = expected  # it runs on: an exit is what it was before the kill
+            raise
+        if not await self.wait_exit(30):
             log.warning("%s: no exit seen 30s after SIGKILL", self.id)
-
-    async def restart(self, timeout: float | None = None) -> None:
-        await self.stop(timeout)
-        await self.start()
 
     async def send_command(self, command: str) -> None:
         """Write one line to the server's stdin (409 unless starting or running)."""
-        if self.state not in ("starting", "running") or self._console is None:
+        if self.state not in ACCEPTS_COMMANDS or self._console is None:
             raise Conflict(f"server {self.id} is not running")
-        if self.spec.stop.type == "command" and command.strip() == self.spec.stop.value:
-            # The user typed the stop command: the exit that follows is not a crash.
-            self._expect_exit = True
-            await self.set_state("stopping")
-        await self._write_stdin(command)
+        stopping = self.spec.stop.type == "command" and command.strip() == self.spec.stop.value
+        if stopping:  # the user typed the stop command: the exit that follows is not a crash
+            await self.begin_stop()
+        try:
+            await self.write_stdin(command)
+        except Exception:
+            if stopping:
+                await self.stop_failed()
+            raise
 
-    async def _write_stdin(self, command: str) -> None:
+    async def write_stdin(self, command: str) -> None:
+        """Write one line to the attached console."""
         console = self._console
         if console is None:
             raise Conflict(f"server {self.id} has no console attached")
@@ -253,7 +265,7 @@ class Server:
     @property
     def detached(self) -> bool:
         """Looks alive but no console is attached and nothing is dealing with it (the engine went away)."""
-        return (self.state != "offline" and self._console is None and not self.stream_ending
+        return (self.state != OFFLINE and self._console is None and not self.stream_ending
                 and not self.lock.locked and not self.deleted)
 
     async def reattach(self) -> None:
@@ -267,10 +279,10 @@ class Server:
         console = await self.env.attach(self.id)
         self._expect_exit = False
         self._exited.clear()
-        starting = self.state == "starting" and self._pattern is not None and not any(
+        starting = self.state == STARTING and self._pattern is not None and not any(
             self._pattern.search(line) for line in self.history.tail(self.config.console.history_lines))
         # A stop that was under way when the daemon went away ended with it: the server is running.
-        await self.set_state("starting" if starting else "running")
+        await self.set_state(STARTING if starting else RUNNING)
         if self.started_at is None:
             self.started_at = time.time()
         self._watch(console)
@@ -278,11 +290,11 @@ class Server:
     async def exited_while_away(self, exit_code: int | None, oom_killed: bool) -> None:
         """The container stopped while nobody watched (daemon down, engine away): handle that exit as if
         it had been seen — a crash with its real exit code unless a stop had been asked for."""
-        self._expect_exit = self.state == "stopping"
+        self._expect_exit = self.state == STOPPING
         self._exited.clear()
         if exit_code is None:  # the container itself is gone: no exit to report
             self.daemon_message("The server's container disappeared while the daemon was away")
-            await self.set_state("offline")
+            await self.set_state(OFFLINE)
             self._exited.set()
             return
         await self._handle_exit(exit_code, oom_killed)
@@ -300,6 +312,8 @@ class Server:
             await console.close()
             if self._console is console:
                 self._console = None
+        if console is self._abandoned:
+            return  # the start was refused: nothing ran, nothing ended
         self.stream_ending = True
         try:
             await self._on_stream_end()
@@ -311,12 +325,12 @@ class Server:
         of the chunk that fit its budget; those go to the history and out as one event."""
         if not lines:
             return
-        if self.state == "starting" and self._pattern is not None:
+        if self.state == STARTING and self._pattern is not None:
             index = await self._pattern.first_match(lines)  # may yield: the state is checked again
-            if index >= 0 and self.state == "starting":
+            if index >= 0 and self.state == STARTING:
                 # The lines before the match go out first, then `running`, then the rest.
                 self._publish_lines(lines[:index])
-                await self.set_state("running")
+                await self.set_state(RUNNING)
                 lines = lines[index:]
         self._publish_lines(lines)
 
@@ -340,7 +354,7 @@ class Server:
             # The engine went away (or failed to answer); the container may still run. The engine
             # monitor re-attaches it.
             self.daemon_message("Lost the connection to the Docker engine; reconnecting when it is back")
-            self.publish_event("detached")
+            self.publish(ConsoleDetached())
             return
         if status.running and not self.deleted:
             log.info("%s: console stream ended while running; re-attaching", self.id)
@@ -350,18 +364,18 @@ class Server:
         await self._handle_exit(status.exit_code if status.exit_code is not None else -1, status.oom_killed)
 
     async def _handle_exit(self, exit_code: int, oom_killed: bool) -> None:
-        expected = self._expect_exit or self.state == "stopping"
-        crashed = not expected and self.state in ("starting", "running")
+        expected = self._expect_exit or self.state == STOPPING
+        crashed = not expected and self.state in (STARTING, RUNNING)
         self.started_at = None
         self.latest_stats = None
         await self.persist(exit_code=exit_code, oom_killed=oom_killed)
-        self.publish_event("exit", exit_code=exit_code, oom_killed=oom_killed)
+        self.publish(ServerExited(exit_code, oom_killed))
         restart = False
         if crashed and not self.deleted:
             now = time.time()
             guard = self.config.servers.crash_restart_guard_seconds
             recent = self.last_crash_at is not None and now - self.last_crash_at < guard
-            self.publish_event("crashed", exit_code=exit_code, oom_killed=oom_killed)
+            self.publish(ServerCrashed(exit_code, oom_killed))
             self.daemon_message(
                 f"Server crashed: exit code {exit_code}" + (" (out of memory)" if oom_killed else "")
             )
@@ -371,21 +385,7 @@ class Server:
             if self.spec.restart_on_crash and recent:
                 self.daemon_message(f"Not restarting: the previous crash was less than {guard:g}s ago")
         if not self.deleted:
-            await self.set_state("offline")
+            await self.set_state(OFFLINE)
         self._exited.set()
         if restart:
-            self.tasks.spawn(self._restart_after_crash(), name=f"crash-restart:{self.id}")
-
-    async def _restart_after_crash(self) -> None:
-        try:
-            self.lock.try_acquire("start")
-        except Conflict:
-            return
-        try:
-            self.daemon_message("Restarting the server after a crash")
-            await self.start()
-        except LightdError as exc:
-            # Refused like any start (a mount through a link, the disk limit): said, not raised into the owner.
-            self.report_failure("start", exc)
-        finally:
-            self.lock.release()
+            self.tasks.spawn(restart_after_crash(self), name=f"crash-restart:{self.id}")

@@ -11,7 +11,6 @@ import pytest
 
 from lightd import keys
 from lightd.app import create_app
-from lightd.compat.serving import start_front_ends
 from lightd.errors import ValidationFailed
 from lightd.ports import PortSpec
 from tests.compat.helpers import free_port
@@ -27,12 +26,7 @@ async def daemon(
     api_port, cc_port = free_port(), free_port()
     config = make_config(api={"port": api_port}, compat={"container_codes": {"enabled": True, "port": cc_port}})
     client = await aiohttp_client(create_app(config), server_kwargs={"port": api_port})
-    runners = await start_front_ends(client.app, config)
-    try:
-        yield {"api": Api(client, auth_headers), "app": client.app, "api_port": api_port, "cc_port": cc_port}
-    finally:
-        for runner in runners:
-            await runner.cleanup()
+    yield {"api": Api(client, auth_headers), "app": client.app, "api_port": api_port, "cc_port": cc_port}
 
 
 async def test_pool_refuses_the_daemons_own_ports_on_any_ip(daemon):

@@ -9,6 +9,7 @@ import pytest
 from lightd import keys
 from lightd.app import create_app
 from lightd.auth import mask_token
+from lightd.servers.events import StateChanged
 from tests.conftest import Api, wait_for
 from tests.panel import REMOTE_TOKEN
 
@@ -43,7 +44,7 @@ async def test_config_masks_the_token(aiohttp_client, make_config, auth_headers,
 
 async def test_status(aiohttp_client, make_config, auth_headers, panel):
     api = await remote_api(aiohttp_client, auth_headers, make_config(remote=panel.remote()))
-    api.client.app[keys.EVENTS].publish("event", "srv", {"type": "running"})
+    api.client.app[keys.EVENTS].publish("event", "srv", StateChanged("running"))
     await wait_for(lambda: panel.updates, timeout=5)
     status, body = await api.get("/remote/status")
     assert status == 200
@@ -57,7 +58,7 @@ async def test_reload_applies_a_changed_file(aiohttp_client, make_config, auth_h
     write(config_file, config)
     api = await remote_api(aiohttp_client, auth_headers, config, config_file)
     app = api.client.app
-    app[keys.EVENTS].publish("event", "srv", {"type": "starting"})
+    app[keys.EVENTS].publish("event", "srv", StateChanged("starting"))
     status, body = await api.get("/remote/status")
     assert body["enabled"] is False and body["queue_depth"] == 0
 
@@ -69,7 +70,7 @@ async def test_reload_applies_a_changed_file(aiohttp_client, make_config, auth_h
     status, body = await api.get("/remote/config")
     assert body["enabled"] is True and body["url"] == panel.url
     # the reloaded service delivers with the new token
-    app[keys.EVENTS].publish("event", "srv", {"type": "running"})
+    app[keys.EVENTS].publish("event", "srv", StateChanged("running"))
     await wait_for(lambda: panel.updates, timeout=5)
     assert panel.statuses() == ["running"] and panel.auth == ["Bearer lightd_rotated_token_987654"]
     status, body = await api.get("/remote/status")

@@ -1,12 +1,17 @@
-"""Shared by the compat front ends' tests: a free loopback port, and the HTTP client of a front end served
-on its own port (each test file's dataclass adds what its front end needs)."""
+"""Shared by the compat front ends' tests: a free loopback port, the HTTP client of a front end served on its
+own port, and the daemon serving it (each test file's subclass adds what its front end needs)."""
 
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from aiohttp.test_utils import TestClient
+
+from lightd.config import Config
+from tests.conftest import Api
 
 
 def free_port() -> int:
@@ -39,3 +44,16 @@ class ForeignClient:
 
     async def delete(self, path: str, **kwargs: Any) -> tuple[int, Any]:
         return await self.call("DELETE", path, **kwargs)
+
+
+@dataclass
+class FrontEndDaemon(ForeignClient):
+    """One daemon (the real app) serving a compat front end on its own port: made by the `serve_front_end`
+    fixture (tests/compat/conftest.py); each test file's subclass adds what its front end needs."""
+
+    base: str  # the front end's own port
+    http: aiohttp.ClientSession
+    api: Api  # the native API on the main port
+    main: TestClient  # the main port's test client (closing it stops the daemon, own port included)
+    config: Config
+    token: str  # the node token

@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +20,13 @@ from lightd.app import create_app
 from lightd.compat.container_codes.jobs import JOB_RUNNER
 from lightd.compat.container_codes.proxy import PROXY
 from lightd.compat.container_codes.routes import FILE_AREA
-from lightd.compat.serving import start_front_ends
-from tests.compat.helpers import ForeignClient, free_port
-from tests.conftest import TEST_IMAGE, Api, wait_for
+from tests.compat.helpers import FrontEndDaemon, free_port
+from tests.conftest import TEST_IMAGE, wait_for
 from tests.servers.helpers import create_server, wait_state
 
 
-@dataclass
-class CC(ForeignClient):
-    """One daemon with the Container Codes front end on its own port."""
-
-    base: str
-    http: aiohttp.ClientSession  # sends the node token as a Bearer token
-    api: Api  # the native API on the main port
-    main: Any  # the main port's test client
-    token: str
-    runners: list[Any]  # the front ends' own-port runners
+class CC(FrontEndDaemon):
+    """One daemon with the Container Codes front end on its own port; `http` sends the node token."""
 
     async def read(self, resp: aiohttp.ClientResponse) -> Any:
         return await resp.json() if resp.content_type == "application/json" else await resp.read()
@@ -46,31 +36,12 @@ class CC(ForeignClient):
 
 
 @pytest.fixture
-async def make_cc(
-    aiohttp_client: Callable[..., Any], make_config: Callable[..., Any], auth_headers: dict[str, str],
-    node_token: str, container_prefix: str, no_blocking_calls: None,
-) -> AsyncIterator[Callable[..., Any]]:
-    runners: list[Any] = []
-    sessions: list[aiohttp.ClientSession] = []
-
+def make_cc(serve_front_end: Callable[..., Any], container_prefix: str) -> Callable[..., Any]:
     async def make() -> CC:
-        port = free_port()
-        config = make_config(
-            docker={"container_prefix": container_prefix, "engine_poll_seconds": 1.0},
-            compat={"container_codes": {"enabled": True, "port": port}},
-        )
-        client = await aiohttp_client(create_app(config))
-        own = await start_front_ends(client.app, config)
-        runners.extend(own)
-        session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {node_token}"})
-        sessions.append(session)
-        return CC(f"http://127.0.0.1:{port}", session, Api(client, auth_headers), client, node_token, own)
+        return await serve_front_end(CC, "container_codes", bearer=True,
+                                     docker={"container_prefix": container_prefix, "engine_poll_seconds": 1.0})
 
-    yield make
-    for session in sessions:
-        await session.close()
-    for runner in runners:
-        await runner.cleanup()
+    return make
 
 
 @pytest.fixture
@@ -133,10 +104,10 @@ async def test_mounted_on_the_main_port_with_the_node_token(cc: CC):
     async with cc.main.get("/compat/container-codes/api/containers") as resp:
         assert resp.status == 401
     # one job runner and one proxy per daemon, whichever way a request arrives
-    (own_port,) = [r.app for r in cc.runners if r.app.get(keys.FRONT_END) == "container_codes"]
+    front_end = cc.main.app[keys.COMPAT_FRONT_ENDS]["container_codes"]
     (mounted,) = [app for app in cc.main.app._subapps if app.get(keys.FRONT_END) == "container_codes"]
-    assert own_port[JOB_RUNNER] is mounted[JOB_RUNNER] and own_port[PROXY] is mounted[PROXY]
-    assert own_port[FILE_AREA] is mounted[FILE_AREA]
+    assert mounted[JOB_RUNNER] is front_end.jobs and mounted[PROXY] is front_end.proxy
+    assert mounted[FILE_AREA] is front_end.files
     async with cc.main.post("/compat/container-codes/api/jobs", headers=headers,
                             json={"name": "via-mount", "image": TEST_IMAGE, "command": "true"}) as resp:
         job_id = (await resp.json())["job_id"]
@@ -329,7 +300,7 @@ async def test_file_traversal_and_symlink_escape_are_refused(cc: CC, tmp_path: P
     outside.mkdir()
     (outside / "secret.txt").write_text("secret")
     app = cc.services()
-    volume_id = await app[FILE_AREA].volume()
+    volume_id = await app[keys.COMPAT_FRONT_ENDS]["container_codes"].files.volume()
     area = app[keys.VOLUMES].path_of(volume_id)
     os.symlink(outside, area / "escape")  # planted by someone with access to the container's files
     os.symlink(outside / "secret.txt", area / "secret-link")

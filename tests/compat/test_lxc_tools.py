@@ -21,7 +21,6 @@ import socketio
 from aiohttp.test_utils import TestClient
 
 from lightd.app import create_app
-from lightd.compat.serving import start_front_ends
 from lightd.config import Config
 from tests.compat.helpers import free_port
 from tests.conftest import TEST_IMAGE, Api, wait_for
@@ -70,14 +69,11 @@ async def lxc(aiohttp_client: Callable[..., Any], make_config: Callable[..., Con
         compat={"lxc_tools": {"enabled": True, "port": port}},
     )
     client = await aiohttp_client(create_app(config))
-    runners = await start_front_ends(client.app, config)
     http = aiohttp.ClientSession()
     try:
         yield Lxc(f"http://127.0.0.1:{port}", http, client, Api(client, auth_headers), config, node_token)
     finally:
         await http.close()
-        for runner in runners:
-            await runner.cleanup()
 
 
 @dataclass
@@ -414,19 +410,14 @@ async def test_own_port_with_require_token(aiohttp_client: Callable[..., Any], m
     port = free_port()
     config = make_config(docker={"container_prefix": container_prefix},
                          compat={"lxc_tools": {"enabled": True, "port": port, "require_token": True}})
-    client = await aiohttp_client(create_app(config))
-    runners = await start_front_ends(client.app, config)
-    try:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{port}/api/health") as resp:
-                assert resp.status == 401 and "error" in await resp.json()
-            headers = {"Authorization": f"Bearer {node_token}"}
-            async with http.get(f"http://127.0.0.1:{port}/api/containers", headers=headers) as resp:
-                assert resp.status == 200 and await resp.json() == {"containers": [], "count": 0}
-        sock = SocketClient()
-        await sock.connect(f"http://127.0.0.1:{port}", headers=headers)
-        assert await sock.wait("connected")
-        await sock.sio.disconnect()
-    finally:
-        for runner in runners:
-            await runner.cleanup()
+    await aiohttp_client(create_app(config))
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{port}/api/health") as resp:
+            assert resp.status == 401 and "error" in await resp.json()
+        headers = {"Authorization": f"Bearer {node_token}"}
+        async with http.get(f"http://127.0.0.1:{port}/api/containers", headers=headers) as resp:
+            assert resp.status == 200 and await resp.json() == {"containers": [], "count": 0}
+    sock = SocketClient()
+    await sock.connect(f"http://127.0.0.1:{port}", headers=headers)
+    assert await sock.wait("connected")
+    await sock.sio.disconnect()

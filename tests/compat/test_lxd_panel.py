@@ -5,61 +5,32 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
+from lightd import keys
 from lightd.app import create_app
 from lightd.compat.lxd_panel.views import parse_description
-from lightd.compat.serving import start_front_ends
-from tests.compat.helpers import ForeignClient, free_port
-from tests.conftest import Api
+from tests.compat.helpers import FrontEndDaemon, free_port
 from tests.servers.helpers import create_server, get, wait_state
 
 DESCRIPTION = "web1 2201 s3cret 30000 30010"
 
 
-@dataclass
-class Panel(ForeignClient):
+class Panel(FrontEndDaemon):
     """One daemon with the LXD panel front end on its own port."""
-
-    base: str
-    http: aiohttp.ClientSession
-    api: Api  # the native API on the main port
-    main: Any  # the main port's test client
-    runners: list[Any]  # the front ends' own-port runners
 
 
 @pytest.fixture
-async def make_panel(
-    aiohttp_client: Callable[..., Any], make_config: Callable[..., Any], auth_headers: dict[str, str],
-    no_blocking_calls: None,
-) -> AsyncIterator[Callable[..., Any]]:
-    runners: list[Any] = []
-    sessions: list[aiohttp.ClientSession] = []
-
+def make_panel(serve_front_end: Callable[..., Any]) -> Callable[..., Any]:
     async def make(*, interval: float = 0.5, docker: dict[str, Any] | None = None) -> Panel:
-        port = free_port()
-        config = make_config(
-            docker=docker or {},
-            compat={"lxd_panel": {"enabled": True, "port": port, "monitor_interval_seconds": interval}},
-        )
-        client = await aiohttp_client(create_app(config))
-        own = await start_front_ends(client.app, config)
-        runners.extend(own)
-        session = aiohttp.ClientSession()
-        sessions.append(session)
-        return Panel(f"http://127.0.0.1:{port}", session, Api(client, auth_headers), client, own)
+        return await serve_front_end(Panel, "lxd_panel", {"monitor_interval_seconds": interval}, docker=docker)
 
-    yield make
-    for session in sessions:
-        await session.close()
-    for runner in runners:
-        await runner.cleanup()
+    return make
 
 
 @pytest.fixture
@@ -261,12 +232,10 @@ async def test_monitor_closes_on_shutdown(make_panel: Callable[..., Any], aiohtt
     config = make_config(docker={"container_prefix": container_prefix},
                          compat={"lxd_panel": {"enabled": True, "port": free_port(), "monitor_interval_seconds": 0.5}})
     client = await aiohttp_client(create_app(config))
-    runners = await start_front_ends(client.app, config)
     async with aiohttp.ClientSession() as session:
         ws = await session.ws_connect(f"ws://127.0.0.1:{config.compat.lxd_panel.port}/ws/monitor")
         await receive_update(ws, timeout=2)
-        for runner in runners:
-            await runner.cleanup()
+        await client.close()  # the daemon stops
         message = await ws.receive(timeout=10)
         while message.type == WSMsgType.TEXT:
             message = await ws.receive(timeout=10)
@@ -332,13 +301,10 @@ class StuckSocket:
 
 
 async def test_slow_monitor_client_does_not_hold_back_others(make_panel: Callable[..., Any], tmp_path: Any):
-    from lightd.compat.lxd_panel.monitor import MONITOR
-
     panel = await make_panel(interval=0.3, docker={"socket": f"unix://{tmp_path}/no.sock", "engine_poll_seconds": 60})
     ws = await panel.http.ws_connect(panel.base.replace("http", "ws") + "/ws/monitor")
     await receive_update(ws, timeout=2)
-    (front_end,) = [runner.app for runner in panel.runners]
-    hub = front_end[MONITOR]
+    hub = panel.main.app[keys.COMPAT_FRONT_ENDS]["lxd_panel"].monitor
     hub.send_timeout = 1.0
     stuck = StuckSocket()
     hub.attach(stuck)

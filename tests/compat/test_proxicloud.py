@@ -6,21 +6,20 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
 
+from lightd import keys
 from lightd.app import create_app
 from lightd.compat.proxicloud import analytics
-from lightd.compat.proxicloud.node import NODE
+from lightd.compat.proxicloud.node import ProxiCloudNode
 from lightd.compat.proxicloud.store import ProxiCloudStore
 from lightd.compat.proxicloud.templates import template_id
-from lightd.compat.serving import start_front_ends
 from lightd.store import Store
-from tests.compat.helpers import ForeignClient, free_port
+from tests.compat.helpers import FrontEndDaemon
 from tests.conftest import REGISTRY, TEST_IMAGE, Api, wait_for
 from tests.servers.helpers import create_server, get, wait_state
 
@@ -28,16 +27,8 @@ TEMPLATE = "ubuntu-24.04-standard"
 IMAGE_MAP = {TEMPLATE: TEST_IMAGE, "broken-1.0": f"{REGISTRY}/lightd-test/does-not-exist:1"}
 
 
-@dataclass
-class Cloud(ForeignClient):
+class Cloud(FrontEndDaemon):
     """One daemon with the ProxiCloud front end on its own port."""
-
-    base: str
-    http: aiohttp.ClientSession
-    api: Api  # the native API on the main port
-    main: Any  # the main port's test client
-    config: Any
-    runners: list[Any]  # the front end's own-port runner (cleaned up by the fixture)
 
     async def read(self, resp: aiohttp.ClientResponse) -> Any:
         assert resp.headers.get("X-Cache-Status") in ("online", "offline"), (str(resp.url), dict(resp.headers))
@@ -48,6 +39,10 @@ class Cloud(ForeignClient):
         assert status == 201, answer
         return answer
 
+    def node(self) -> ProxiCloudNode:
+        """The daemon's one ProxiCloud node (both ports serve it)."""
+        return self.main.app[keys.COMPAT_FRONT_ENDS]["proxicloud"].node
+
 
 @pytest.fixture
 def fast_collector(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,31 +50,12 @@ def fast_collector(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def make_cloud(
-    aiohttp_client: Callable[..., Any], make_config: Callable[..., Any], auth_headers: dict[str, str],
-    no_blocking_calls: None, container_prefix: str,
-) -> AsyncIterator[Callable[..., Any]]:
-    runners: list[Any] = []
-    sessions: list[aiohttp.ClientSession] = []
-
+def make_cloud(serve_front_end: Callable[..., Any], container_prefix: str) -> Callable[..., Any]:
     async def make(*, docker: dict[str, Any] | None = None, mount_on_main: bool = True) -> Cloud:
-        port = free_port()
-        config = make_config(
-            docker={"container_prefix": container_prefix, "image_map": IMAGE_MAP, **(docker or {})},
-            compat={"proxicloud": {"enabled": True, "port": port}, "mount_on_main": mount_on_main},
-        )
-        client = await aiohttp_client(create_app(config))
-        own = await start_front_ends(client.app, config)
-        runners.extend(own)
-        session = aiohttp.ClientSession()
-        sessions.append(session)
-        return Cloud(f"http://127.0.0.1:{port}", session, Api(client, auth_headers), client, config, runners)
+        return await serve_front_end(Cloud, "proxicloud", mount_on_main=mount_on_main,
+                                     docker={"container_prefix": container_prefix, "image_map": IMAGE_MAP, **(docker or {})})
 
-    yield make
-    for session in sessions:
-        await session.close()
-    for runner in runners:
-        await runner.cleanup()
+    return make
 
 
 @pytest.fixture
@@ -249,10 +225,8 @@ async def test_create_power_delete_and_vmids_survive_a_restart(
     assert create["name"] == "web-01" and create["details"] == f"Created from {TEMPLATE}"
 
     # a daemon restart (same data dir): the vmid table is read back, vmids are not reused
-    while cloud.runners:  # as the daemon stops: the front ends' ports first, then the main app
-        await cloud.runners.pop().cleanup()
-    assert len(proxicloud_tasks()) == 2  # the mounted app still holds the node
-    await cloud.main.close()
+    assert len(proxicloud_tasks()) == 2  # one node for both ports: one follower, one collector
+    await cloud.main.close()  # the own port, then the front end, then the services
     assert proxicloud_tasks() == []
     client = await aiohttp_client(create_app(cloud.config))
     bearer = {"Authorization": auth_headers["Authorization"]}
@@ -358,7 +332,7 @@ async def test_analytics_collected_and_served(make_cloud: Callable[..., Any], fa
     assert summary["disk"]["total"] == 9 * 1024**3
 
     # ranges: a sample from two hours ago is in 24h, not in 1h
-    store = cloud.main.app[NODE].store
+    store = cloud.node().store
     two_hours_ago = time.time() - 7200
     await store.add_samples([(100, two_hours_ago, 77.0, 1, 1, 0, 0, 0)])
     status, hour = await cloud.get("/api/analytics/100/cpu", params={"range": "1h", "interval": "1m"})
@@ -515,7 +489,7 @@ async def test_main_port_mount_and_curl(cloud: Cloud, node_token: str):
     metrics = await curl(f"{base}/analytics/{made['vmid']}/cpu?range=24h")
     assert metrics["metric"] == "cpu" and metrics["interval"] == "5m"
     assert (await curl("-X", "DELETE", f"{base}/containers/{made['vmid']}"))["status"] == "deleted"
-    main_node = cloud.main.app[NODE]
+    main_node = cloud.node()
     assert main_node.vmid_of("test-container") == made["vmid"]  # retired, still remembered for late events
 
 
@@ -530,8 +504,7 @@ async def test_own_port_only(make_cloud: Callable[..., Any], fast_collector: Non
         return (await cloud.get(f"/api/analytics/{created['vmid']}/memory"))[1]["data"]
 
     await wait_for(sampled, timeout=10)
-    while cloud.runners:
-        await cloud.runners.pop().cleanup()
+    await cloud.main.close()
     assert proxicloud_tasks() == []
 
 

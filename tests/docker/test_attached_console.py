@@ -30,7 +30,7 @@ class DeadStream:
 
 
 class FailingConnect(DeadStream):
-    async def _init(self) -> None:
+    async def __aenter__(self) -> FailingConnect:
         raise ConnectionResetError("engine gone during the upgrade")
 
 

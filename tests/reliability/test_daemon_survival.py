@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from collections import defaultdict
 
 import aiohttp
 import pytest
+import socketio
 
 from tests.conftest import TEST_IMAGE, wait_for
-from tests.panel import Panel
+from tests.panel import Panel, free_port
 from tests.reliability.daemon import Daemon
 
 pytestmark = [pytest.mark.reliability]
@@ -168,3 +170,48 @@ async def test_sigterm_is_a_clean_exit(tmp_path, node_token, container_prefix):
     daemon = Daemon(tmp_path, node_token, docker={"container_prefix": container_prefix})
     await daemon.start()
     assert daemon.stop() == 0, daemon.log_path.read_text()[-2000:]
+
+
+async def test_sigterm_with_every_front_end_unwinds_promptly_and_closes_the_store(tmp_path, node_token, container_prefix):
+    """SIGTERM with every front end on its own port and mounted, sockets open on both paths: one ordered
+    unwind (own-port listeners, front ends, services, store), a prompt exit 0, and the store closed — SQLite
+    removes the write-ahead log only at a clean close (an open store would also keep aiosqlite's thread,
+    and so the process, alive)."""
+    ports = {name: free_port() for name in ("lxc_tools", "lxd_panel", "proxicloud", "container_codes")}
+    daemon = Daemon(tmp_path, node_token, docker={"container_prefix": container_prefix},
+                    compat={name: {"enabled": True, "port": port} for name, port in ports.items()})
+    await daemon.start()
+    wal = tmp_path / "data" / "lightd.db-wal"
+    own = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    main_ws = daemon.url.replace("http", "ws")
+    sio = socketio.AsyncClient(reconnection=False)
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {node_token}"}) as http:
+            async with http.get(own["proxicloud"] + "/api/containers") as resp:
+                assert resp.status == 200
+            async with http.post(own["container_codes"] + "/api/proxy/upstreams",
+                                 json={"name": "shared", "servers": [{"address": "127.0.0.1:9"}]}) as resp:
+                assert resp.status == 201, await resp.text()
+            async with http.get(daemon.url + "/compat/container-codes/api/proxy/upstreams") as resp:
+                assert resp.status == 200 and "shared" in await resp.text()  # the same state on both paths
+            sockets = [
+                await http.ws_connect(own["lxd_panel"].replace("http", "ws") + "/ws/monitor"),
+                await http.ws_connect(main_ws + "/compat/lxd-panel/ws/monitor"),
+                await http.ws_connect(own["container_codes"].replace("http", "ws") + f"/api/ws/updates?token={node_token}"),
+                await http.ws_connect(main_ws + "/compat/container-codes/api/ws/updates"),
+            ]
+            await sio.connect(own["lxc_tools"], transports=["websocket"], wait_timeout=10)
+            assert wal.exists()  # the store is open in WAL mode
+            started = time.monotonic()
+            code = await asyncio.to_thread(daemon.stop)
+            elapsed = time.monotonic() - started
+            for ws in sockets:
+                await ws.close()
+    finally:
+        await sio.disconnect()
+        daemon.stop()
+    log = daemon.log_path.read_text()
+    assert code == 0, log[-3000:]
+    assert elapsed < 10, (elapsed, log[-3000:])
+    assert not wal.exists(), log[-3000:]
+    assert "Traceback" not in log, log[-3000:]

@@ -7,6 +7,7 @@ from typing import Any
 
 from lightd import keys
 from lightd.events import LINE_KINDS
+from lightd.servers.events import ServerEvent
 from tests.conftest import TEST_IMAGE, Api, wait_for
 
 
@@ -64,10 +65,11 @@ class EventLog:
         return self.events
 
     def of(self, kind: str) -> list[Any]:
-        """The data of every event of `kind`; output chunks are flattened to their lines."""
+        """The data of every event of `kind`; output chunks are flattened to their lines, server events are
+        in their wire shape (`{"type": ..., <fields>}`)."""
         if kind in LINE_KINDS:
             return [line for e in self.drain() if e.kind == kind for line in e.data]
-        return [e.data for e in self.drain() if e.kind == kind]
+        return [e.data.wire if isinstance(e.data, ServerEvent) else e.data for e in self.drain() if e.kind == kind]
 
     def types(self) -> list[str]:
         return [e["type"] for e in self.of("event")]

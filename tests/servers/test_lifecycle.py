@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 
 from lightd import keys
+from lightd.servers.events import StateChanged
 from tests.conftest import wait_for
 from tests.servers.helpers import EventLog, create_server, get, make_volume, wait_install, wait_state
 
@@ -192,6 +193,6 @@ async def test_running_is_announced_between_the_lines_around_the_match(dapi, dcl
     for event in events.drain():
         if event.kind == "console":
             sequence.extend(event.data)
-        elif event.kind == "event" and event.data["type"] in ("starting", "running"):
-            sequence.append(f"<{event.data['type']}>")
+        elif isinstance(event.data, StateChanged) and event.data.state in ("starting", "running"):
+            sequence.append(f"<{event.data.state}>")
     assert sequence == ["<starting>", "one", "two", "<running>", "READY now", "three"]

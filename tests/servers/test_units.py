@@ -6,9 +6,11 @@ import random
 
 import pytest
 
+from lightd.errors import PowerActionInProgress
 from lightd.servers.console import ConsoleHistory, LineSplitter, OutputThrottle, strip_ansi
 from lightd.servers.mounts import mount_allowed
 from lightd.servers.models import validate_image
+from lightd.servers.power import PowerLock
 
 
 def test_mount_allowed_by_path_component():
@@ -151,3 +153,17 @@ def test_the_install_error_tail_is_bounded_in_characters():
     log.lines = ["x" * 60_000 for _ in range(50)]
     tail = InstallLog.tail(log)
     assert len(tail) <= TAIL_MAX_CHARS + 1 and tail.endswith("x")
+
+
+def test_a_power_lock_taken_for_a_setup_that_fails_is_released():
+    lock = PowerLock("s")
+    with pytest.raises(ValueError), lock.taken("reinstall"):
+        assert lock.action == "reinstall"
+        raise ValueError("setup failed")
+    assert not lock.locked
+    with lock.taken("rebind"):
+        pass
+    assert lock.action == "rebind"  # handed on: the task that runs the action releases it
+    with pytest.raises(PowerActionInProgress, match="rebind"), lock.taken("start"):
+        pass
+    assert lock.action == "rebind"

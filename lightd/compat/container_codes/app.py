@@ -1,6 +1,6 @@
 """Container Codes compatibility front end (`codyaverett/container-codes`, seed `container-codes-api.md`):
-create_app(services), its error shape, its authentication on its own port, and the lifetime of what it
-shares with its twin (the job runner and the proxy are one per daemon).
+ContainerCodes(services), built once per daemon (its store, file area, job runner and proxy, and their
+lifetime), whose create_app() serves it with this error shape and its authentication on its own port.
 
 Served on the main port under `/compat/container-codes` (node token, checked by the main app) and, when
 `compat.container_codes.enabled`, on its own port (default 127.0.0.1:8090) where every request needs a
@@ -18,14 +18,15 @@ INTERNAL_ERROR 500 (logged, no traceback in the body).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from lightd import keys
-from lightd.api.middleware import bearer_token
 from lightd.compat.base import CompatServices
 from lightd.compat.container_codes import containers, proxy_routes, routes
 from lightd.compat.container_codes.filearea import FileArea
@@ -35,6 +36,7 @@ from lightd.compat.container_codes.routes import FILE_AREA
 from lightd.compat.container_codes.store import STORE, ContainerCodesStore
 from lightd.compat.container_codes.updates import UPDATES, UpdateSockets
 from lightd.errors import LightdError, NotFound, PathNotAllowed
+from lightd.http import bearer_token
 from lightd.http_errors import ErrorAnswer, Failure, Origin, error_middleware
 
 REQUEST_ID = web.RequestKey("container_codes_request_id", str)
@@ -75,7 +77,7 @@ def seed_error_body(request: web.Request, failure: Failure) -> ErrorAnswer:
         code = HTTP_CODES.get(status, "INVALID_REQUEST")
         message = error.message if status == 413 else failure.reason
     elif status == 404 and request.match_info.route.name == "container_get":
-        known = sorted(request.config_dict[keys.COMPAT].servers.servers)[:20]
+        known = sorted(s.id for s in request.config_dict[keys.COMPAT].servers)[:20]
         details = {"container_id": request.match_info.get("id"), "available_containers": known}
         code, message = "CONTAINER_NOT_FOUND", f"Container with ID '{request.match_info.get('id')}' not found"
     else:
@@ -106,48 +108,57 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
-async def _start(app: web.Application) -> None:
-    await app[JOB_RUNNER].acquire()
-    await app[PROXY].acquire()
-    # The file area's volume is made on first use: a daemon whose Container Codes files are never used
-    # shows no volume of it in GET /volumes.
-
-
-async def _stop(app: web.Application) -> None:
-    # on_shutdown, not cleanup: a mounted app's cleanup runs after the daemon closed its store and tasks.
-    await app[UPDATES].close()
-    await app[PROXY].release()
-    await app[JOB_RUNNER].release()
-
-
 async def updates_socket(request: web.Request) -> web.StreamResponse:
     return await request.config_dict[UPDATES].serve(request)
 
 
-def create_app(services: CompatServices) -> web.Application:
-    """The Container Codes API as one aiohttp application over the daemon's services."""
-    body_limit = _body_limit(services)
-    errors = error_middleware(seed_error_body, name="container codes", body_limit=lambda request: body_limit,
-                              request_id=request_id)
-    app = web.Application(middlewares=[errors, stamp_request_id, authenticate], client_max_size=body_limit)
-    app[keys.COMPAT] = services
-    # Its own tables, on the daemon's connection: one store per daemon, made on the first write.
-    store = services.shared(STORE, lambda: ContainerCodesStore(lambda: services.store))
-    app[STORE] = store
-    files = services.shared(FILE_AREA, lambda: FileArea(services, store))
-    app[FILE_AREA] = files
-    app[JOB_RUNNER] = services.shared(JOB_RUNNER, lambda: JobRunner(services, files, store))
-    app[PROXY] = services.shared(PROXY, lambda: ProxyService(services, store))
-    app[UPDATES] = UpdateSockets(services)
-    app.on_startup.append(_start)
-    app.on_shutdown.append(_stop)
-    app.router.add_get("/api/ws/updates", updates_socket, name="updates")
-    app.add_routes(routes.routes)
-    app.add_routes(containers.routes)
-    app.add_routes(proxy_routes.routes)
-    return app
+async def _close_updates(app: web.Application) -> None:
+    # on_shutdown: the update sockets this application accepted, before the daemon's services close.
+    await app[UPDATES].close()
 
 
-def _body_limit(services: CompatServices) -> int:
-    # The config is on the main app from its creation, before any front end is built.
-    return services.config.volumes.max_write_bytes + BODY_SLACK
+class ContainerCodes:
+    """The Container Codes front end of one daemon: whichever application a request arrives on (mounted
+    or on its own port), the same store, file area, job runner and proxy answer it."""
+
+    def __init__(self, services: CompatServices) -> None:
+        self.services = services
+        # Its own tables, on the daemon's connection, made on the first write.
+        self.store = ContainerCodesStore(lambda: services.store)
+        # The file area's volume is made on first use: a daemon whose Container Codes files are never used
+        # shows no volume of it in GET /volumes.
+        self.files = FileArea(services, self.store)
+        self.jobs = JobRunner(services, self.files, self.store)
+        self.proxy = ProxyService(services, self.store)
+        # The config is on the main app from its creation, before any front end is built.
+        self.body_limit = services.config.volumes.max_write_bytes + BODY_SLACK
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The job runner and the proxy's session, from after the daemon's services start to before they
+        close; each is closed even if the other's close fails."""
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(self.jobs.close)
+            await self.jobs.start()
+            stack.push_async_callback(self.proxy.close)
+            await self.proxy.start()
+            yield
+
+    def create_app(self) -> web.Application:
+        """An aiohttp application serving the Container Codes API over this front end (its update sockets
+        are its own)."""
+        errors = error_middleware(seed_error_body, name="container codes", body_limit=lambda request: self.body_limit,
+                                  request_id=request_id)
+        app = web.Application(middlewares=[errors, stamp_request_id, authenticate], client_max_size=self.body_limit)
+        app[keys.COMPAT] = self.services
+        app[STORE] = self.store
+        app[FILE_AREA] = self.files
+        app[JOB_RUNNER] = self.jobs
+        app[PROXY] = self.proxy
+        app[UPDATES] = UpdateSockets(self.services)
+        app.on_shutdown.append(_close_updates)
+        app.router.add_get("/api/ws/updates", updates_socket, name="updates")
+        app.add_routes(routes.routes)
+        app.add_routes(containers.routes)
+        app.add_routes(proxy_routes.routes)
+        return app

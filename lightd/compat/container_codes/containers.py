@@ -3,25 +3,23 @@ internal id, so containers made through the native API (or another front end) ar
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 
 from lightd import keys
-from lightd.api.responses import ascii_int, json_response, query_int, read_model
 from lightd.compat.base import KEEPALIVE_COMMAND, CompatServices
 from lightd.compat.container_codes.models import RESTART_POLICIES, ContainerCreate, command_line, iso
-from lightd.errors import Conflict, LightdError, ValidationFailed
+from lightd.compat.power import run_power
+from lightd.errors import Conflict, ValidationFailed
+from lightd.http import ascii_int, json_response, query_int, read_model
 from lightd.ports import PortSpec
-from lightd.servers.models import ContainerSpec, Mount
+from lightd.servers.events import ServerDeleted, ServerExited
+from lightd.servers.models import Mount
 from lightd.servers.server import Server
 
 routes = web.RouteTableDef()
-T = TypeVar("T")
-READY_TIMEOUT = 300.0
 STATUS_FILTERS = {"running", "stopped", "exited", "created", "restarting", "dead", "paused"}
 FOLLOW_QUEUE = 4096  # lines; the bus drops the oldest for a reader that falls behind
 
@@ -90,7 +88,7 @@ async def list_containers(request: web.Request) -> web.Response:
     image = request.query.get("image")
     limit = query_int(request, "limit", 50, 1, 1000)
     offset = query_int(request, "offset", 0, 0, 10**9)
-    servers = sorted(services.servers.servers.values(), key=lambda s: s.record["created_at"])
+    servers = sorted(services.servers, key=lambda s: s.record["created_at"])
     views = [container_view(s) for s in servers]
     if status == "stopped":
         views = [v for v in views if v["status"] in ("exited", "created", "dead")]
@@ -144,56 +142,20 @@ async def provision(services: CompatServices, body: ContainerCreate) -> Server:
         limits["memory"] = body.resources.memory_limit
     if body.resources.cpu_limit:
         limits["cpu"] = body.resources.cpu_limit
-    volume = await services.volumes.create()
-    try:
-        spec = ContainerSpec.model_validate({
-            "internal_id": body.name, "image": image, "volume_id": volume["volume_id"],
-            "startup_command": command_line(body.command) or KEEPALIVE_COMMAND, "environment": body.environment,
-            "ports": [p.model_dump() for p in ports], "mount": [m.model_dump() for m in mounts], "limits": limits,
-            "restart_on_crash": RESTART_POLICIES[body.restart_policy], "owned_volume": True,
-            "description": " ".join(f"{k}={v}" for k, v in body.labels.items())[:1024],
-        })
-        await services.servers.create(spec)
-    except BaseException:
-        await services.volumes.delete(volume["volume_id"])
-        raise
-    server = services.servers.get(body.name)
-    try:
-        if server.install_task is not None:
-            await asyncio.wait_for(asyncio.shield(server.install_task), READY_TIMEOUT)
-        if server.install_state != "ready":
-            raise ValidationFailed(f"install failed: {server.record.get('install_error')}")
-        if body.start:
-            await services.servers.power_and_wait(body.name, "start")
-    except (LightdError, TimeoutError) as exc:
-        await services.servers.delete(body.name)
-        if isinstance(exc, TimeoutError):
-            raise LightdError("container did not become ready in time") from None
-        raise
-    return server
-
-
-async def owned(services: CompatServices, work: Awaitable[T], name: str) -> T:
-    """Run `work` in a task the daemon owns: a client that disconnects does not cut it in half. Its
-    error is handed back to the request (not logged as a failed task)."""
-
-    async def run() -> tuple[T | None, BaseException | None]:
-        try:
-            return await work, None
-        except Exception as exc:  # noqa: BLE001 - re-raised in the request below
-            return None, exc
-
-    result, error = await asyncio.shield(services.tasks().spawn(run(), name=f"container_codes:{name}"))
-    if error is not None:
-        raise error
-    return result  # type: ignore[return-value]
+    return await services.create_in_new_volume({
+        "internal_id": body.name, "image": image, "startup_command": command_line(body.command) or KEEPALIVE_COMMAND,
+        "environment": body.environment, "ports": [p.model_dump() for p in ports],
+        "mount": [m.model_dump() for m in mounts], "limits": limits,
+        "restart_on_crash": RESTART_POLICIES[body.restart_policy],
+        "description": " ".join(f"{k}={v}" for k, v in body.labels.items())[:1024],
+    }, start=body.start)
 
 
 @routes.post("/api/containers", name="container_create")
 async def create_container(request: web.Request) -> web.Response:
     services = services_of(request)
     body = await read_model(request, ContainerCreate)
-    server = await owned(services, provision(services, body), f"create:{body.name}")
+    server = await services.run_owned(provision(services, body), f"container_codes:create:{body.name}")
     return json_response(container_view(server), status=201)
 
 
@@ -208,7 +170,8 @@ async def _power(request: web.Request, action: str) -> web.Response:
     timeout = None
     if action in ("stop", "restart") and "timeout" in request.query:
         timeout = float(query_int(request, "timeout", 30, 0, 3600))
-    await owned(services, services.servers.power_and_wait(server.id, action, timeout), f"{action}:{server.id}")
+    await services.run_owned(run_power(services.servers, "container_codes", action, server.id, timeout=timeout),
+                             f"container_codes:{action}:{server.id}")
     return json_response({"id": server.id, "status": status_of(server)})
 
 
@@ -231,7 +194,7 @@ async def restart_container(request: web.Request) -> web.Response:
 async def delete_container(request: web.Request) -> web.Response:
     services = services_of(request)
     server = _server(request)
-    await owned(services, services.servers.delete(server.id), f"delete:{server.id}")
+    await services.run_owned(services.servers.delete(server.id), f"container_codes:delete:{server.id}")
     return json_response({"id": server.id, "deleted": True})
 
 
@@ -256,7 +219,7 @@ async def container_logs(request: web.Request) -> web.StreamResponse:
         async for event in events:
             if event.kind == "console":
                 await response.write(("\n".join(event.data) + "\n").encode())
-            elif isinstance(event.data, dict) and event.data.get("type") in ("exit", "deleted"):
+            elif isinstance(event.data, ServerExited | ServerDeleted):
                 break
     await response.write_eof()
     return response

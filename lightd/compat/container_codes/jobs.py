@@ -9,8 +9,8 @@ Failures are retried up to `retry_policy.max_attempts` with the policy's backoff
 jobs run at once, highest priority first, then oldest; queued jobs survive a daemon restart and run
 after it, while a job that was running when the daemon stopped is recorded `failed` at the next start.
 
-Status changes are published on the bus (kind `compat`, front end `container_codes`, type `job_status`),
-which feeds `/api/ws/updates`.
+Status changes are published on the bus (kind `compat`, data a `JobStatusChanged`), which feeds
+`/api/ws/updates`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import logging
 import secrets
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -30,21 +31,29 @@ from lightd.compat.container_codes.filearea import FileArea, matching, walk_file
 from lightd.compat.container_codes.models import PRIORITIES, JobCreate, command_line, iso
 from lightd.compat.container_codes.store import ContainerCodesStore
 from lightd.errors import Conflict, LightdError, NotFound
+from lightd.servers.events import ServerExited
 from lightd.servers.models import ContainerSpec
 from lightd.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 
 BUS_KIND = "compat"
-FRONT_END = "container_codes"
 MAX_RUNNING = 4
 POLL_SECONDS = 5.0
 """Queued jobs are also looked for this often (a missed wake-up costs at most this)."""
 LOG_LINES = 1000
-INSTALL_TIMEOUT = 300.0
 CANCEL_WAIT = 30.0
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 INTERRUPTED = "interrupted: the daemon stopped while the job was running"
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatusChanged:
+    """A job's status moved; `progress` is 0 when queued, 100 when done, else unknown (None)."""
+
+    job_id: str
+    status: str
+    progress: float | None
 
 
 def new_job_id() -> str:
@@ -79,7 +88,6 @@ class JobRunner:
         self.files = files
         self.store = store
         self.tasks = TaskOwner("container-codes-jobs")
-        self._users = 0
         self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancelling: set[str] = set()
@@ -88,26 +96,24 @@ class JobRunner:
     def boot(self) -> float:
         return self.services.tokens.booted_at
 
-    # -- lifetime (reference-counted: the mounted and the own-port app both hold it) ------------------
-    async def acquire(self) -> None:
-        self._users += 1
-        if self._users == 1:
-            await self._recover()
-            self.tasks.spawn(self._dispatch(), name="dispatcher")
+    # -- lifetime: the front end's, after the daemon's services start and before they close ------------
+    async def start(self) -> None:
+        """Record the jobs a daemon stop interrupted as failed, then start the dispatcher."""
+        await self._recover()
+        self.tasks.spawn(self._dispatch(), name="dispatcher")
 
-    async def release(self) -> None:
-        self._users -= 1
-        if self._users == 0:
-            # A running job's task is cancelled: it removes its container (best effort, within the close
-            # timeout) and stays `running` in the store; the next start records it failed and removes
-            # whatever was left. A job cannot outlive the daemon that watches its exit.
-            await self.tasks.close(timeout=5.0)
+    async def close(self) -> None:
+        """Stop the dispatcher and every running job."""
+        # A running job's task is cancelled: it removes its container (best effort, within the close
+        # timeout) and stays `running` in the store; the next start records it failed and removes
+        # whatever was left. A job cannot outlive the daemon that watches its exit.
+        await self.tasks.close(timeout=5.0)
 
     async def _recover(self) -> None:
         for row in await self.store.fail_interrupted_jobs(self.boot, INTERRUPTED):
             log.warning("container codes: job %s was interrupted by a daemon stop; recorded failed", row["id"])
             try:
-                if row["container"] and row["container"] in self.services.servers.servers:
+                if row["container"] and row["container"] in self.services.servers:
                     await self.services.servers.delete(row["container"])
                 if row["volume_id"]:  # an interrupted run lists no outputs: its volume goes too
                     with contextlib.suppress(NotFound):  # stopped before the volume was made
@@ -163,7 +169,7 @@ class JobRunner:
     def logs(self, row: dict[str, Any]) -> list[str]:
         """A running job's console tail, or the stored one."""
         container = row["container"]
-        if row["status"] == "running" and container in self.services.servers.servers:
+        if row["status"] == "running" and container in self.services.servers:
             return self.services.servers.logs(container, LOG_LINES)
         return row["logs"]
 
@@ -255,22 +261,19 @@ class JobRunner:
     async def _execute(self, job_id: str) -> int:
         servers = self.services.servers
         server = servers.get(job_id)
-        if server.install_task is not None:
-            await asyncio.wait_for(asyncio.shield(server.install_task), INSTALL_TIMEOUT)
-        if server.install_state != "ready":
-            raise LightdError(f"install failed: {server.record.get('install_error')}")
+        await servers.wait_installed(server)  # within the job's time limit
         # Subscribed before the start: a command that ends at once still delivers its exit.
         with self.services.events.subscribe(server=job_id, kinds={"event"}, maxsize=256) as events:
             await servers.power_and_wait(job_id, "start")
             async for event in events:
-                if isinstance(event.data, dict) and event.data.get("type") == "exit":
-                    return int(event.data.get("exit_code", -1))
+                if isinstance(event.data, ServerExited):
+                    return event.data.exit_code
         raise LightdError("the job's container went away")
 
     async def _clean_up(self, job_id: str, volume_id: str, created: bool, keep_volume: bool) -> None:
         servers = self.services.servers
         try:
-            if created and job_id in servers.servers:
+            if created and job_id in servers:
                 await servers.delete(job_id)
             if not keep_volume:
                 await self.services.volumes.delete(volume_id)
@@ -279,8 +282,8 @@ class JobRunner:
             log.warning("container codes: cleaning up job %s: %s", job_id, exc)
 
     def _publish(self, job_id: str, status: str) -> None:
-        data = {"job_id": job_id, "status": status, "progress": 100.0 if status in TERMINAL else 0.0 if status == "queued" else None}
-        self.services.events.publish(BUS_KIND, None, {"front_end": FRONT_END, "type": "job_status", "data": data})
+        progress = 100.0 if status in TERMINAL else 0.0 if status == "queued" else None
+        self.services.events.publish(BUS_KIND, None, JobStatusChanged(job_id, status, progress))
 
 
 def _backoff(request: JobCreate, attempt: int) -> float:

@@ -59,7 +59,6 @@ class ProxyService:
         self.services = services
         self.store = store
         self.session: aiohttp.ClientSession | None = None
-        self._users = 0
         self._rotation: dict[str, int] = {}
         self._servers: dict[tuple[str, str], ServerState] = {}
         self._upstream_totals: dict[str, int] = {}
@@ -68,18 +67,17 @@ class ProxyService:
         self.total = 0
         self.errors = 0
 
-    async def acquire(self) -> None:
-        self._users += 1
-        if self.session is None:
-            # No cookie jar, no environment proxies: each request stands alone, straight to loopback.
-            self.session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
-                                                 auto_decompress=False)
+    async def start(self) -> None:
+        """Open the forwarding session (the front end's lifetime: after the daemon's services start)."""
+        # No cookie jar, no environment proxies: each request stands alone, straight to loopback.
+        self.session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
+                                             auto_decompress=False)
 
-    async def release(self) -> None:
-        self._users -= 1
-        if self._users == 0 and self.session is not None:
-            await self.session.close()
-            self.session = None
+    async def close(self) -> None:
+        """Close the forwarding session."""
+        if self.session is not None:
+            session, self.session = self.session, None
+            await session.close()
 
     # -- configuration -------------------------------------------------------------------------------
     async def config(self) -> ProxyConfig:

@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from lightd.api.responses import ascii_int
 from lightd.compat.container_codes.models import parse_duration
+from lightd.http import ascii_int
 
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 METHODS = {"ANY", "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}

@@ -6,10 +6,10 @@ import secrets
 
 from aiohttp import web
 
-from lightd.api.responses import json_response, read_model
 from lightd.compat.container_codes.proxy import PROXY, SETTING, ProxyService
 from lightd.compat.container_codes.proxy_models import ProxyConfig, Route, Upstream
 from lightd.errors import Conflict, NotFound, ValidationFailed
+from lightd.http import json_response, read_model
 
 routes = web.RouteTableDef()
 

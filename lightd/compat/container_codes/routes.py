@@ -11,13 +11,13 @@ import psutil
 from aiohttp import web
 
 import lightd
-from lightd.api.responses import json_response, query_int, read_model
-from lightd.compat.container_codes.containers import owned, services_of
+from lightd.compat.container_codes.containers import services_of
 from lightd.compat.container_codes.filearea import FileArea, area_path, mime_type
 from lightd.compat.container_codes.jobs import JOB_RUNNER, JobRunner, job_view
 from lightd.compat.container_codes.models import JobCreate, iso
 from lightd.compat.container_codes.updates import UPDATES
 from lightd.errors import LightdError, NotFound, PayloadTooLarge, ValidationFailed
+from lightd.http import json_response, query_int, read_model
 from lightd.volumes.service import FileStream
 
 routes = web.RouteTableDef()
@@ -44,7 +44,7 @@ async def health(request: web.Request) -> web.Response:
         database = "healthy"
     except Exception:  # noqa: BLE001 - a health check reports, it does not fail
         database = "unhealthy"
-    docker = "healthy" if await services.servers.env.available() else "unhealthy"
+    docker = "healthy" if await services.servers.engine.available() else "unhealthy"
     healthy = database == docker == "healthy"
     return json_response({
         "status": "healthy" if healthy else "unhealthy",
@@ -65,7 +65,7 @@ async def system_info(request: web.Request) -> web.Response:
         "memory_usage": memory,
         "cpu_usage": psutil.cpu_percent(None),  # since the previous call: never sleeps
         "active_connections": len(request.config_dict[UPDATES]),
-        "containers": len(services.servers.servers),
+        "containers": len(services.servers),
     })
 
 
@@ -255,7 +255,7 @@ async def get_job(request: web.Request) -> web.Response:
 async def cancel_job(request: web.Request) -> web.Response:
     services = services_of(request)
     jobs = _jobs(request)
-    row = await owned(services, jobs.cancel(request.match_info["id"]), "cancel")
+    row = await services.run_owned(jobs.cancel(request.match_info["id"]), "container_codes:cancel")
     return json_response(job_view(row))
 
 

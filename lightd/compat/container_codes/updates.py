@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import asdict
 from typing import Any
 
 import psutil
 from aiohttp import WSCloseCode, web
 
-from lightd.api.responses import dumps
 from lightd.compat.base import CompatServices
-from lightd.compat.container_codes.jobs import BUS_KIND, FRONT_END
+from lightd.compat.container_codes.jobs import BUS_KIND, JobStatusChanged
 from lightd.compat.container_codes.models import iso
 from lightd.errors import ServiceUnavailable
 from lightd.events import Event
+from lightd.servers.events import ServerEvent
+from lightd.http import dumps
 from lightd.tasks import TaskOwner
 
 QUEUE_SIZE = 256
@@ -40,17 +42,15 @@ DOCKER_WORDS = {"running": "start", "offline": "stop", "exit": "die", "deleted":
 def translate(event: Event) -> dict[str, Any] | None:
     """One bus event as an updates message, or None for what this socket does not carry."""
     data = event.data
-    if not isinstance(data, dict):
-        return None
-    if event.kind == "event" and event.server is not None and isinstance(data.get("type"), str):
-        details = {k: v for k, v in data.items() if k != "type"}
-        message = {"container_id": event.server, "event": DOCKER_WORDS.get(data["type"], data["type"]),
-                   "state": data["type"], "timestamp": iso(event.ts)}
+    if isinstance(data, ServerEvent) and event.server is not None:
+        details = {k: v for k, v in data.wire.items() if k != "type"}
+        message = {"container_id": event.server, "event": DOCKER_WORDS.get(data.type, data.type),
+                   "state": data.type, "timestamp": iso(event.ts)}
         if details:
             message["details"] = details
         return {"type": "container_event", "data": message}
-    if event.kind == BUS_KIND and data.get("front_end") == FRONT_END and data.get("type") == "job_status":
-        return {"type": "job_status", "data": data.get("data")}
+    if isinstance(data, JobStatusChanged):
+        return {"type": "job_status", "data": asdict(data)}
     return None
 
 

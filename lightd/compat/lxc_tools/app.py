@@ -1,5 +1,5 @@
-"""LXC Tools compatibility front end (`Centralize/lxc` API): create_app(services), its error middleware,
-and the Socket.IO feed's lifetime.
+"""LXC Tools compatibility front end (`Centralize/lxc` API): LxcTools(services), built once per daemon (its
+Socket.IO server and the feed's lifetime), whose create_app() serves it with its error middleware.
 
 Served on its own port (default 5000, `compat.lxc_tools`, env `LXC_API_HOST`/`LXC_API_PORT`) with the
 Socket.IO endpoint at `/socket.io/`, and on the main port under `/compat/lxc-tools` (node token required)
@@ -23,9 +23,9 @@ takes the key in the body (`{"key"}` or `{"keys"}`) and falls back to
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncIterator
 
-import socketio
 from aiohttp import web
 
 from lightd.compat.base import CompatServices
@@ -74,31 +74,43 @@ def lxc_error_body(request: web.Request, failure: Failure) -> ErrorAnswer:
     return ErrorAnswer(_body(operation, error.message), status=min(error.status, 500))
 
 
-def _updates_ctx(sio: socketio.AsyncServer, services: CompatServices) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def updates(app: web.Application) -> AsyncIterator[None]:
-        # One bus subscriber per application instance feeds that instance's Socket.IO clients.
-        subscription = services.events.subscribe(kinds={"event", BUS_KIND}, maxsize=SUBSCRIPTION_SIZE)
-        owner = TaskOwner("lxc_tools")
-        owner.spawn(emit_updates(sio, services, subscription), name="socketio-updates")
-        yield
-        subscription.close()
-        await owner.close(timeout=5)
+class LxcTools:
+    """The LXC Tools front end of one daemon: one Socket.IO server, attached to both applications (mounted
+    and on its own port), fed by one bus subscriber."""
 
-    return updates
+    def __init__(self, services: CompatServices) -> None:
+        self.services = services
+        self.sio = create_socketio()
+        self.tasks = TaskOwner("lxc_tools")
+        self._sio_stopped = False
 
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The feed, from after the daemon's services start to before they close."""
+        subscription = self.services.events.subscribe(kinds={"event", BUS_KIND}, maxsize=SUBSCRIPTION_SIZE)
+        try:
+            self.tasks.spawn(emit_updates(self.sio, self.services, subscription), name="socketio-updates")
+            yield
+        finally:
+            subscription.close()
+            await self.tasks.close(timeout=5)
 
-def create_app(services: CompatServices) -> web.Application:
-    """The LXC Tools API as one aiohttp application over the daemon's services."""
-    app = web.Application(middlewares=[error_middleware(lxc_error_body, name="lxc_tools")], client_max_size=BODY_MAX)
-    app.add_routes(routes)
-    sio = create_socketio()
-    # The route is relative to this application: /socket.io/ on its own port,
-    # /compat/lxc-tools/socket.io/ when mounted on the main port.
-    sio.attach(app, socketio_path="socket.io")
-    app.cleanup_ctx.append(_updates_ctx(sio, services))
+    async def _close_sockets(self, app: web.Application) -> None:
+        # on_shutdown of each application: every client is disconnected (an open Socket.IO socket would hold
+        # the runner's shutdown for its whole timeout), whichever application it came through; the daemon
+        # is stopping. The server's own shutdown runs once (a second call fails).
+        if self.sio.eio.sockets:  # disconnect() of no client at all fails
+            await self.sio.eio.disconnect()
+        if not self._sio_stopped:
+            self._sio_stopped = True
+            await self.sio.shutdown()
 
-    async def close_sockets(app: web.Application) -> None:
-        await sio.shutdown()
-
-    app.on_shutdown.append(close_sockets)
-    return app
+    def create_app(self) -> web.Application:
+        """An aiohttp application serving the LXC Tools API over this front end."""
+        app = web.Application(middlewares=[error_middleware(lxc_error_body, name="lxc_tools")], client_max_size=BODY_MAX)
+        app.add_routes(routes)
+        # The route is relative to this application: /socket.io/ on its own port,
+        # /compat/lxc-tools/socket.io/ when mounted on the main port.
+        self.sio.attach(app, socketio_path="socket.io")
+        app.on_shutdown.append(self._close_sockets)
+        return app

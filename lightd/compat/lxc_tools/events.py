@@ -1,12 +1,12 @@
 """The LXC Tools Socket.IO server and its `container_update` events, all taken from the event bus.
 
-Routes publish their `<operation>_start|success|error` steps on the bus (kind `compat`, data
-`{"front_end": "lxc_tools", "type", "data"}`); native lifecycle events of containers made over the native
+Routes publish their `<operation>_start|success|error` steps on the bus (kind `compat`, data an
+`OperationStep`); native lifecycle events of containers made over the native
 API are translated too (`installing` -> `container_create_start`, `ready` -> `container_create_success`,
 `failed` -> `container_create_error`, `deleted` -> `container_delete_success`). While a front-end
 operation on a container is in flight, that container's native events are not translated: the
-operation's own steps describe it, so a client never sees one create twice. Every application instance
-(mounted and own port) runs one bus subscriber feeding its own Socket.IO clients.
+operation's own steps describe it, so a client never sees one create twice. One bus subscriber per
+daemon feeds the Socket.IO clients of both applications (mounted and own port).
 
 Rooms are decorative, as in the real server: `container_update` goes to every connected client.
 """
@@ -14,6 +14,7 @@ Rooms are decorative, as in the real server: `container_update` goes to every co
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,16 +22,14 @@ import socketio
 
 from lightd.compat.base import CompatServices
 from lightd.events import Event
+from lightd.servers.events import InstallFailed, InstallStateChanged, ServerDeleted
 
 log = logging.getLogger(__name__)
 
-FRONT_END = "lxc_tools"
 BUS_KIND = "compat"
 SUBSCRIPTION_SIZE = 1024  # overflow: the bus drops the oldest update
 MAX_INBOUND_BYTES = 64 * 1024
 ROOM_MAX = 128
-NATIVE_CREATE = {"installing": "container_create_start", "ready": "container_create_success",
-                 "failed": "container_create_error", "deleted": "container_delete_success"}
 
 
 def naive_utc(ts: float) -> str:
@@ -38,9 +37,17 @@ def naive_utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).replace(tzinfo=None).isoformat()
 
 
+@dataclass(frozen=True, slots=True)
+class OperationStep:
+    """One step of a front-end operation: `type` is `<operation>_start|success|error`, `data` its payload."""
+
+    type: str
+    data: dict[str, Any]
+
+
 def publish_update(services: CompatServices, update_type: str, name: str | None, data: dict[str, Any]) -> None:
     """Put one `container_update` on the bus (every instance's Socket.IO clients receive it)."""
-    services.events.publish(BUS_KIND, name, {"front_end": FRONT_END, "type": update_type, "data": data})
+    services.events.publish(BUS_KIND, name, OperationStep(update_type, data))
 
 
 def create_socketio() -> socketio.AsyncServer:
@@ -81,39 +88,40 @@ class UpdateTranslator:
         self._busy: dict[str, int] = {}
 
     def translate(self, event: Event) -> dict[str, Any] | None:
-        if event.kind == BUS_KIND:
-            return self._own(event)
+        if isinstance(event.data, OperationStep):
+            return self._own(event.server, event.data, event.ts)
         if event.kind == "event" and event.server is not None:
             return self._native(event)
         return None
 
-    def _own(self, event: Event) -> dict[str, Any] | None:
-        data = event.data
-        if not isinstance(data, dict) or data.get("front_end") != FRONT_END:
-            return None
-        update_type = data["type"]
-        if event.server is not None:
-            if update_type.endswith("_start"):
-                self._busy[event.server] = self._busy.get(event.server, 0) + 1
-            elif update_type.endswith(("_success", "_error")) and event.server in self._busy:
-                self._busy[event.server] -= 1
-                if self._busy[event.server] <= 0:
-                    del self._busy[event.server]
-        return {"type": update_type, "data": data["data"], "timestamp": naive_utc(event.ts)}
+    def _own(self, name: str | None, step: OperationStep, ts: float) -> dict[str, Any]:
+        if name is not None:
+            if step.type.endswith("_start"):
+                self._busy[name] = self._busy.get(name, 0) + 1
+            elif step.type.endswith(("_success", "_error")) and name in self._busy:
+                self._busy[name] -= 1
+                if self._busy[name] <= 0:
+                    del self._busy[name]
+        return {"type": step.type, "data": step.data, "timestamp": naive_utc(ts)}
 
     def _native(self, event: Event) -> dict[str, Any] | None:
         name = event.server
-        native_type = event.data.get("type") if isinstance(event.data, dict) else None
-        update_type = NATIVE_CREATE.get(native_type or "")
-        if update_type is None or name in self._busy:
+        if name in self._busy:
             return None
         data: dict[str, Any] = {"name": name}
-        if update_type == "container_create_error":
-            data["error"] = event.data.get("error") or "install failed"
-        elif update_type != "container_delete_success":
-            server = self.services.servers.servers.get(name)
-            if server is not None:
-                data["image"] = server.spec.image
+        match event.data:
+            case InstallStateChanged(state="installing" | "ready" as state):
+                update_type = "container_create_start" if state == "installing" else "container_create_success"
+                server = self.services.servers.find(name)
+                if server is not None:
+                    data["image"] = server.spec.image
+            case InstallFailed(error=error):
+                update_type = "container_create_error"
+                data["error"] = error or "install failed"
+            case ServerDeleted():
+                update_type = "container_delete_success"
+            case _:
+                return None
         return {"type": update_type, "data": data, "timestamp": naive_utc(event.ts)}
 
 

@@ -17,12 +17,14 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from lightd import keys
-from lightd.api.responses import json_response
 from lightd.compat.base import CompatServices
 from lightd.compat.lxc_tools import models
 from lightd.compat.lxc_tools.events import naive_utc, publish_update
-from lightd.errors import Conflict, LightdError, NotFound, ValidationFailed
+from lightd.compat.power import run_power
+from lightd.errors import LightdError, NotFound, ValidationFailed
+from lightd.http import json_response
 from lightd.ports import PortSpec
+from lightd.servers.events import ActionFailed, NetworkRebound, StateChanged
 from lightd.servers.models import RebindRequest
 
 T = TypeVar("T")
@@ -59,27 +61,23 @@ async def run_operation(
     """Run `work` in an owned task between `<operation>_start` and `_success`/`_error` updates."""
     services = _services(request)
 
-    async def run() -> tuple[T | None, BaseException | None]:
+    async def run() -> T:
         publish_update(services, f"{operation}_start", name, data)
         try:
             result = await work()
-        except Exception as exc:  # noqa: BLE001 - reported as the _error step, re-raised to the request
+        except Exception as exc:
             error = {error_key: data[error_key]} if error_key in data else {}
             publish_update(services, f"{operation}_error", name, {**error, "error": _failure_text(exc)})
-            return None, exc
+            raise
         publish_update(services, f"{operation}_success", name, data)
-        return result, None
+        return result
 
-    task = services.tasks().spawn(run(), name=f"lxc_tools:{operation}:{name or '-'}")
-    result, error = await asyncio.shield(task)
-    if error is not None:
-        raise error
-    return result  # type: ignore[return-value]
+    return await services.run_owned(run(), f"lxc_tools:{operation}:{name or '-'}")
 
 
 async def addresses(services: CompatServices, name: str) -> tuple[str | None, str | None]:
     """The container's IPv4 and global IPv6 address on its Docker network (None when it has none)."""
-    return await services.servers.env.addresses(name)
+    return await services.servers.engine.addresses(name)
 
 
 def lxc_state(view: dict[str, Any]) -> str:
@@ -135,23 +133,22 @@ async def delete_container(request: web.Request) -> web.Response:
     return json_response({"message": f"Container {name} deleted successfully"})
 
 
-@routes.post(NAMED + "/restart", name="restart_container")
-async def restart_container(request: web.Request) -> web.Response:
-    # The real `redolx` deletes and re-launches the container; lightd restarts it, keeping its data.
+async def _power(request: web.Request, verb: str, done: str) -> web.Response:
     name = _name(request)
     servers = _services(request).servers
-    await run_operation(request, "container_restart", name, {"name": name},
-                        lambda: servers.power_and_wait(name, "restart"))
-    return json_response({"message": f"Container {name} restarted successfully"})
+    await run_operation(request, f"container_{verb}", name, {"name": name},
+                        lambda: run_power(servers, "lxc_tools", verb, name))
+    return json_response({"message": f"Container {name} {done} successfully"})
+
+
+@routes.post(NAMED + "/restart", name="restart_container")
+async def restart_container(request: web.Request) -> web.Response:
+    return await _power(request, "restart", "restarted")
 
 
 @routes.post(NAMED + "/start", name="start_container")
 async def start_container(request: web.Request) -> web.Response:
-    name = _name(request)
-    servers = _services(request).servers
-    await run_operation(request, "container_start", name, {"name": name},
-                        lambda: servers.power_and_wait(name, "start"))
-    return json_response({"message": f"Container {name} started successfully"})
+    return await _power(request, "start", "started")
 
 
 @routes.post(NAMED + "/connect", name="connect_container")
@@ -160,7 +157,7 @@ async def connect_container(request: web.Request) -> web.Response:
     services = _services(request)
     server = services.servers.get(name)
     ipv4, ipv6 = await addresses(services, name)
-    docker_name = services.servers.env.name_of(name)
+    docker_name = services.servers.engine.name_of(name)
     return json_response({
         "name": name,
         "ipAddress": ipv4,
@@ -183,9 +180,9 @@ def _size(size: int) -> str:
 @routes.get("/api/images", name="list_images")
 async def list_images(request: web.Request) -> web.Response:
     services = _services(request)
-    env = services.servers.env
-    engine_images = await env.list_images()
-    architecture = (await env.engine_info()).get("Architecture", "")
+    engine = services.servers.engine
+    engine_images = await engine.list_images()
+    architecture = (await engine.engine_info()).get("Architecture", "")
     by_tag: dict[str, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
     for image in engine_images:
@@ -213,7 +210,7 @@ async def setup_network(request: web.Request) -> web.Response:
     network = services.config.docker.network
 
     async def check() -> None:
-        if not await services.servers.env.network_exists(network):
+        if not await services.servers.engine.network_exists(network):
             raise LightdError(f"Docker network {network!r} does not exist; create it (e.g. `docker network create "
                               f"-d macvlan -o parent=<interface> {network}`) and restart lightd")
 
@@ -249,17 +246,14 @@ async def configured_keys(services: CompatServices) -> list[str]:
 
 async def deploy_keys(services: CompatServices, name: str, keys_: list[str]) -> int:
     """Append the keys the container does not have yet; how many were added."""
-    server = services.servers.get(name)
-    if server.state != "running":
-        raise Conflict(f"container {name} is not running")
-    env = services.servers.env
-    code, current = await env.exec(name, ["cat", AUTHORIZED_KEYS])
+    servers = services.servers
+    code, current = await servers.exec(name, ["cat", AUTHORIZED_KEYS])
     present = {line.strip() for line in current.splitlines()} if code == 0 else set()
     new = list(dict.fromkeys(k for k in keys_ if k not in present))
     if not new:
         return 0
     separator = "\n" if code == 0 and current and not current.endswith("\n") else ""
-    code, output = await env.exec(name, APPEND_KEYS, stdin=(separator + "\n".join(new) + "\n").encode())
+    code, output = await servers.exec(name, APPEND_KEYS, stdin=(separator + "\n".join(new) + "\n").encode())
     if code != 0:
         raise LightdError(f"writing {AUTHORIZED_KEYS} failed (exit {code}): {output.strip()[-500:]}")
     return len(new)
@@ -280,15 +274,15 @@ async def deploy_authkey(request: web.Request) -> web.Response:
 async def _wait_rebind(subscription: Any, was_running: bool) -> None:
     rebound = False
     async for event in subscription:
-        kind = event.data.get("type") if isinstance(event.data, dict) else None
-        if kind == "error" and (event.data.get("action") == "rebind" or rebound):
-            raise LightdError(f"port change failed: {event.data.get('message')}")
-        if kind == "network_rebound":
-            rebound = True
-            if not was_running:
+        match event.data:
+            case ActionFailed(action=action, message=message) if action == "rebind" or rebound:
+                raise LightdError(f"port change failed: {message}")
+            case NetworkRebound():
+                rebound = True
+                if not was_running:
+                    return
+            case StateChanged(state="running") if rebound:
                 return
-        elif rebound and kind == "running":
-            return
 
 
 async def forward_port(services: CompatServices, name: str, ip: str | None, protocol: str | None) -> PortSpec:

@@ -1,9 +1,10 @@
-"""create_app(services): the LXD panel front end as one aiohttp application — its routes, its error
-shape (`{"detail": ...}`, FastAPI's) and the monitor broadcaster it owns."""
+"""LxdPanel(services): the LXD panel front end, built once per daemon (its views and its one monitor
+broadcaster); its create_app() serves it with its routes and its error shape (`{"detail": ...}`, FastAPI's)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import psutil
@@ -19,8 +20,6 @@ from lightd.http_errors import ErrorAnswer, Failure, Origin, error_middleware
 from lightd.tasks import TaskOwner
 
 ENGINE_DOWN = "LXD服务不可用"
-MONITOR_TASKS = web.AppKey("lxd_panel_tasks", TaskOwner)
-"""The front end's own TaskOwner: the monitor broadcaster and one sender per socket."""
 
 
 def detail_error_body(request: web.Request, failure: Failure) -> ErrorAnswer:
@@ -38,33 +37,42 @@ def detail_error_body(request: web.Request, failure: Failure) -> ErrorAnswer:
     return ErrorAnswer({"detail": error.message})
 
 
-async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
-    services: CompatServices = app[keys.COMPAT]
-    tasks = TaskOwner("lxd-panel")
-    # Primes psutil's CPU baseline: later calls measure since the previous one and never sleep.
-    await asyncio.to_thread(psutil.cpu_percent, None)
-    app[MONITOR] = MonitorHub(services, app[VIEWS], tasks, services.config.compat.lxd_panel.monitor_interval_seconds)
-    app[MONITOR_TASKS] = tasks
-    yield
-    await tasks.close()
+class LxdPanel:
+    """The LXD panel front end of one daemon: its instance views and one monitor hub (one broadcaster for
+    the monitor sockets of both applications, mounted and on its own port)."""
 
+    def __init__(self, services: CompatServices) -> None:
+        self.services = services
+        self.views = InstanceViews(services)
+        self.tasks = TaskOwner("lxd-panel")
+        """The monitor broadcaster and one sender per socket."""
+        self.monitor = MonitorHub(services, self.views, self.tasks,
+                                  services.config.compat.lxd_panel.monitor_interval_seconds)
 
-async def _close_monitor(app: web.Application) -> None:
-    # on_shutdown: the sockets go first, then the broadcaster, before the daemon's services close.
-    if MONITOR in app:
-        await app[MONITOR].close()
-        await app[MONITOR_TASKS].close(timeout=5.0)
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """From after the daemon's services start to before they close: then the sockets and their tasks end."""
+        try:
+            # Primes psutil's CPU baseline: later calls measure since the previous one and never sleep.
+            await asyncio.to_thread(psutil.cpu_percent, None)
+            yield
+        finally:
+            try:
+                await self.monitor.close()
+            finally:
+                await self.tasks.close(timeout=5.0)
 
+    async def _close_sockets(self, app: web.Application) -> None:
+        # on_shutdown of each application, before the daemon's services close (the hub's sockets of both
+        # applications: the daemon is stopping).
+        await self.monitor.close()
 
-def create_app(services: CompatServices) -> web.Application:
-    """The LXD panel API (seed lxd-panel-api.md) over lightd's services (`app[keys.COMPAT]` is set by
-    lightd.compat.serving; it is set here too so the app stands alone)."""
-    app = web.Application(middlewares=[error_middleware(detail_error_body, name="lxd panel")])
-    app[keys.COMPAT] = services
-    app[VIEWS] = InstanceViews(services)
-    app.cleanup_ctx.append(_monitor_ctx)
-    app.on_shutdown.append(_close_monitor)
-    app.add_routes(routes)
-    return app
-
-
+    def create_app(self) -> web.Application:
+        """An aiohttp application serving the LXD panel API (seed lxd-panel-api.md) over this front end."""
+        app = web.Application(middlewares=[error_middleware(detail_error_body, name="lxd panel")])
+        app[keys.COMPAT] = self.services
+        app[VIEWS] = self.views
+        app[MONITOR] = self.monitor
+        app.on_shutdown.append(self._close_sockets)
+        app.add_routes(routes)
+        return app

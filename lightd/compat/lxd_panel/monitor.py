@@ -12,10 +12,10 @@ from typing import Any
 
 from aiohttp import WSCloseCode, web
 
-from lightd.api.responses import dumps
 from lightd.compat.base import CompatServices
 from lightd.compat.lxd_panel.views import InstanceViews, now_iso
 from lightd.errors import DockerUnavailable, ServiceUnavailable
+from lightd.http import dumps
 from lightd.tasks import TaskOwner
 
 log = logging.getLogger(__name__)

@@ -5,17 +5,20 @@ while it is away."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from lightd import keys
-from lightd.api.responses import json_response
 from lightd.compat.base import CompatServices
 from lightd.compat.lxd_panel.monitor import MONITOR
 from lightd.compat.lxd_panel.views import VIEWS, now_iso
+from lightd.compat.power import run_power
 from lightd.errors import Conflict, DockerUnavailable, LightdError, ValidationFailed
+from lightd.http import json_response
+from lightd.servers.server import Server
 
 routes = web.RouteTableDef()
 
@@ -62,7 +65,7 @@ async def root(request: web.Request) -> web.Response:
 
 @routes.get("/api/health")
 async def health(request: web.Request) -> web.Response:
-    connected = await _services(request).servers.env.available()
+    connected = await _services(request).servers.engine.available()
     return json_response({"status": "healthy", "lxd_connected": connected})
 
 
@@ -92,48 +95,44 @@ async def instance_resources(request: web.Request) -> web.Response:
     return json_response(await views.resources(views.find(request.match_info["name"])))
 
 
-@routes.post("/api/instances/{name}/{action:start|stop|restart}")
-async def power(request: web.Request) -> web.Response:
-    name, action = request.match_info["name"], request.match_info["action"]
-    verb = VERBS[action]
+async def _operation(request: web.Request, verb: str, work: Callable[[Server], Awaitable[object]]) -> web.Response:
+    """Run `work` on the named instance; the panel's outcome shape either way (an engine outage is a 503)."""
+    name = request.match_info["name"]
     manager = _services(request).servers
     await manager.require_engine()
     try:
-        server = request.config_dict[VIEWS].find(name)
-        # The panel's no-ops: start of a running instance, stop of a stopped one.
-        if not ((action == "start" and server.state in ("starting", "running"))
-                or (action == "stop" and server.state == "offline")):
-            await manager.power_and_wait(name, action)
+        await work(request.config_dict[VIEWS].find(name))
     except DockerUnavailable:
         raise
     except LightdError as exc:
-        return _outcome(False, f"实例 {name} {verb}失败: {exc.message}")
-    return _outcome(True, f"实例 {name} {verb}成功")
+        return _outcome(False, f"实例 {name} {VERBS[verb]}失败: {exc.message}")
+    return _outcome(True, f"实例 {name} {VERBS[verb]}成功")
+
+
+@routes.post("/api/instances/{name}/{action:start|stop|restart}")
+async def power(request: web.Request) -> web.Response:
+    action = request.match_info["action"]
+    manager = _services(request).servers
+    return await _operation(request, action, lambda server: run_power(manager, "lxd_panel", action, server.id))
 
 
 @routes.delete("/api/instances/{name}")
 async def delete_instance(request: web.Request) -> web.Response:
     force = query_bool(request, "force")
-    name = request.match_info["name"]
-    verb = VERBS["delete"]
     manager = _services(request).servers
-    await manager.require_engine()
-    try:
-        server = request.config_dict[VIEWS].find(name)
+
+    async def delete(server: Server) -> None:
         if server.state != "offline":
             if not force:
                 # LXD refuses to delete a running instance; the panel reports it as a failed operation.
-                return _outcome(False, f"实例 {name} {verb}失败: 实例正在运行，请先停止或使用 force=true")
+                raise Conflict("实例正在运行，请先停止或使用 force=true")
             try:
-                await manager.power_and_wait(name, "stop")
+                await manager.power_and_wait(server.id, "stop")
             except Conflict:
                 pass  # busy with another action: the delete below kills it
-        await manager.delete(name)
-    except DockerUnavailable:
-        raise
-    except LightdError as exc:
-        return _outcome(False, f"实例 {name} {verb}失败: {exc.message}")
-    return _outcome(True, f"实例 {name} {verb}成功")
+        await manager.delete(server.id)
+
+    return await _operation(request, "delete", delete)
 
 
 @routes.get("/ws/monitor")

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import psutil
 from aiohttp import web
 
-from lightd.api.responses import ascii_int
 from lightd.compat.base import AddressCache
 from lightd.errors import LightdError, NotFound
+from lightd.http import ascii_int
 
 if TYPE_CHECKING:
     from lightd.compat.base import CompatServices
@@ -127,14 +127,14 @@ class InstanceViews:
 
     def find(self, name: str) -> Server:
         """The server called `name`, or NotFound in the panel's words."""
-        server = self.services.servers.servers.get(name)
+        server = self.services.servers.find(name)
         if server is None or server.deleted:
             raise NotFound(f"实例 {name} 不存在")
         return server
 
     async def instances(self) -> list[Instance]:
         """Every server, in creation order."""
-        servers = [s for s in list(self.services.servers.servers.values()) if not s.deleted]
+        servers = [s for s in self.services.servers if not s.deleted]
         self._forget_gone({s.id for s in servers})
         return list(await asyncio.gather(*(self.instance(s) for s in servers)))
 
@@ -175,7 +175,7 @@ class InstanceViews:
     async def _engine_architecture(self) -> str:
         if self._architecture is None:
             try:
-                info = await self.services.servers.env.engine_info()
+                info = await self.services.servers.engine.engine_info()
                 self._architecture = str(info.get("Architecture") or platform.machine())
             except LightdError:
                 return platform.machine()

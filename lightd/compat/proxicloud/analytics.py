@@ -10,13 +10,15 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lightd.errors import ValidationFailed
 
 if TYPE_CHECKING:
-    from lightd.compat.proxicloud.node import ProxiCloudNode
+    from lightd.compat.base import CompatServices
+    from lightd.compat.proxicloud.store import ProxiCloudStore
     from lightd.servers.server import Server
 
 log = logging.getLogger(__name__)
@@ -51,10 +53,14 @@ def cpu_percent(server: Server, host_cores: int) -> float:
 
 class Collector:
     """Samples into `proxicloud_samples`. Network figures are stored as bytes moved since the previous
-    sample (a restart resets Docker's counters: the new counter value is then the delta)."""
+    sample (a restart resets Docker's counters: the new counter value is then the delta). `containers` is
+    the node's `sync`: every ProxiCloud container with its vmid."""
 
-    def __init__(self, node: ProxiCloudNode) -> None:
-        self.node = node
+    def __init__(self, services: CompatServices, store: ProxiCloudStore,
+                 containers: Callable[[], Awaitable[list[tuple[int, Server]]]]) -> None:
+        self.services = services
+        self.store = store
+        self.containers = containers
         self._last_net: dict[str, tuple[int, int]] = {}
         self._compacted_at = 0.0
 
@@ -74,11 +80,11 @@ class Collector:
 
     async def sample_once(self) -> int:
         """One tick: a row per running container, then the prune; the rows written."""
-        services = self.node.services
+        services = self.services
         host_cores = _host_cores()
         now = time.time()
         rows = []
-        for vmid, server in await self.node.sync():
+        for vmid, server in await self.containers():
             sample = server.latest_stats if server.state in ACTIVE_STATES else None
             if sample is None:
                 self._last_net.pop(server.id, None)
@@ -91,11 +97,11 @@ class Collector:
             memory_total = sample.memory_limit_bytes or server.spec.limits.memory or 0
             rows.append((vmid, now, cpu_percent(server, host_cores), sample.memory_bytes, memory_total,
                          net_in, net_out, disk))
-        await self.node.store.add_samples(rows)
-        await self.node.store.prune_samples(now - RETENTION_SECONDS)
+        await self.store.add_samples(rows)
+        await self.store.prune_samples(now - RETENTION_SECONDS)
         if now - self._compacted_at >= COMPACT_EVERY_SECONDS:
             self._compacted_at = now
-            await self.node.store.compact_samples(now - FULL_RESOLUTION_SECONDS, COMPACT_BUCKET_SECONDS)
+            await self.store.compact_samples(now - FULL_RESOLUTION_SECONDS, COMPACT_BUCKET_SECONDS)
         return len(rows)
 
 

@@ -1,9 +1,10 @@
-"""create_app(services): the ProxiCloud front end as one aiohttp application — its routes, its error shape
-(`{"success": false, "error": msg}`), the `X-Cache-Status` header, and its use of the daemon's one
-ProxiCloudNode (vmids, activity, analytics collector)."""
+"""ProxiCloud(services): the ProxiCloud front end, built once per daemon around its one ProxiCloudNode (vmids,
+activity, analytics collector); its create_app() serves it with its routes, its error shape
+(`{"success": false, "error": msg}`) and the `X-Cache-Status` header."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -47,49 +48,29 @@ async def cache_status(request: web.Request, handler: Handler) -> web.StreamResp
     return response
 
 
-class NodeLease:
-    """This app's use of the shared node: taken at start-up, given back once — at shutdown (before the
-    daemon's store closes) or, failing that, at cleanup."""
+class ProxiCloud:
+    """The ProxiCloud front end of one daemon: one ProxiCloudNode (so one activity follower and one analytics
+    collector) and its views, whichever application a request arrives on (mounted or on its own port)."""
 
-    def __init__(self, node: ProxiCloudNode) -> None:
-        self.node = node
-        self.held = False
+    def __init__(self, services: CompatServices) -> None:
+        self.services = services
+        self.node = ProxiCloudNode(services)
+        self.views = ContainerViews(services, self.node)
 
-    async def take(self) -> None:
-        if not self.held:
-            await self.node.acquire()
-            self.held = True
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The node's tasks, from after the daemon's services start to before they close."""
+        try:
+            await self.node.start()
+            yield
+        finally:
+            await self.node.close()
 
-    async def give_back(self) -> None:
-        if self.held:
-            self.held = False
-            await self.node.release()
-
-
-LEASE = web.AppKey("proxicloud_lease", NodeLease)
-
-
-async def _node_ctx(app: web.Application) -> AsyncIterator[None]:
-    await app[LEASE].take()
-    yield
-    await app[LEASE].give_back()
-
-
-async def _release_node(app: web.Application) -> None:
-    # on_shutdown: a mounted sub-app's cleanup runs after the main app's, when the store is already closed.
-    await app[LEASE].give_back()
-
-
-def create_app(services: CompatServices) -> web.Application:
-    """The ProxiCloud API (seed proxicloud-api.md) over lightd's services. Mounted and on its own port it
-    is two applications sharing one ProxiCloudNode, so one analytics collector runs per daemon."""
-    app = web.Application(middlewares=[error_middleware(envelope_error_body, name="proxicloud"), cache_status])
-    app[keys.COMPAT] = services
-    node = services.shared(NODE, lambda: ProxiCloudNode(services))
-    app[NODE] = node
-    app[VIEWS] = ContainerViews(services, node)
-    app[LEASE] = NodeLease(node)
-    app.cleanup_ctx.append(_node_ctx)
-    app.on_shutdown.append(_release_node)
-    app.add_routes(routes)
-    return app
+    def create_app(self) -> web.Application:
+        """An aiohttp application serving the ProxiCloud API (seed proxicloud-api.md) over this front end."""
+        app = web.Application(middlewares=[error_middleware(envelope_error_body, name="proxicloud"), cache_status])
+        app[keys.COMPAT] = self.services
+        app[NODE] = self.node
+        app[VIEWS] = self.views
+        app.add_routes(routes)
+        return app

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from lightd.api.responses import ascii_int
 from lightd.errors import ValidationFailed
+from lightd.http import ascii_int
 from lightd.servers.models import INTERNAL_ID
 
 StrictInt = Annotated[int, Field(strict=True)]

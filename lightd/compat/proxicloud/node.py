@@ -1,6 +1,6 @@
-"""The ProxiCloud state of one daemon, shared by the front end mounted on the main port and the one on its
-own port: the vmid table (SQLite, cached here), the activity log (fed by the event bus) and the analytics
-collector. The first app to start uses it starts its two background tasks; the last to stop ends them."""
+"""The ProxiCloud state of one daemon, served under /compat/proxicloud and on its own port alike: the vmid
+table (SQLite, cached here), the activity log (fed by the event bus) and the analytics collector. The front
+end starts its two background tasks after the daemon's services and ends them before those close."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from aiohttp import web
 from lightd.compat.proxicloud import analytics
 from lightd.compat.proxicloud.store import ProxiCloudStore
 from lightd.errors import Conflict, NotFound
+from lightd.servers.events import ServerCrashed, ServerDeleted, StateChanged
 from lightd.tasks import TaskOwner
 
 if TYPE_CHECKING:
@@ -35,9 +36,22 @@ EVENT_QUEUE = 1024
 simply missing from the log)."""
 RETIRED_KEEP = 256
 """Recently retired vmids remembered in memory, so a late `deleted` event still names its vmid."""
-EVENT_ACTIONS = {"running": "start", "offline": "stop", "deleted": "delete", "crashed": "crash"}
-"""Server event types -> activity actions (any front end or the native API caused them)."""
 NAME_PREFIX = "proxicloud-"
+
+
+def activity_of(event: object) -> tuple[str, str | None] | None:
+    """The activity entry (action, details) a server event becomes, whatever front end or the native API
+    caused it; None for the events the log leaves out."""
+    match event:
+        case StateChanged(state="running"):
+            return "start", None
+        case StateChanged(state="offline"):
+            return "stop", None
+        case ServerDeleted():
+            return "delete", None
+        case ServerCrashed(exit_code=exit_code):
+            return "crash", f"exit code {exit_code}"
+    return None
 
 
 def node_name() -> str:
@@ -58,33 +72,27 @@ class ProxiCloudNode:
         self._creating: set[str] = set()
         self._create_spans: dict[str, tuple[float, float]] = {}
         """When each recent ProxiCloud create ran: the events of that span are the create's own."""
-        self._users = 0
         self._tasks: TaskOwner | None = None
         self._collecting = False
         self._task_seq = 0
-        self.collector = analytics.Collector(self)
         self.store = ProxiCloudStore(lambda: services.store)
+        self.collector = analytics.Collector(services, self.store, self.sync)
         self._in_use = False
         """Served on its own port, asked anything, or used before (it has tables): until then nothing is
         written, so a front end never used leaves no tables."""
 
     # -- lifecycle ------------------------------------------------------------------------------------
-    async def acquire(self) -> None:
-        """An app starts serving: the first one loads the table and starts the follower and collector."""
-        if self._users > 0:
-            self._users += 1
-            return
+    async def start(self) -> None:
+        """Load the vmid table and start the activity follower (and the collector, once in use)."""
         self._in_use = (self._in_use or self.services.config.compat.proxicloud.enabled
                         or await self.store.ensure(create=False))
         await self._load()
         # Primes psutil's CPU baseline: later calls measure since the previous one and never sleep.
         await asyncio.to_thread(psutil.cpu_percent, None)
-        tasks = TaskOwner("proxicloud")
+        self._tasks = TaskOwner("proxicloud")  # before anything can fail: close() then ends what started
         # Subscribed here, synchronously: no event between now and the follower's first step is lost.
         sub = self.services.events.subscribe(kinds={"event"}, maxsize=EVENT_QUEUE)
-        tasks.spawn(self._follow(sub), name="activity")
-        self._tasks = tasks
-        self._users = 1
+        self._tasks.spawn(self._follow(sub), name="activity")
         if self.services.config.compat.proxicloud.enabled or await self.store.has_samples():
             self.start_collecting()
 
@@ -97,12 +105,9 @@ class ProxiCloudNode:
             self._collecting = True
             self._tasks.spawn(self.collector.run(), name="analytics")
 
-    async def release(self) -> None:
-        """An app stops serving: the last one stops the background tasks (before the store closes)."""
-        if self._users == 0:
-            return
-        self._users -= 1
-        if self._users == 0 and self._tasks is not None:
+    async def close(self) -> None:
+        """Stop the background tasks (before the daemon's store closes)."""
+        if self._tasks is not None:
             tasks, self._tasks = self._tasks, None
             self._collecting = False
             await tasks.close(timeout=5.0)
@@ -121,7 +126,7 @@ class ProxiCloudNode:
 
     # -- vmids ----------------------------------------------------------------------------------------
     def _servers(self) -> list[Server]:
-        return [s for s in list(self.services.servers.servers.values()) if not s.deleted]
+        return [s for s in self.services.servers if not s.deleted]
 
     def _remember(self, server: str, vmid: int, options: dict[str, Any]) -> None:
         self._by_server[server] = vmid
@@ -157,14 +162,14 @@ class ProxiCloudNode:
         """The live server behind `vmid`, or NotFound."""
         await self.sync()
         name = self._by_vmid.get(vmid)
-        server = self.services.servers.servers.get(name) if name is not None else None
+        server = self.services.servers.find(name) if name is not None else None
         if server is None or server.deleted:
             raise NotFound(f"Container {vmid} not found")
         return server
 
     async def reserve(self, server: str, options: dict[str, Any]) -> int:
         """A vmid for a container about to be created through ProxiCloud (Conflict if the name is taken)."""
-        if server in self.services.servers.servers or server in self._creating:
+        if server in self.services.servers or server in self._creating:
             raise Conflict(f"Container name '{server}' is already in use")
         if server in self._by_server:
             await self.retire(server)  # a stale mapping: its `deleted` event was dropped
@@ -208,7 +213,7 @@ class ProxiCloudNode:
 
     def generate_name(self) -> tuple[str, int]:
         """The first `proxicloud-NNN` not in use, and its counter."""
-        taken = set(self.services.servers.servers) | self._creating
+        taken = {s.id for s in self.services.servers} | self._creating
         counter = 1
         while f"{NAME_PREFIX}{counter:03d}" in taken:
             counter += 1
@@ -237,9 +242,10 @@ class ProxiCloudNode:
     async def _follow(self, sub: Any) -> None:
         with sub:
             async for event in sub:
-                action = EVENT_ACTIONS.get((event.data or {}).get("type")) if isinstance(event.data, dict) else None
-                if not self._in_use or action is None or event.server is None:
+                activity = activity_of(event.data)
+                if not self._in_use or activity is None or event.server is None:
                     continue  # nothing is recorded for a ProxiCloud never used
+                action, details = activity
                 if self._during_create(event.server, event.ts):
                     continue  # a ProxiCloud create records its own entries (none when it fails)
                 try:
@@ -250,13 +256,10 @@ class ProxiCloudNode:
                     vmid = self.vmid_of(event.server)
                     if vmid is None:
                         continue  # a server never seen with a vmid (its create failed early)
-                    details = None
-                    if action == "crash":
-                        details = f"exit code {event.data.get('exit_code')}"
                     await self.record(action, vmid, event.server, details)
                 except Exception:  # noqa: BLE001 - one failed write must not end the log
                     log.exception("proxicloud: recording activity for %s failed", event.server)
 
 
 NODE = web.AppKey("proxicloud_node", ProxiCloudNode)
-"""On the main application (shared by both ProxiCloud apps) or, when nothing is mounted, on the one app."""
+"""On every application of the ProxiCloud front end: its one node."""

@@ -12,8 +12,8 @@ from aiohttp import web
 
 from lightd import __version__ as lightd_version
 from lightd import keys
-from lightd.api.responses import json_response, query_int, read_model
 from lightd.compat.base import CompatServices
+from lightd.compat.power import run_power
 from lightd.compat.proxicloud import analytics
 from lightd.compat.proxicloud.models import (
     CreateRequest, path_vmid, query_bool, query_choice,
@@ -21,7 +21,8 @@ from lightd.compat.proxicloud.models import (
 from lightd.compat.proxicloud.node import NODE, ProxiCloudNode
 from lightd.compat.proxicloud.templates import TemplateCatalogue, template_id
 from lightd.compat.proxicloud.views import VIEWS, ContainerViews
-from lightd.errors import Conflict, LightdError, ValidationFailed
+from lightd.errors import LightdError, ValidationFailed
+from lightd.http import json_response, query_int, read_model
 
 routes = web.RouteTableDef()
 
@@ -58,7 +59,7 @@ def _task(request: web.Request, vmid: int, status: str, task_type: str, **extra:
 @routes.get("/api/health")
 async def health(request: web.Request) -> web.Response:
     services = _services(request)
-    connected = await services.servers.env.available()
+    connected = await services.servers.engine.available()
     try:
         await services.store.schema_version()
         database = True
@@ -74,7 +75,7 @@ async def health(request: web.Request) -> web.Response:
 @routes.get("/api/info")
 async def info(request: web.Request) -> web.Response:
     await _engine(request)
-    engine, host = await _services(request).servers.env.engine_info(), await _views(request).host()
+    engine, host = await _services(request).servers.engine.engine_info(), await _views(request).host()
     return json_response({
         "node_name": _node(request).name, "version": str(engine.get("ServerVersion") or ""),
         "uptime": host.uptime, "cpu_cores": host.cpu_cores, "total_memory": host.memory_total,
@@ -176,7 +177,7 @@ async def start(request: web.Request) -> web.Response:
     vmid = path_vmid(request)
     await _engine(request)
     server = await _node(request).find(vmid)
-    await _services(request).servers.power(server.id, "start")
+    await run_power(_services(request).servers, "proxicloud", "start", server.id)
     return _task(request, vmid, "starting", "vzstart")
 
 
@@ -187,12 +188,9 @@ async def stop(request: web.Request) -> web.Response:
     timeout = query_int(request, "timeout", STOP_TIMEOUT_DEFAULT, 0, STOP_TIMEOUT_MAX)
     await _engine(request)
     server = await _node(request).find(vmid)
-    manager = _services(request).servers
-    if force:
-        await manager.power(server.id, "kill")
-        return _task(request, vmid, "stopping", "vzstop")
-    await manager.power(server.id, "stop", float(timeout))
-    return _task(request, vmid, "stopping", "vzshutdown")
+    verb = "stop" if force else "shutdown"
+    await run_power(_services(request).servers, "proxicloud", verb, server.id, timeout=float(timeout))
+    return _task(request, vmid, "stopping", "vzstop" if force else "vzshutdown")
 
 
 @routes.post("/api/containers/{vmid}/reboot")
@@ -200,9 +198,7 @@ async def reboot(request: web.Request) -> web.Response:
     vmid = path_vmid(request)
     await _engine(request)
     server = await _node(request).find(vmid)
-    if server.state == "offline":
-        raise Conflict(f"Container {vmid} is not running")
-    await _services(request).servers.power(server.id, "restart")
+    await run_power(_services(request).servers, "proxicloud", "reboot", server.id, label=f"Container {vmid}")
     return _task(request, vmid, "rebooting", "vzreboot")
 
 
@@ -275,7 +271,7 @@ async def dashboard(request: web.Request) -> web.Response:
     await _engine(request)
     containers = await views.all()
     host = await views.host()
-    engine = await services.servers.env.engine_info()
+    engine = await services.servers.engine.engine_info()
     running = sum(1 for c in containers if c.status == "running")
     return json_response({
         "containers": {"total": len(containers), "running": running, "stopped": len(containers) - running, "paused": 0},

@@ -56,7 +56,7 @@ class TemplateCatalogue:
 
     async def _images(self) -> dict[str, LocalImage]:
         images: dict[str, LocalImage] = {}
-        for image in await self.services.servers.env.list_images():
+        for image in await self.services.servers.engine.list_images():
             for tag in image.get("RepoTags") or []:
                 if tag != "<none>:<none>":
                     images[tag] = LocalImage(tag, str(image.get("Id", "")), int(image.get("Size") or 0))
@@ -100,7 +100,7 @@ class TemplateCatalogue:
         entry = self._entry(template, images)
         target = self.services.config.docker.image_map.get(template, template)
         local = images.get(target)
-        architecture = str((await self.services.servers.env.engine_info()).get("Architecture") or "")
+        architecture = str((await self.services.servers.engine.engine_info()).get("Architecture") or "")
         return {
             **{k: v for k, v in entry.items() if k != "featured"},
             "architecture": ARCHITECTURES.get(architecture, architecture),

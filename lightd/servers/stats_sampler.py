@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from lightd.errors import LightdError
 from lightd.events import EventBus
 from lightd.servers.environment import Environment, StatsSample
+from lightd.servers.state import ACTIVE_STATES
 from lightd.tasks import TaskOwner
 
 if TYPE_CHECKING:
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ACTIVE_STATES = frozenset({"starting", "running", "stopping"})
 ZERO = StatsSample(memory_bytes=0, memory_limit_bytes=0, cpu_absolute=0.0, rx_bytes=0, tx_bytes=0)
 RETRY_SECONDS = 1.0
 NOT_RUNNING_POLL_SECONDS = 0.25
@@ -79,7 +79,7 @@ class StatsSampler:
         """Begin following state events (and sample the servers already up)."""
         # Subscribed here, synchronously, so no state event between now and the task's first step is lost.
         sub = self.events.subscribe(kinds={"event"}, maxsize=4096)
-        for server_id in list(self.servers.servers):
+        for server_id in [s.id for s in self.servers]:
             self._sync(server_id)
         self._watcher = self.tasks.spawn(self._watch(sub), name="stats-watcher")
 
@@ -111,7 +111,7 @@ class StatsSampler:
                     self._sync(event.server)
 
     def _sync(self, server_id: str) -> None:
-        server = self.servers.servers.get(server_id)
+        server = self.servers.find(server_id)
         up = server is not None and not server.deleted and server.state in ACTIVE_STATES
         task = self._samplers.get(server_id)
         if up and task is not None and task.done():

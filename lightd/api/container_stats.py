@@ -6,7 +6,7 @@ from aiohttp import web
 
 from lightd import keys
 from lightd.api.route_docs import View, documented
-from lightd.api.responses import json_response
+from lightd.http import json_response
 from lightd.servers.models import RuntimeState
 
 routes = web.RouteTableDef()
@@ -18,7 +18,7 @@ class NetworkBytes(View):
 
 
 class ContainerStats(View):
-    """`stats_payload` (lightd/servers/stats.py) with the server's id: the console socket's `stats` shape."""
+    """`stats_payload` (lightd/servers/stats_sampler.py) with the server's id: the console socket's `stats` shape."""
 
     internal_id: str
     state: RuntimeState

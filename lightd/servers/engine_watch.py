@@ -1,0 +1,109 @@
+"""EngineWatch: crash detection and recovery driven by the engine's own event stream; the engine is polled
+only while that stream is down. `reconcile_server` compares one server with the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from lightd.errors import LightdError
+from lightd.servers.environment import (
+    ContainerDestroyed,
+    ContainerEvent,
+    Environment,
+    EventStreamDown,
+    EventStreamUp,
+)
+from lightd.servers.server import Server
+
+if TYPE_CHECKING:
+    from lightd.servers.manager import ServerManager
+
+log = logging.getLogger(__name__)
+
+
+async def reconcile_server(server: Server, env: Environment) -> None:
+    """Compare the engine with the state last announced: re-attach a running container, handle an exit that
+    happened unseen; never start or stop anything. A server an action or its console stream deals with is left to it."""
+    if server.lock.locked or server.deleted or server.stream_ending or server.attached:
+        return
+    try:
+        status = await env.status(server.id)
+        server.container_missing = not status.exists and server.install_state == "ready"
+        if status.running:
+            await server.reattach()
+        elif server.state != "offline":
+            await server.exited_while_away(status.exit_code if status.exists else None, status.oom_killed)
+    except LightdError as exc:
+        log.warning("%s: reconcile failed: %s", server.id, exc)
+
+
+class EngineWatch:
+    """Follows the engine's events about server containers; polls the engine every `poll_seconds` only
+    while that stream is down."""
+
+    def __init__(self, manager: ServerManager, env: Environment, poll_seconds: float) -> None:
+        self._manager = manager
+        self._env = env
+        self._poll_seconds = poll_seconds
+        self._stream_up = False
+        # One reconcile at a time: two at once could both handle one exit (two crashes, two restarts).
+        self._reconciling = asyncio.Lock()
+
+    async def run(self) -> None:
+        """Follow the stream and poll while it is down, until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._follow(), name="engine-events")
+            group.create_task(self._poll(), name="engine-poll")
+
+    async def _reconcile(self) -> None:
+        async with self._reconciling:
+            for server in self._manager:
+                await reconcile_server(server, self._env)
+
+    async def _follow(self) -> None:
+        # Read one event at a time: while one is handled the next waits in the connection (no queue grows).
+        async with contextlib.aclosing(self._env.events()) as events:
+            async for event in events:
+                if isinstance(event, EventStreamUp):
+                    # Whatever happened while the stream was down (or before it first connected) went unseen.
+                    self._stream_up = True
+                    self._manager.engine_up = True
+                    await self._reconcile()
+                elif isinstance(event, EventStreamDown):
+                    self._stream_up = False
+                else:
+                    await self._on_container(event)
+
+    async def _on_container(self, event: ContainerEvent) -> None:
+        """A start, death or OOM kill lightd did not see through a console stream is handled now; a
+        container destroyed behind lightd's back is marked missing."""
+        server = self._manager.find(event.internal_id)
+        if server is None:
+            return
+        async with self._reconciling:
+            if isinstance(event, ContainerDestroyed) and not (server.lock.locked or server.deleted):
+                # Also while its console stream reports the exit (that path does not look for the container).
+                try:
+                    status = await self._env.status(server.id)
+                except LightdError as exc:
+                    log.warning("%s: could not check its container: %s", server.id, exc)
+                else:
+                    server.container_missing = not status.exists and server.install_state == "ready"
+            await reconcile_server(server, self._env)
+
+    async def _poll(self) -> None:
+        """The fallback: while the stream is down, ask the engine; when it is back (or a server is detached), reconcile."""
+        manager = self._manager
+        while True:
+            await asyncio.sleep(self._poll_seconds)
+            up = self._stream_up or await self._env.available()
+            if up and (not manager.engine_up or any(server.detached for server in manager)):
+                log.info("Docker engine reachable; reconciling servers")
+                manager.engine_up = True
+                await self._reconcile()
+            elif not up and manager.engine_up:
+                log.warning("Docker engine became unreachable")
+                manager.engine_up = False
