@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import resource
 import time
 from typing import Any

@@ -12,6 +12,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
+from lightd import keys
+
 
 def escape(text: object) -> str:
     """`text` as one printable line: control characters, line and paragraph separators and every other
@@ -34,6 +36,9 @@ class MaskedAccessLogger(AbstractAccessLogger):
         self.logger.info(
             '%s "%s %s" %d %s %.1fms', escape(request.remote), escape(request.method), escape(target),
             response.status, response.body_length, time * 1000,
+            extra={"event": "http_request", "request_id": request.get(keys.REQUEST_ID), "method": request.method,
+                   "path": target, "status": response.status, "bytes": response.body_length,
+                   "duration_ms": round(time * 1000, 3), "remote": request.remote},
         )
 
 

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -14,8 +15,10 @@ from lightd.config import TOKEN_PREFIX, is_valid_token_format
 from lightd.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
 from lightd.store import Store
 
-Purpose = Literal["all", "api", "websocket"]
-PURPOSES: tuple[str, ...] = ("all", "api", "websocket")
+Purpose = Literal["all", "api", "websocket", "sftp", "transfer"]
+PURPOSES: tuple[str, ...] = ("all", "api", "websocket", "sftp", "transfer")
+EXACT_PURPOSES = frozenset({"sftp", "transfer"})
+"""Purposes only a token minted for them opens (an `all` token does not: it would be a second way in)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +35,7 @@ class Principal:
     def allows(self, purpose: str, container: str | None) -> bool:
         if self.node:
             return True
-        if self.purpose not in ("all", purpose):
+        if self.purpose != purpose and (self.purpose != "all" or purpose in EXACT_PURPOSES):
             return False
         return self.container is None or self.container == container
 
@@ -64,6 +67,8 @@ class TokenService:
         self.default_ttl = default_ttl
         self.max_ttl = max_ttl
         self.booted_at = time.time()
+        self.on_revoke: list[Callable[[str], None]] = []
+        """Called with a token's id when it is revoked (the SFTP server ends the sessions it opened)."""
 
     async def issue(self, *, container: str | None, purpose: str, ttl_seconds: int | None, remove_on_use: bool = False,
                     ttl_field: str = "ttl_seconds") -> IssuedToken:
@@ -75,6 +80,12 @@ class TokenService:
                                    details={"field": ttl_field})
         if purpose not in PURPOSES:
             raise ValidationFailed(f"purpose: must be one of {', '.join(PURPOSES)}", details={"field": "purpose"})
+        if purpose == "sftp" and container is None:
+            raise ValidationFailed("container: an sftp token must be scoped to one container", details={"field": "container"})
+        if purpose == "transfer" and (container is not None or remove_on_use):
+            # The server does not exist here yet, and a transfer uses its token twice (prepare, then stream).
+            raise ValidationFailed("purpose: a transfer token is neither scoped to a container nor single-use",
+                                   details={"field": "purpose"})
         await self.purge_expired()  # the table holds recent tokens only, not every token ever minted
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         # The public id is random, not derived from the token or its hash: it reveals nothing about either.
@@ -92,6 +103,8 @@ class TokenService:
         row = await self.store.delete_token(token_id)
         if row is None:
             raise NotFound(f"token {token_id} not found", details={"id": token_id})
+        for listener in self.on_revoke:
+            listener(token_id)
         return row
 
     async def authenticate(self, token: str | None, *, purpose: str, container: str | None) -> Principal:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -101,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if created:
         _say(f"lightd: no config found; wrote {path.resolve()} (mode 0600) with a fresh token")
+    from lightd.log_context import configure_logging
     from lightd.server_main import run
 
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(config.log_level, config.log_format)
     return run(config, path)
 
 

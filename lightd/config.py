@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
+
+from lightd.config_features import (
+    BackupConfig,
+    CompatConfig,
+    MetricsConfig,
+    SftpConfig,
+    TemplatesConfig,
+    TransfersConfig,
+)
+from lightd.config_types import CorsOrigins, Port, Section
 
 TOKEN_PREFIX = "lightd_"
 TOKEN_MIN_LENGTH = 20
-
-Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 def is_valid_token_format(token: str) -> bool:
@@ -26,19 +35,18 @@ def generate_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ApiConfig(_Section):
+class ApiConfig(Section):
     host: str = "0.0.0.0"
     port: Port = 8070
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     """Bodies over this get 413 before they are read."""
     trusted_proxies: list[str] = []
+    cors_origins: CorsOrigins = []
+    """Origins a browser may call the native API from (a panel's, listed like Wings' allowed_origins; they
+    also get credentials) and open console sockets from; empty: none."""
 
 
-class DefaultLimits(_Section):
+class DefaultLimits(Section):
     """Limits a create gets for every field it leaves out (native and compat creates alike)."""
 
     memory: int | None = Field(default=1024 * 1024 * 1024, ge=6 * 1024 * 1024)
@@ -51,7 +59,7 @@ class DefaultLimits(_Section):
     """Bytes of volume disk; 0: unlimited."""
 
 
-class DockerConfig(_Section):
+class DockerConfig(Section):
     socket: str = "unix:///var/run/docker.sock"
     network: str = "bridge"
     """Docker network server containers join."""
@@ -73,9 +81,15 @@ class DockerConfig(_Section):
     engine_poll_seconds: float = Field(default=5.0, gt=0)
     """How often the engine is checked while its event stream (which drives crash detection) is down; when it
     comes back, running servers are re-attached."""
+    stats_source: Literal["auto", "docker"] = "auto"
+    """Where container stats come from: "auto" reads each container's cgroup files (v1 or v2) in one batch per
+    round and falls back to the engine's stats stream where they cannot be read; "docker" always uses the
+    stream (one engine connection per running server). GET /system says which is in use."""
+    interface: str = "172.17.0.1"
+    """The address servers reach the host at (the network's gateway): `{{config.docker.interface}}` in eggs."""
 
 
-class RemoteConfig(_Section):
+class RemoteConfig(Section):
     enabled: bool = False
     url: str = ""
     token: str = ""
@@ -86,34 +100,7 @@ class RemoteConfig(_Section):
     request_timeout_seconds: float = Field(default=10.0, gt=0)
 
 
-class CompatFrontEnd(_Section):
-    enabled: bool = False
-    host: str = "127.0.0.1"
-    port: Port
-    require_token: bool = False
-
-
-class LxcToolsFrontEnd(CompatFrontEnd):
-    authorized_keys_file: str = ""
-    """Public keys `POST /api/containers/{name}/authkey` deploys when the request names none (the real
-    tool copies the host root's authorized_keys); empty: such a request is refused with 400."""
-
-
-class LxdPanelFrontEnd(CompatFrontEnd):
-    monitor_interval_seconds: float = Field(default=5.0, gt=0)
-    """How often `WS /ws/monitor` pushes an update (the real panel: every 5 s)."""
-
-
-class CompatConfig(_Section):
-    lxc_tools: LxcToolsFrontEnd = LxcToolsFrontEnd(port=5000)
-    proxicloud: CompatFrontEnd = CompatFrontEnd(port=8080)
-    lxd_panel: LxdPanelFrontEnd = LxdPanelFrontEnd(port=8000)
-    container_codes: CompatFrontEnd = CompatFrontEnd(port=8090)
-    mount_on_main: bool = True
-    """Also serve every front end under /compat/<name> on the main port (token required there)."""
-
-
-class VolumeLimits(_Section):
+class VolumeLimits(Section):
     max_write_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     archive_max_entries: int = Field(default=100_000, ge=1)
     archive_max_total_bytes: int = Field(default=4 * 1024 * 1024 * 1024, ge=1)
@@ -130,14 +117,43 @@ class VolumeLimits(_Section):
     """Levels the disk-usage walk descends; deeper contents are left out and the figure says `partial`."""
     usage_cache_seconds: float = Field(default=60.0, ge=0)
     """How long a measured disk usage serves the disk limit (lightd's own writes are added meanwhile)."""
+    max_upload_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)
+    """Largest file of a multipart upload (413, nothing kept); the volume's disk limit applies too."""
+    max_upload_files: int = Field(default=100, ge=1, le=10_000)
+    """Files one upload request may carry (413 past it, nothing kept)."""
+    search_max_results: int = Field(default=500, ge=1, le=100_000)
+    """Entries a file search returns; past it the answer says `truncated`."""
+    search_max_entries: int = Field(default=200_000, ge=1000)
+    """Entries a file search looks at before it stops (and says `truncated`)."""
+    pull_max_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)
+    """Largest file a pull from a URL downloads (declared or streamed); the volume's disk limit applies too."""
+    pull_max_concurrent: int = Field(default=3, ge=1, le=64)
+    """Pulls running at once per volume; one more is 409 too_many_pulls."""
+    pull_timeout_seconds: float = Field(default=3600.0, gt=0)
+    """A pull taking longer fails (each connection attempt: 10 s; each read: 60 s)."""
+    pull_allowed_networks: list[str] = []
+    """CIDRs a pull may reach although they are refused by default (loopback, private, link-local, CGNAT,
+    metadata...): the admin's explicit allow-list."""
+
+    @field_validator("pull_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"not a network (CIDR): {network!r}") from None
+        return value
 
 
-class TokenConfig(_Section):
+class TokenConfig(Section):
     default_ttl_seconds: int = Field(default=600, ge=1)
     max_ttl_seconds: int = Field(default=86_400, ge=1)
+    signed_url_max_ttl_seconds: int = Field(default=3600, ge=1)
+    """Longest life of a signed one-shot URL (POST /auth/signed-urls)."""
 
 
-class ConsoleConfig(_Section):
+class ConsoleConfig(Section):
     history_lines: int = Field(default=1000, ge=10)
     history_bytes: int = Field(default=1024 * 1024, ge=1024)
     line_max_bytes: int = Field(default=64 * 1024, ge=256)
@@ -158,13 +174,15 @@ class ConsoleConfig(_Section):
     stats_interval_seconds: float = Field(default=2.0, gt=0)
 
 
-class ServerDefaults(_Section):
+class ServerDefaults(Section):
     stop_timeout_seconds: float = Field(default=30.0, gt=0)
     start_timeout_seconds: float | None = None
     crash_restart_guard_seconds: float = Field(default=60.0, ge=0)
+    max_timers: int = Field(default=65536, ge=1024)
+    """Bound of the timer wheel (stats rounds, start timeouts...); a timer over it is refused and logged."""
 
 
-class Config(_Section):
+class Config(Section):
     token: str = Field(default_factory=generate_token)
     data_dir: Path = Path("/var/lib/lightd")
     api: ApiConfig = ApiConfig()
@@ -175,8 +193,15 @@ class Config(_Section):
     tokens: TokenConfig = TokenConfig()
     console: ConsoleConfig = ConsoleConfig()
     servers: ServerDefaults = ServerDefaults()
+    backups: BackupConfig = BackupConfig()
+    sftp: SftpConfig = SftpConfig()
+    templates: TemplatesConfig = TemplatesConfig()
+    transfers: TransfersConfig = TransfersConfig()
+    metrics: MetricsConfig = MetricsConfig()
     event_queue_size: int = Field(default=1024, ge=16)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    """"json": one JSON object per log line (time, level, logger, message, request_id, server, event)."""
 
     @field_validator("token")
     @classmethod
@@ -196,6 +221,26 @@ class Config(_Section):
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def backups_dir(self) -> Path:
+        """Local backups (`<server>/<backup id>.tar.zst`) and restores being staged (`.restores/`): 0700."""
+        return self.data_dir / "backups"
+
+    @property
+    def sftp_host_key_path(self) -> Path:
+        """The SFTP server's host key: `sftp.host_key_path`, or `<data_dir>/sftp_host_key`."""
+        return Path(self.sftp.host_key_path) if self.sftp.host_key_path else self.data_dir / "sftp_host_key"
+
+    @property
+    def transfers_dir(self) -> Path:
+        """Incoming transfers being extracted (`<transfer id>/staged`), on the volumes' file system: 0700."""
+        return self.data_dir / "transfers"
+
+    @property
+    def volume_restores_dir(self) -> Path:
+        """Snapshot restores being staged (`<volume id>/staged`), on the volumes' file system: 0700."""
+        return self.data_dir / "volume-restores"
 
     @property
     def mounts_dir(self) -> Path:

@@ -91,10 +91,12 @@ class Subscription:
                 queue[0] = replace(oldest, data=oldest.data[excess:], encoded={})
                 self._size -= excess
                 self.dropped += excess
+                self._bus.dropped_total += excess
                 return
             queue.popleft()
             self._size -= weight
             self.dropped += weight
+            self._bus.dropped_total += weight
 
     def get_nowait(self) -> Event | None:
         """The next queued event, or None when nothing is queued (or at the close marker)."""
@@ -148,6 +150,8 @@ class EventBus:
     def __init__(self, default_queue_size: int = 1024) -> None:
         self.default_queue_size = default_queue_size
         self._subscribers: set[Subscription] = set()
+        self.dropped_total = 0
+        """Lines and events dropped by every subscription's overflow, over the bus's life (GET /metrics)."""
 
     def subscribe(
         self, server: str | None = None, kinds: set[str] | frozenset[str] | None = None, maxsize: int | None = None

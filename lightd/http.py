@@ -3,7 +3,7 @@ into pydantic models, integer query parameters, the bearer token of a request.""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import orjson
@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from lightd.errors import ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
+H = TypeVar("H", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
 
 
 def _default(value: Any) -> Any:
@@ -29,6 +30,17 @@ def json_response(data: Any, *, status: int = 200, headers: Mapping[str, str] | 
     return web.Response(
         body=orjson.dumps(data, default=_default), status=status, content_type="application/json", headers=headers
     )
+
+
+def own_body_limit(limit: Callable[[web.Request], int]) -> Callable[[H], H]:
+    """Give a route that streams its body (an upload) its own limit on the declared Content-Length instead of
+    api.max_body_bytes; the route bounds what it actually reads itself (never request.read()/post())."""
+
+    def mark(handler: H) -> H:
+        handler.__body_limit__ = limit  # type: ignore[attr-defined]
+        return handler
+
+    return mark
 
 
 def bearer_token(request: web.Request) -> str | None:

@@ -25,8 +25,11 @@ from typing import Any, NamedTuple
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from lightd import keys
 from lightd.access_log import escape
-from lightd.errors import BadRequest, Forbidden, LightdError, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthorized
+from lightd.errors import (
+    BadRequest, Forbidden, LightdError, MethodNotAllowed, NotFound, PayloadTooLarge, RangeNotSatisfiable, Unauthorized,
+)
 from lightd.http import json_response
 
 log = logging.getLogger(__name__)
@@ -71,7 +74,8 @@ def body_too_large(limit: int) -> PayloadTooLarge:
 
 
 def new_request_id(request: web.Request) -> str:
-    return uuid.uuid4().hex[:12]
+    """The id lightd.log_context gave the request (its log lines carry it), or a new one."""
+    return request.get(keys.REQUEST_ID) or uuid.uuid4().hex[:12]
 
 
 def error_middleware(shape: ErrorShape, *, name: str, body_limit: BodyLimit | None = None,
@@ -101,6 +105,8 @@ def error_middleware(shape: ErrorShape, *, name: str, body_limit: BodyLimit | No
                               Origin.UNHANDLED, HTTPStatus.INTERNAL_SERVER_ERROR.phrase)
         answer = shape(request, failure)
         headers = {**(answer.headers or {}), **({"Allow": allow} if allow else {})}
+        if isinstance(failure.error, RangeNotSatisfiable):  # RFC 9110 15.5.17: the representation's length
+            headers["Content-Range"] = f"bytes */{failure.error.size}"
         return json_response(answer.body, status=answer.status or failure.status, headers=headers or None)
 
     return render_errors

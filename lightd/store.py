@@ -215,7 +215,11 @@ class Store(OutboxQueries):
         return await self.write("DELETE FROM volumes WHERE id = ?", (volume_id,)) > 0
 
     async def containers_using_volume(self, volume_id: str) -> list[str]:
-        rows = await self.fetchall("SELECT internal_id FROM containers WHERE volume_id = ?", (volume_id,))
+        """The servers whose own volume it is, or that mount it (`volume_mounts` of their stored spec)."""
+        rows = await self.fetchall(
+            "SELECT internal_id FROM containers WHERE volume_id = ? OR EXISTS (SELECT 1 FROM"
+            " json_each(containers.spec, '$.volume_mounts') AS m WHERE json_extract(m.value, '$.volume_id') = ?)"
+            " ORDER BY internal_id", (volume_id, volume_id))
         return [r["internal_id"] for r in rows]
 
     # -- ports ---------------------------------------------------------------------------------------

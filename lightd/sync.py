@@ -25,10 +25,12 @@ from typing import Any
 import aiohttp
 import orjson
 
+from lightd.backups.events import BackupEvent
+from lightd.transfers.events import TransferEvent
 from lightd.config import RemoteConfig
 from lightd.events import Event, EventBus, Subscription
 from lightd.servers.events import (
-    ActionFailed, InstallFailed, InstallStateChanged, ServerCrashed, ServerDeleted, StateChanged,
+    ActionFailed, InstallFailed, InstallStateChanged, ServerCrashed, ServerDeleted, SftpActivity, StateChanged,
 )
 from lightd.store import Store
 from lightd.tasks import TaskOwner
@@ -62,6 +64,15 @@ def update_for(event: Event) -> dict[str, Any] | None:
             # A power action, reinstall or rebind that failed (e.g. a start refused by a mount or disk check).
             base["error"] = f"{action}_failed"
             base["data"] = str(message or "")
+        case SftpActivity():
+            # An SFTP session's login, upload, delete, rename, mkdir or rmdir (Wings' activity log).
+            wire = event.data.wire
+            del wire["type"]
+            base.update(status=SftpActivity.TYPE, data=wire)
+        case BackupEvent(type=kind, details=details) | TransferEvent(type=kind, details=details):
+            # backup_started / _progress / _completed / _failed, restore_completed / _failed,
+            # transfer_started / _progress / _completed / _failed
+            base.update(status=kind, data=details)
         case _:
             return None
     base["ts"] = rfc3339(event.ts)
@@ -108,6 +119,8 @@ class RemoteSync:
         self.last_error_at: float | None = None
         self.last_delivered_at: float | None = None
         self.panel_healthy: bool | None = None
+        self.delivery_failures = 0
+        """Failed deliveries and health checks (each retried or dropped) since start (GET /metrics)."""
 
     # -- life cycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -285,6 +298,7 @@ class RemoteSync:
     def _error(self, message: str) -> None:
         self.last_error = message
         self.last_error_at = time.time()
+        self.delivery_failures += 1
 
 
 def _describe(exc: BaseException) -> str:

@@ -21,13 +21,14 @@ if TYPE_CHECKING:
     from lightd.ports import PortPool
     from lightd.servers.environment import EngineQueries
     from lightd.servers.manager import ServerManager
+    from lightd.servers.stats_sampler import StatsSampler
 
 ENGINE_TIMEOUT_SECONDS = 5.0
 """A hung engine must not hang the report: its part is given up after this."""
 
 
-async def system_report(servers: ServerManager, ports: PortPool) -> dict[str, Any]:
-    """The node's report (see the module docstring)."""
+async def system_report(servers: ServerManager, ports: PortPool, stats: StatsSampler | None = None) -> dict[str, Any]:
+    """The node's report (see the module docstring); `stats` says where container stats come from."""
     engine, engine_error = await _engine(servers.engine)
     host = await asyncio.to_thread(_host, servers.config.data_dir)  # statvfs and /proc reads: off the loop
     pool = await ports.list()
@@ -39,6 +40,7 @@ async def system_report(servers: ServerManager, ports: PortPool) -> dict[str, An
         **host,
         "servers": _server_counts(servers),
         "ports": {"total": len(pool), "free": free, "in_use": len(pool) - free},
+        "stats": stats.source() if stats is not None else None,
     }
 
 

@@ -24,6 +24,7 @@ from lightd.api.public import self_authenticated
 from lightd.api.route_docs import documented
 from lightd.auth import Principal
 from lightd.config import ConsoleConfig
+from lightd.cors import require_socket_origin
 from lightd.errors import BadRequest, Conflict, Forbidden, LightdError, NotFound, Unauthorized
 from lightd.events import LINE_KINDS, Event, Subscription
 from lightd.http import bearer_token
@@ -291,7 +292,7 @@ UPGRADE_DESCRIPTION = (
     "are described in the Lightd protocol (`shared/spec/lightd-protocol.md`). A refused socket is upgraded and then "
     "closed at once, so that a browser can read why: close code 4401 for a missing, invalid, expired or revoked "
     "token (also when a temporary token expires or is revoked later), 4403 for a token of another container or of "
-    "purpose api, 4404 for an unknown container (also when it is deleted later: do not reconnect), 4429 for too "
+    "purpose api or a browser page of an origin not in api.cors_origins, 4404 for an unknown container (also when it is deleted later: do not reconnect), 4429 for too "
     "many sockets on this container (console.max_sockets). A plain GET without the upgrade gets "
     "the same refusal as HTTP 401, 403 or 404, and 400 when it is allowed in."
 )
@@ -308,6 +309,7 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=config.max_frame_bytes, heartbeat=HEARTBEAT_SECONDS, compress=False)
     upgrade = ws.can_prepare(request).ok
     try:
+        require_socket_origin(request)  # api.cors_origins: a refused page's socket closes with 4403
         token = request.query.get("token") or bearer_token(request)
         principal = await request.config_dict[keys.TOKENS].authenticate(token, purpose="websocket",
                                                                         container=container_id)
@@ -333,7 +335,12 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
 
 
 async def close_console_sockets(app: web.Application) -> None:
-    """on_shutdown: every console socket closes with 1001."""
+    """on_shutdown: every console socket closes with 1001. Never raises: a raising on_shutdown step would end
+    aiohttp's shutdown there, before any cleanup_ctx (the store's close among them)."""
     sockets = app.get(keys.CONSOLE_SOCKETS)
-    if sockets is not None:
+    if sockets is None:
+        return
+    try:
         await sockets.close_all(CLOSE_GOING_AWAY, "daemon shutting down", timeout=CLOSE_TIMEOUT + 1)
+    except Exception:
+        log.exception("closing the console sockets failed; shutdown goes on")

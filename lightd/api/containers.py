@@ -11,11 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from lightd import keys
 from lightd.api.query import read_query
 from lightd.api.route_docs import View, documented
-from lightd.http import json_response, read_model
+from lightd.http import json_response, read_json, read_model
 from lightd.ports import PortSpec
 from lightd.servers.listing import PageRequest, container_page
-from lightd.servers.models import (CommandRequest, ContainerSpec, InstallState, Limits, Mount, RebindRequest,
-                                   ReinstallRequest, RuntimeState, StopConfig)
+from lightd.templates.service import patch_changes
+from lightd.servers.models import (MAX_VOLUME_MOUNTS, CommandRequest, ContainerSpec, InstallState, Limits, Mount,
+                                   RebindRequest, ReinstallRequest, RuntimeState, StopConfig, VolumeMount)
 
 routes = web.RouteTableDef()
 PATH = "/containers/{container_id}"
@@ -49,8 +50,16 @@ class ContainerPatch(BaseModel):
     """null or "": no pattern (running as soon as the process runs)."""
     stop: StopConfig | None = None
     image: str | None = Field(default=None, max_length=255)
+    variables: dict[str, str | int | float | bool | None] | None = Field(default=None, max_length=256)
+    """A server made from a template: new values of its variables (the others keep theirs), checked against
+    the template's rules; its environment follows at the next start."""
+    volume_mounts: list[VolumeMount] | None = Field(default=None, max_length=MAX_VOLUME_MOUNTS)
+    """The whole list of other lightd volumes bound into the server's container (`[]`: none), each
+    `{volume_id, target, read_only}`: targets absolute, overlapping neither /home/container nor a `mount`
+    nor each other; the volumes must exist. The container is recreated with them at the next start
+    (`on_next_start`); a mounted volume cannot be deleted (409 volume_in_use)."""
 
-    @field_validator("environment", "startup_command", "stop", "image")
+    @field_validator("environment", "startup_command", "stop", "image", "variables", "volume_mounts")
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         if value is None:
@@ -61,6 +70,13 @@ class ContainerPatch(BaseModel):
 class LogsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     lines: int = Field(default=150, ge=1, le=10_000)
+
+
+class TemplateUse(View):
+    id: str
+    image_label: str | None
+    variables: dict[str, str]
+    """Every variable's value (env name -> value)."""
 
 
 class ContainerView(View):
@@ -78,9 +94,13 @@ class ContainerView(View):
     ports: list[PortSpec]
     limits: Limits
     mount: list[Mount]
+    volume_mounts: list[VolumeMount]
+    """Other lightd volumes bound into the container (PATCH `volume_mounts`; from the next start)."""
     stop: StopConfig | None
     restart_on_crash: bool
     description: str
+    template: TemplateUse | None
+    """The template the server was made from (null: made from raw fields)."""
     install_state: InstallState
     install_error: str | None
     state: RuntimeState
@@ -135,9 +155,16 @@ def accepted(message: str, internal_id: str) -> web.Response:
 
 
 @routes.post("/containers")
-@documented(body=ContainerSpec, status=202, response=ContainerCreated)
+@documented(body=ContainerSpec, status=202, response=ContainerCreated, description=(
+    "Either every field of the spec, or `template` (a template's id), `variables` ({ENV: value}, checked "
+    "against the template's rules) and `image_label`, with the spec's other fields (internal_id, volume_id, "
+    "ports, limits...) but those the template sets (image, startup_command, start_pattern, stop, install_*)."))
 async def create_container(request: web.Request) -> web.Response:
-    spec = await read_model(request, ContainerSpec)
+    body = await read_json(request)
+    if isinstance(body, dict) and "template" in body:
+        spec = request.config_dict[keys.TEMPLATES].spec_for_create(body)
+    else:
+        spec = await read_model(request, ContainerSpec)
     view = await request.config_dict[keys.SERVERS].create(spec)
     return json_response({"message": f"container {spec.internal_id} is installing", **view}, status=202)
 
@@ -162,7 +189,9 @@ async def patch_container(request: web.Request) -> web.Response:
     `docker update`, disk, start pattern, stop), `on_next_start` what its next start brings in."""
     body = await read_model(request, ContainerPatch)
     changes = body.model_dump(mode="json", exclude_unset=True)
-    return json_response(await request.config_dict[keys.SERVERS].patch(_id(request), changes))
+    manager = request.config_dict[keys.SERVERS]
+    changes = patch_changes(manager.get(_id(request)).spec, changes)  # variables -> environment, rules checked
+    return json_response(await manager.patch(_id(request), changes))
 
 
 @routes.get(PATH)
@@ -206,6 +235,25 @@ async def restart(request: web.Request) -> web.Response:
 @documented(status=202, response=Accepted)
 async def kill(request: web.Request) -> web.Response:
     return await _power(request, "kill")
+
+
+@routes.post(PATH + "/pause")
+@documented(status=202, response=Accepted, description=(
+    "The engine freezes every process of the server (`docker pause`); the state becomes `paused` and the console "
+    "stays attached. 409 unless the server is starting or running. A stop, restart or kill of a paused server "
+    "works: a stop thaws it first, so that it handles its stop command or signal."))
+async def pause(request: web.Request) -> web.Response:
+    """Pause the server: its processes frozen, its state `paused`."""
+    return await _power(request, "pause")
+
+
+@routes.post(PATH + "/unpause")
+@documented(status=202, response=Accepted, description=(
+    "The server's processes run again (`docker unpause`); the state goes back to what the pause interrupted "
+    "(`running`, or `starting` before its start pattern matched). 409 unless the server is paused."))
+async def unpause(request: web.Request) -> web.Response:
+    """Unpause the server: back to `running` (or `starting`)."""
+    return await _power(request, "unpause")
 
 
 @routes.post(PATH + "/reinstall")

@@ -37,7 +37,8 @@ error_middleware = http_errors.error_middleware(native_error_body, name="api", b
 async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A declared body over the limit is refused before any handler runs, whether or not it reads one
     (bodies without a declared length are capped by aiohttp's client_max_size as they are read)."""
-    limit = request.app[keys.CONFIG].api.max_body_bytes
+    own = getattr(request.match_info.handler, "__body_limit__", None)  # a streamed upload's (http.own_body_limit)
+    limit = own(request) if own is not None else request.app[keys.CONFIG].api.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise http_errors.body_too_large(limit)
     return await handler(request)

@@ -123,6 +123,8 @@ def _operation(method: str, path: str, handler: Any, components: dict[str, Any])
             operation["parameters"] += _query_parameters(query)
     if meta.get("body"):
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _schema(meta["body"], components)}}}
+    elif meta.get("form"):
+        operation["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": meta["form"]}}}
     operation["responses"] = _success(meta, components)
     for code, description in ERROR_STATUSES.items():
         schema = "InternalError" if code == "500" else "Error"
@@ -137,8 +139,9 @@ def _success(meta: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]
     status = meta.get("status", 200)
     if status == 101:
         return {"101": {"description": "Switching Protocols: the connection is a WebSocket from here on"}}
-    if meta.get("binary"):
-        content = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    if binary := meta.get("binary"):
+        media_types = binary if isinstance(binary, tuple) else ("application/octet-stream",)
+        content = {media: {"schema": {"type": "string", "format": "binary"}} for media in media_types}
     else:
         content = {meta.get("media_type", "application/json"): {"schema": _response_schema(meta.get("response"), components)}}
     return {str(code): {"description": "Success", "content": content} for code in (status, *meta.get("also", ()))}

@@ -1,6 +1,8 @@
 """The only routes served without the node token. Anything not registered here is authenticated by
 `auth_middleware`. Self-authenticating routes (the console WebSocket takes `?token=` because browsers
-cannot set headers) are registered here too and check the token themselves."""
+cannot set headers; the signed one-shot URL routes of api/signed_urls.py — `GET /download/file`,
+`POST /upload/file`, `GET /download/backup` — take a signed `?token=`) are registered here too, through
+`@self_authenticated`, and check the token themselves."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from aiohttp import web
 from lightd import __version__
 from lightd.api.query import accepts_query
 from lightd.api.route_docs import View, documented
+from lightd.cors import is_preflight
 from lightd.http import json_response
 from lightd.timestamps import rfc3339
 
@@ -32,9 +35,10 @@ def is_public_handler(handler: object) -> bool:
 
 
 def is_public(request: web.Request) -> bool:
+    # A CORS preflight carries no token: lightd.cors answers it (a mounted front end's, inside this check).
     return request.match_info.handler in _PUBLIC_HANDLERS or (
         request.match_info.http_exception is not None
-    )
+    ) or is_preflight(request)
 
 
 routes = web.RouteTableDef()

@@ -23,19 +23,20 @@ class View(BaseModel):
 
 
 def documented(*, body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
-               status: int = 200, summary: str | None = None, binary: bool = False,
+               status: int = 200, summary: str | None = None, binary: bool | tuple[str, ...] = False,
                response: Response | None = None, media_type: str = "application/json", also: tuple[int, ...] = (),
-               own_query: type[BaseModel] | None = None, description: str | None = None) -> Callable[[H], H]:
+               own_query: type[BaseModel] | None = None, description: str | None = None,
+               form: dict[str, Any] | None = None) -> Callable[[H], H]:
     """Declare what a route reads and answers, for the OpenAPI document. `query` is also the whole of the
     query string the route accepts: `query_middleware` refuses any other parameter; `own_query` is documented
     only (a self-authenticated route that reads its own). `response` is the body of `status` (and of the
-    statuses in `also`), in `media_type`; `binary` is an application/octet-stream download. `status` 101 is
-    an upgrade (no body)."""
+    statuses in `also`), in `media_type`; `binary` is a download: application/octet-stream, or the media types
+    it names (a tuple). `status` 101 is an upgrade (no body). `form` is the JSON schema of a multipart/form-data body (an upload)."""
 
     def mark(handler: H) -> H:
         handler.__openapi__ = {"body": body, "query": query, "status": status, "summary": summary,  # type: ignore[attr-defined]
                                "binary": binary, "response": response, "media_type": media_type, "also": also,
-                               "own_query": own_query, "description": description}
+                               "own_query": own_query, "description": description, "form": form}
         if query is not None:
             handler.__query__ = query  # type: ignore[attr-defined]
         return handler

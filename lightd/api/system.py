@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from aiohttp import web
 
 from lightd import keys
@@ -44,6 +46,9 @@ class RuntimeCounts(View):
     starting: int
     running: int
     stopping: int
+    paused: int
+    restoring: int
+    transferring: int
 
 
 class InstallCounts(View):
@@ -64,6 +69,15 @@ class PoolCounts(View):
     in_use: int
 
 
+class StatsSourceReport(View):
+    """Where container stats come from."""
+
+    source: Literal["cgroup_v1", "cgroup_v2", "docker_stats", "detecting"]
+    """cgroup files read in one batch per round (v1 or v2), or the engine's stats stream per server."""
+    stream_fallbacks: int
+    """Running servers whose cgroup files could not be read: sampled from the engine's stream instead."""
+
+
 class SystemReport(View):
     """`system_report` (lightd/system.py)."""
 
@@ -78,10 +92,12 @@ class SystemReport(View):
     disk: DiskReport
     servers: ServerCounts
     ports: PoolCounts
+    stats: StatsSourceReport | None
 
 
 @routes.get("/system")
 @documented(response=SystemReport)
 async def get_system(request: web.Request) -> web.Response:
     """The node's report; 200 with `"engine": null` and `engine_error` when the Docker engine is unreachable."""
-    return json_response(await system_report(request.config_dict[keys.SERVERS], request.config_dict[keys.PORTS]))
+    config = request.config_dict
+    return json_response(await system_report(config[keys.SERVERS], config[keys.PORTS], config[keys.STATS]))

@@ -46,8 +46,11 @@ class TokenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     container: str | None = Field(default=None, min_length=1, max_length=64)
     """Scope the token to one container (its routes and its console socket)."""
-    purpose: Purpose = Field(default="all", description="What the token may open: all, the REST API only, or "
-                                                        "the console WebSocket only.")
+    purpose: Purpose = Field(default="all", description="What the token may open: all, the REST API only, "
+                                                        "the console WebSocket only, SFTP only (`sftp`: only "
+                                                        "with `container`; an `all` token does not open SFTP), "
+                                                        "or receiving one server transfer from another node "
+                                                        "(`transfer`: without `container`, not single-use).")
     ttl_seconds: int | None = Field(
         default=None, strict=True, ge=1, json_schema_extra=_ttl_bounds,
         description="Seconds the token lives: 1 to tokens.max_ttl_seconds (86400 unless configured); default "

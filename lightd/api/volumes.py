@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any, Literal
 
 from aiohttp import web
-from aiohttp.helpers import content_disposition_header
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lightd import keys
@@ -159,6 +158,14 @@ class Entry(View):
     size: int
     mode: str
     """Permission bits in octal, e.g. "0644"."""
+    mode_bits: int
+    """The same bits as a number (0644 is 420)."""
+    is_dir: bool
+    is_file: bool
+    is_symlink: bool
+    """The entry itself is a link (never followed: size and mode are the link's)."""
+    mime: str
+    """Guessed from the extension; inode/directory, inode/symlink, application/octet-stream otherwise."""
     modified: datetime
 
 
@@ -276,28 +283,6 @@ async def write_file(request: web.Request) -> web.Response:
 async def list_files(request: web.Request) -> web.Response:
     query = read_query(request, PathQuery)
     return json_response(await request.config_dict[keys.VOLUMES].list_dir(_volume_id(request), query.path))
-
-
-@routes.get("/volumes/{volume_id}/files/content")
-@documented(query=RequiredPathQuery, binary=True)
-async def read_file(request: web.Request) -> web.StreamResponse:
-    query = read_query(request, RequiredPathQuery)
-    stream = await request.config_dict[keys.VOLUMES].read_file(_volume_id(request), query.path)
-    try:
-        response = web.StreamResponse(headers={
-            "Content-Type": "application/octet-stream",
-            "Content-Disposition": content_disposition_header("attachment", filename=stream.name),
-        })
-        response.content_length = stream.size
-        await response.prepare(request)
-        async for chunk in stream.chunks():
-            await response.write(chunk)
-        if not stream.complete:
-            response.force_close()  # the file shrank: drop the connection rather than send a short body
-        await response.write_eof()
-        return response
-    finally:
-        stream.close()
 
 
 @routes.delete("/volumes/{volume_id}/files")

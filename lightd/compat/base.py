@@ -31,6 +31,16 @@ KEEPALIVE_COMMAND = "echo container ready; while true; do sleep 3600; done"
 COMPAT_READY_TIMEOUT = 300.0
 
 
+def services_of(request: web.Request) -> CompatServices:
+    """The daemon's services, from a front end's handler (mounted or on its own port)."""
+    return request.config_dict[keys.COMPAT]
+
+
+async def require_engine(request: web.Request) -> None:
+    """DockerUnavailable (503) unless the engine answers: for a route that cannot answer without it."""
+    await services_of(request).servers.require_engine()
+
+
 class CompatServices:
     """The daemon's services as seen by a front end. Resolved from the main app at request time, so a
     front end can be built before start-up and served both under /compat/<name> and on its own port."""

@@ -12,7 +12,7 @@ from lightd.servers.manager import ServerManager
 
 @dataclass(frozen=True, slots=True)
 class PowerVerb:
-    action: str  # lightd's power action: start, stop, restart or kill
+    action: str  # lightd's power action: start, stop, restart, kill, pause or unpause
     wait: bool  # answer when the action is done (else at once, while it runs on in an owned task)
     no_op_in: frozenset[str] = frozenset()  # server states in which the verb is done already
     needs_running: bool = False  # refused (409) while the server is offline, before anything is begun
@@ -29,7 +29,13 @@ POWER_VERBS: dict[str, dict[str, PowerVerb]] = {
     # Proxmox answers with a task id at once; `stop` is a hard stop, `shutdown` the graceful one.
     "proxicloud": {"start": PowerVerb("start", wait=False), "shutdown": PowerVerb("stop", wait=False),
                    "stop": PowerVerb("kill", wait=False), "reboot": PowerVerb("restart", wait=False, needs_running=True)},
-    "container_codes": {"start": _START, "stop": _STOP, "restart": _RESTART},
+    # The real web app's backend calls Proxmox's status/start|stop|reboot, which queue a task and answer at
+    # once (a start of a running CT, a stop of a stopped one, fail inside the task, not in the call).
+    "proxicloud_app": {"start": PowerVerb("start", wait=False, no_op_in=frozenset({"starting", "running"})),
+                       "stop": PowerVerb("kill", wait=False, no_op_in=frozenset({"offline"})),
+                       "reboot": PowerVerb("restart", wait=False, needs_running=True)},
+    "container_codes": {"start": _START, "stop": _STOP, "restart": _RESTART,
+                        "pause": PowerVerb("pause", wait=True), "unpause": PowerVerb("unpause", wait=True)},
 }
 
 

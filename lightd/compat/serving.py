@@ -16,14 +16,17 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from aiohttp import web
 
-from lightd import keys
+from lightd import cors, keys
 from lightd.access_log import server_log_options
 from lightd.compat.base import CompatServices
-from lightd.config import CompatFrontEnd, Config
+from lightd.compat.static_files import StaticFiles, static_files_middleware
+from lightd.config import Config
+from lightd.config_features import CompatFrontEnd
 from lightd.http import ascii_int, bearer_token
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,10 @@ class FrontEndSpec:
         app = front_end.create_app()
         app[keys.FRONT_END] = self.name
         app[keys.COMPAT] = front_end.services
+        # Preflights answered just inside the front end's error middleware (first in every front end, so a
+        # refusal is in its shape), before its authentication.
+        cors.install(app, getattr(front_end.services.config.compat, self.name).cors_origins)
+        app.middlewares.insert(1, cors.middleware)
         # A raising on_shutdown step ends aiohttp's shutdown there, before any cleanup_ctx (the store's
         # among them): each of this front end's steps is logged instead, and the unwind goes on.
         app.on_shutdown[:] = [_logged_step(self.name, step) for step in app.on_shutdown]
@@ -130,9 +137,14 @@ async def front_end_listeners_ctx(main_app: web.Application) -> AsyncIterator[No
 
 def _own_port_runner(spec: FrontEndSpec, front_end: FrontEnd, settings: CompatFrontEnd, host: str) -> web.AppRunner:
     app = spec.application(front_end)
+    # Just inside the front end's error middleware and its CORS preflights (0 and 1), which render refusals:
+    # its own UI (public files, when no API route matches), then the token check for everything else.
+    inner = 2
+    if settings.static_dir:
+        app.middlewares.insert(inner, static_files_middleware(StaticFiles(Path(settings.static_dir))))
+        inner += 1
     if settings.require_token:
-        # Just inside the front end's error middleware (first in every front end), which renders the 401.
-        app.middlewares.insert(1, token_middleware(front_end.services))
+        app.middlewares.insert(inner, token_middleware(front_end.services))
     elif host not in ("127.0.0.1", "::1", "localhost"):
         log.warning("compat %s listens on %s without a token: anyone who reaches it controls containers",
                     spec.name, host)
@@ -148,8 +160,11 @@ def listen_address(front_end: FrontEndSpec, settings: CompatFrontEnd) -> tuple[s
 
 
 def own_ports(config: Config) -> frozenset[int]:
-    """Every port the daemon itself listens on: api.port and each enabled front end's own port."""
+    """Every port the daemon itself listens on: api.port, sftp.port (when enabled) and each enabled front end's
+    own port."""
     ports = {config.api.port}
+    if config.sftp.enabled:
+        ports.add(config.sftp.port)
     for front_end in FRONT_ENDS:
         settings: CompatFrontEnd = getattr(config.compat, front_end.name)
         if settings.enabled:

@@ -179,6 +179,14 @@ class DockerClient:
         except Conflict:
             pass
 
+    async def pause_container(self, name: str) -> None:
+        """`docker pause`: Conflict when the container is not running (or already paused)."""
+        await self._call(f"pause {name}", self.raw.containers.container(name).pause())
+
+    async def unpause_container(self, name: str) -> None:
+        """`docker unpause`: Conflict when the container is not paused."""
+        await self._call(f"unpause {name}", self.raw.containers.container(name).unpause())
+
     async def remove_container(self, name: str) -> None:
         """Force-remove; a container that does not exist is not an error."""
         try:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from lightd.config import DockerConfig
+from lightd.docker.cgroup_stats import CgroupStats
 from lightd.docker.client import DockerClient, stream_response, translate
 from lightd.docker.monitor import EngineMonitor
 from lightd.docker.stats_document import sample_from_stats
@@ -96,12 +97,15 @@ class AttachedConsole:
 class DockerEnvironment:
     """Servers as Docker containers named `{prefix}{internal_id}`."""
 
-    def __init__(self, client: DockerClient, config: DockerConfig, mounts: MountPins) -> None:
+    def __init__(self, client: DockerClient, config: DockerConfig, mounts: MountPins,
+                 volume_path_of: Callable[[str], Path] | None = None) -> None:
         self.client = client
         self.config = config
         self.mounts = mounts
+        self.volume_path_of = volume_path_of  # VolumeService.path_of: where `volume_mounts` are on the host
         # Server containers only: an installer's exit is seen by the install that runs it.
         self.monitor = EngineMonitor(client, {"lightd.prefix": config.container_prefix, LABEL_ROLE: "server"}, LABEL_ID)
+        self.cgroup_stats = CgroupStats(client, self.name_of, config.stats_source)
 
     def name_of(self, internal_id: str) -> str:
         return f"{self.config.container_prefix}{internal_id}"
@@ -147,13 +151,23 @@ class DockerEnvironment:
         }
         return {**host, **self._resources(spec.limits)}
 
-    def _binds(self, spec: ContainerSpec, volume_path: Path, data_path: Path) -> list[str]:
-        binds = [f"{volume_path}:{CONTAINER_HOME}:rw", f"{data_path}:{DATA_DIR}:ro"]
+    def _binds(self, spec: ContainerSpec, volume_path: Path, data_path: Path, home: str = CONTAINER_HOME) -> list[str]:
+        binds = [f"{volume_path}:{home}:rw", f"{data_path}:{DATA_DIR}:ro"]
         # SECURITY: symlink mount escape — Docker binds the pin point (a bind of the checked directory,
         # made before every start by MountPins), never the tenant-reachable source path itself.
         binds += [f"{self.mounts.pin_path(spec.internal_id, i)}:{m.target}:{'ro' if m.read_only else 'rw'}"
                   for i, m in enumerate(spec.mount)]
         return binds
+
+    def _volume_binds(self, spec: ContainerSpec) -> list[str]:
+        """Binds of the other lightd volumes the server mounts (its container only: the installer sees its own
+        volume). The source is the volume's directory: lightd made it, under the volumes root a container
+        never sees, so no component of the path is a tenant's; what is inside it Docker does not follow."""
+        if not spec.volume_mounts:
+            return []
+        if self.volume_path_of is None:
+            raise LightdError("volume_mounts: this environment was built without the volumes' paths")
+        return [f"{self.volume_path_of(m.volume_id)}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.volume_mounts]
 
     def server_config(self, spec: ContainerSpec, volume_path: Path, data_path: Path) -> dict[str, Any]:
         """The Docker create body of a server container."""
@@ -163,14 +177,10 @@ class DockerEnvironment:
             key = f"{port.port}/{port.protocol}"
             exposed[key] = {}
             bindings.setdefault(key, []).append({"HostIp": port.ip, "HostPort": str(port.port)})
-        env = {**spec.environment, "STARTUP": spec.startup_command, "HOME": CONTAINER_HOME,
-               "SERVER_MEMORY": str((spec.limits.memory or 0) // (1024 * 1024))}
-        if spec.ports:
-            env.setdefault("SERVER_PORT", str(spec.ports[0].port))
-            env.setdefault("SERVER_IP", spec.ports[0].ip)
+        env = server_environment(spec, CONTAINER_HOME)
         host = {
             **self._hardening(spec),
-            "Binds": self._binds(spec, volume_path, data_path),
+            "Binds": self._binds(spec, volume_path, data_path) + self._volume_binds(spec),
             "PortBindings": bindings,
             "NetworkMode": self.config.network,
         }
@@ -245,6 +255,7 @@ class DockerEnvironment:
         return ContainerStatus(
             exists=True,
             running=bool(state.get("Running")),
+            paused=bool(state.get("Paused")),
             exit_code=state.get("ExitCode"),
             oom_killed=bool(state.get("OOMKilled")),
             started_at=state.get("StartedAt"),
@@ -267,6 +278,12 @@ class DockerEnvironment:
     async def signal(self, internal_id: str, signal: str) -> None:
         await self.client.kill_container(self.name_of(internal_id), signal)
 
+    async def pause(self, internal_id: str) -> None:
+        await self.client.pause_container(self.name_of(internal_id))
+
+    async def unpause(self, internal_id: str) -> None:
+        await self.client.unpause_container(self.name_of(internal_id))
+
     async def tail_logs(self, internal_id: str, lines: int) -> list[str]:
         return await self.client.tail_logs(self.name_of(internal_id), lines)
 
@@ -278,7 +295,10 @@ class DockerEnvironment:
         script = spec.install_script or ""
         # A script with a shebang runs with its own interpreter; anything else with /bin/sh.
         cmd = [f"{DATA_DIR}/install.sh"] if script.startswith("#!") else ["/bin/sh", f"{DATA_DIR}/install.sh"]
-        host = {**self._hardening(spec), "Binds": self._binds(spec, volume_path, data_path),
+        if spec.install_entrypoint:  # an egg's `entrypoint`: Wings runs [entrypoint, script]
+            cmd = [spec.install_entrypoint, f"{DATA_DIR}/install.sh"]
+        # The volume where the spec says (Wings: /mnt/server), with the server's environment, as Wings does.
+        host = {**self._hardening(spec), "Binds": self._binds(spec, volume_path, data_path, spec.install_mount),
                 "NetworkMode": self.config.network}
         host.pop("Init", None)
         # The installer is root and keeps the right to write files it does not own: after the first
@@ -287,8 +307,8 @@ class DockerEnvironment:
         config = {
             "Image": spec.install_image or spec.image,
             "Cmd": cmd,
-            "WorkingDir": CONTAINER_HOME,
-            "Env": [f"{k}={v}" for k, v in spec.environment.items()] + [f"HOME={CONTAINER_HOME}"],
+            "WorkingDir": spec.install_mount,
+            "Env": [f"{k}={v}" for k, v in server_environment(spec, spec.install_mount).items()],
             "Labels": self._labels(spec, "installer"),
             "AttachStdout": True,
             "AttachStderr": True,
@@ -319,6 +339,12 @@ class DockerEnvironment:
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"stats {internal_id}") from exc
 
+    async def sample_stats(self, internal_ids: Collection[str]) -> dict[str, StatsSample | None]:
+        return await self.cgroup_stats.sample(internal_ids)
+
+    def stats_source(self) -> str:
+        return self.cgroup_stats.source()
+
     async def exec(self, internal_id: str, cmd: list[str], stdin: bytes | None = None) -> tuple[int, str]:
         return await self.client.exec(self.name_of(internal_id), cmd, stdin=stdin)
 
@@ -347,6 +373,17 @@ class DockerEnvironment:
 
     async def network_exists(self, name: str) -> bool:
         return await self.client.network_exists(name)
+
+
+def server_environment(spec: ContainerSpec, home: str) -> dict[str, str]:
+    """The environment of the server's containers: its own, then STARTUP, HOME, SERVER_MEMORY (MiB) and the
+    first port's SERVER_PORT and SERVER_IP, as Wings sets them."""
+    env = {**spec.environment, "STARTUP": spec.startup_command, "HOME": home,
+           "SERVER_MEMORY": str((spec.limits.memory or 0) // (1024 * 1024))}
+    if spec.ports:
+        env.setdefault("SERVER_PORT", str(spec.ports[0].port))
+        env.setdefault("SERVER_IP", spec.ports[0].ip)
+    return env
 
 
 def _digest(config: dict[str, Any]) -> str:

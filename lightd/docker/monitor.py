@@ -16,7 +16,9 @@ from lightd.servers.environment import (
     ContainerDied,
     ContainerEvent,
     ContainerOomKilled,
+    ContainerPaused,
     ContainerStarted,
+    ContainerUnpaused,
     EngineEvent,
     EventStreamDown,
     EventStreamUp,
@@ -24,7 +26,7 @@ from lightd.servers.environment import (
 
 log = logging.getLogger(__name__)
 
-ACTIONS = ("start", "die", "oom", "destroy")
+ACTIONS = ("start", "die", "oom", "destroy", "pause", "unpause")
 RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 10.0
 
@@ -48,6 +50,10 @@ def container_event(record: dict[str, Any], id_label: str) -> ContainerEvent | N
             return ContainerOomKilled(internal_id, when)
         case "destroy":
             return ContainerDestroyed(internal_id, when)
+        case "pause":
+            return ContainerPaused(internal_id, when)
+        case "unpause":
+            return ContainerUnpaused(internal_id, when)
     return None
 
 

@@ -112,6 +112,9 @@ class OutputThrottle:
         self._window_start = 0.0
         self._count = 0
         self._noticed = False
+        self.lines_total = 0
+        self.dropped_total = 0
+        """Lines read and lines the throttle dropped, over the daemon's life (GET /metrics)."""
 
     def reset(self) -> None:
         self._window_start = 0.0
@@ -120,6 +123,7 @@ class OutputThrottle:
 
     def admit_many(self, count: int, now: float | None = None) -> int:
         """How many of the next `count` lines may be published (the first ones); the rest are dropped."""
+        self.lines_total += count
         if self.limit <= 0:
             return count
         now = time.monotonic() if now is None else now
@@ -129,6 +133,7 @@ class OutputThrottle:
             self._noticed = False
         admitted = min(count, max(self.limit - self._count, 0))
         self._count += count
+        self.dropped_total += count - admitted
         return admitted
 
     def take_notice(self) -> bool:

@@ -12,10 +12,13 @@ from lightd.errors import LightdError
 from lightd.servers.environment import (
     ContainerDestroyed,
     ContainerEvent,
+    ContainerPaused,
+    ContainerUnpaused,
     Environment,
     EventStreamDown,
     EventStreamUp,
 )
+from lightd.servers.pause import follow_engine_pause
 from lightd.servers.server import Server
 
 if TYPE_CHECKING:
@@ -33,7 +36,7 @@ async def reconcile_server(server: Server, env: Environment) -> None:
         status = await env.status(server.id)
         server.container_missing = not status.exists and server.install_state == "ready"
         if status.running:
-            await server.reattach()
+            await server.reattach(paused=status.paused)
         elif server.state != "offline":
             await server.exited_while_away(status.exit_code if status.exists else None, status.oom_killed)
     except LightdError as exc:
@@ -79,11 +82,17 @@ class EngineWatch:
 
     async def _on_container(self, event: ContainerEvent) -> None:
         """A start, death or OOM kill lightd did not see through a console stream is handled now; a
-        container destroyed behind lightd's back is marked missing."""
+        container destroyed behind lightd's back is marked missing; a pause or unpause (`docker pause` outside
+        lightd) moves the state of an attached server (a detached one is re-attached as it is)."""
         server = self._manager.find(event.internal_id)
         if server is None:
             return
         async with self._reconciling:
+            if isinstance(event, ContainerPaused | ContainerUnpaused) and server.attached:
+                try:
+                    await follow_engine_pause(server, self._env)
+                except LightdError as exc:
+                    log.warning("%s: could not check its container: %s", server.id, exc)
             if isinstance(event, ContainerDestroyed) and not (server.lock.locked or server.deleted):
                 # Also while its console stream reports the exit (that path does not look for the container).
                 try:

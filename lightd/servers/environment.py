@@ -3,7 +3,7 @@ interface; lightd/docker/environment.py implements it on a Docker engine."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,6 +15,7 @@ from lightd.servers.models import ContainerSpec, Limits
 class ContainerStatus:
     exists: bool
     running: bool = False
+    paused: bool = False  # frozen by the engine (`running` stays True)
     exit_code: int | None = None
     oom_killed: bool = False
     started_at: str | None = None
@@ -35,6 +36,9 @@ class StatsSample:
     cpu_absolute: float
     rx_bytes: int
     tx_bytes: int
+    pids: int = 0
+    block_read_bytes: int = 0
+    block_write_bytes: int = 0
 
 
 # The engine's own events about a server's container (one class per kind, matched by type).
@@ -62,6 +66,20 @@ class ContainerOomKilled:
 
 
 @dataclass(frozen=True, slots=True)
+class ContainerPaused:
+    """The engine froze the container's processes (lightd's pause or a `docker pause` outside it)."""
+
+    internal_id: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerUnpaused:
+    internal_id: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
 class ContainerDestroyed:
     internal_id: str
     time: float
@@ -77,7 +95,8 @@ class EventStreamDown:
     reason: str
 
 
-ContainerEvent = ContainerStarted | ContainerDied | ContainerOomKilled | ContainerDestroyed
+ContainerEvent = (ContainerStarted | ContainerDied | ContainerOomKilled | ContainerDestroyed | ContainerPaused
+                  | ContainerUnpaused)
 EngineEvent = ContainerEvent | EventStreamUp | EventStreamDown
 
 
@@ -145,7 +164,14 @@ class Environment(EngineQueries, Protocol):
 
     async def start(self, internal_id: str) -> None: ...
 
-    async def signal(self, internal_id: str, signal: str) -> None: ...
+    async def signal(self, internal_id: str, signal: str) -> None:
+        """Send `signal`; a paused container is thawed by the engine to receive it (Docker does)."""
+
+    async def pause(self, internal_id: str) -> None:
+        """Freeze every process of the running container (its console stays attached); Conflict unless running."""
+
+    async def unpause(self, internal_id: str) -> None:
+        """Let a paused container's processes run again; Conflict unless paused."""
 
     async def tail_logs(self, internal_id: str, lines: int) -> list[str]: ...
 
@@ -154,7 +180,16 @@ class Environment(EngineQueries, Protocol):
     ) -> int:
         """Run the install script in a one-shot container; its exit code."""
 
-    def stats(self, internal_id: str) -> AsyncIterator[StatsSample]: ...
+    def stats(self, internal_id: str) -> AsyncIterator[StatsSample]:
+        """The engine's own stream of samples of one container (the fallback of `sample_stats`)."""
+
+    async def sample_stats(self, internal_ids: Collection[str]) -> dict[str, StatsSample | None]:
+        """One round of samples of running containers, read in one batch from the cheap source (cgroup
+        files): a sample per id read, None for a container not running; an id left out cannot be read that
+        way and is sampled from `stats` instead."""
+
+    def stats_source(self) -> str:
+        """What `sample_stats` reads ("cgroup_v1", "cgroup_v2"), or "docker_stats" when it reads nothing."""
 
     async def exec(self, internal_id: str, cmd: list[str], stdin: bytes | None = None) -> tuple[int, str]: ...
 

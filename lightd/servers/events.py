@@ -29,8 +29,8 @@ class ServerEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class StateChanged(ServerEvent):
-    """The runtime state moved (`offline`, `starting`, `running`, `stopping`); the state is the type."""
+class _StateIsType(ServerEvent):
+    """An event whose type is the state it announces."""
 
     state: str
 
@@ -44,18 +44,13 @@ class StateChanged(ServerEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class InstallStateChanged(ServerEvent):
+class StateChanged(_StateIsType):
+    """The runtime state moved (`offline`, `starting`, `running`, `stopping`); the state is the type."""
+
+
+@dataclass(frozen=True, slots=True)
+class InstallStateChanged(_StateIsType):
     """The install began (`installing`) or ended well (`ready`); the state is the type."""
-
-    state: str
-
-    @property
-    def type(self) -> str:
-        return self.state
-
-    @property
-    def wire(self) -> dict[str, Any]:
-        return {"type": self.state}
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,3 +147,19 @@ class NetworkRebound(ServerEvent):
 
     TYPE: ClassVar[str] = "network_rebound"
     ports: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class SftpActivity(ServerEvent):
+    """Something an SFTP session did (`login`, `upload`, `delete`, `rename`, `mkdir`, `rmdir`): who (`user`,
+    the login's username), from where (`ip`) and on which volume paths (`paths`, at most two)."""
+
+    TYPE: ClassVar[str] = "sftp_activity"
+    action: str
+    user: str
+    ip: str
+    paths: tuple[str, ...] = ()
+
+    @property
+    def wire(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "action": self.action, "user": self.user, "ip": self.ip, "paths": list(self.paths)}

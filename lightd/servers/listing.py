@@ -13,6 +13,7 @@ import orjson
 
 from lightd.errors import ValidationFailed
 from lightd.servers.models import container_view
+from lightd.servers.volume_mounts import volumes_of
 from lightd.timestamps import parse_rfc3339
 
 if TYPE_CHECKING:
@@ -82,10 +83,11 @@ def container_page(manager: ServerManager, *, state: str | None = None, install_
 
 
 def volume_users(manager: ServerManager) -> dict[str, list[str]]:
-    """The servers using each volume, by volume id."""
+    """The servers using each volume (as their own or mounted: `volume_mounts`), by volume id."""
     users: dict[str, list[str]] = {}
     for server in sorted(manager, key=lambda s: s.id):
-        users.setdefault(server.spec.volume_id, []).append(server.id)
+        for volume_id in volumes_of(server.spec):
+            users.setdefault(volume_id, []).append(server.id)
     return users
 
 

@@ -1,12 +1,12 @@
-"""ServerManager: all servers — create, list, power, reinstall, rebind, delete, and reconciling the store
-with the engine at start-up and whenever the engine comes back."""
+"""ServerManager: all servers — create, list, power, delete, and reconciling the store with the engine at
+start-up and whenever the engine comes back (reinstall, rebind and edits in place: `servers/changes.py`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,58 +16,67 @@ from lightd.config import Config
 from lightd.errors import AlreadyExists, Conflict, DockerUnavailable, LightdError, NotFound, ValidationFailed
 from lightd.events import EventBus
 from lightd.ports import PortPool
+from lightd.servers.changes import ServerChanges
 from lightd.servers.engine_watch import reconcile_server
 from lightd.servers.environment import EngineQueries, Environment
-from lightd.servers.events import NetworkRebound, ServerDeleted
+from lightd.servers.events import ServerDeleted
 from lightd.servers.install import install
 from lightd.servers.limits import check_node_limits, with_default_limits
-from lightd.servers.models import ContainerSpec, RebindRequest, ReinstallRequest, container_view
+from lightd.servers.models import ContainerSpec, container_view
 from lightd.servers.mounts import MountPins
-from lightd.servers.patch import apply_to_container, merged_spec
-from lightd.servers.power import POWER_ACTIONS, run_kill, run_locked, stop_server
+from lightd.servers.power import POWER_ACTIONS, run_kill, run_locked
 from lightd.servers.preflight import Preflight
 from lightd.servers.server import Server
+from lightd.servers.volume_mounts import check_volume_mounts
 from lightd.store import Store
 from lightd.tasks import TaskOwner
+from lightd.timers import TimerWheel
 from lightd.volumes.service import VolumeService
 
 log = logging.getLogger(__name__)
 
-class ServerManager:
+
+class ServerManager(ServerChanges):
     """Every server of this node, by internal id."""
 
     def __init__(
         self, *, config: Config, store: Store, env: Environment, events: EventBus, tasks: TaskOwner,
-        ports: PortPool, volumes: VolumeService, mounts: MountPins,
+        ports: PortPool, volumes: VolumeService, mounts: MountPins, timers: TimerWheel | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self._env = env
         self.events = events
         self.tasks = tasks
+        self.timers = timers if timers is not None else TimerWheel(tasks, config.servers.max_timers)
         self.ports = ports
         self.volumes = volumes
         self.mounts = mounts
-        self.preflight = Preflight(volumes, mounts, config.docker.user, env)
+        self.preflight = Preflight(volumes, mounts, config.docker.user, env, config.docker.interface)
         self._servers: dict[str, Server] = {}
         self.engine_up = False
         self._creating: set[str] = set()
         self._listing: tuple[tuple[Any, ...], bytes] | None = None
+        self.on_delete: list[Callable[[str], Awaitable[None]]] = []  # what else a server owns (its backups)
 
     def _data_path(self, internal_id: str) -> Path:
         return self.config.data_dir / "servers" / internal_id
 
     def _build(self, record: dict[str, Any]) -> Server:
         return Server(
-            record, env=self._env, store=self.store, events=self.events, tasks=self.tasks, config=self.config,
+            record, env=self._env, store=self.store, events=self.events, tasks=self.tasks, timers=self.timers,
+            config=self.config,
             volume_path=self.volumes.path_of(record["volume_id"]), data_path=self._data_path(record["internal_id"]),
             preflight=self.preflight,
         )
 
-    def _apply_disk_limit(self, volume_id: str) -> None:
-        """The volume's disk limit: the smallest `limits.disk` of the servers using it (0/None: unlimited)."""
-        limits = [s.spec.limits.disk for s in self._servers.values() if s.spec.volume_id == volume_id and s.spec.limits.disk]
+    def _apply_volume_rules(self, volume_id: str) -> None:
+        """The volume's disk limit (the smallest `limits.disk` of the servers using it; 0/None: unlimited) and
+        file denylist (the union of their templates' `file_denylist`)."""
+        users = [s.spec for s in self._servers.values() if s.spec.volume_id == volume_id]
+        limits = [spec.limits.disk for spec in users if spec.limits.disk]
         self.volumes.set_disk_limit(volume_id, min(limits) if limits else None)
+        self.volumes.set_denylist(volume_id, [spec.template.file_denylist for spec in users if spec.template])
 
     # -- queries -------------------------------------------------------------------------------------
     @property
@@ -149,20 +158,36 @@ class ServerManager:
             await self.volumes.record(spec.volume_id)
         except NotFound:
             raise ValidationFailed(f"volume_id: volume {spec.volume_id} not found", details={"field": "volume_id"}) from None
+        await check_volume_mounts(self.volumes, spec)
         await self.require_engine()
+        server = await self._record(spec, "installing")
+        server.lock.try_acquire("install")
+        server.install_task = self.tasks.spawn(self._install(server), name=f"install:{server.id}")
+        return container_view(server.record, server.runtime())
+
+    async def _record(self, spec: ContainerSpec, install_state: str) -> Server:
+        """Claim the ports, store the record and build the server (the ports freed if the record fails)."""
         await self.ports.claim(spec.ports, spec.internal_id)
         try:
-            await self.store.insert_container(spec.internal_id, spec.volume_id, spec.model_dump(mode="json"), "installing")
+            await self.store.insert_container(spec.internal_id, spec.volume_id, spec.model_dump(mode="json"), install_state)
         except Exception:
             await self.ports.release_all(spec.internal_id)
             raise
-        record = await self.store.get_container(spec.internal_id)
-        server = self._build(record)
+        server = self._build(await self.store.get_container(spec.internal_id))
         self._servers[spec.internal_id] = server
-        self._apply_disk_limit(spec.volume_id)
-        server.lock.try_acquire("install")
-        server.install_task = self.tasks.spawn(self._install(server), name=f"install:{server.id}")
-        return container_view(record, server.runtime())
+        self._apply_volume_rules(spec.volume_id)
+        return server
+
+    async def adopt(self, spec: ContainerSpec) -> Server:
+        """Record a server moved here from another node (lightd/transfers): same id, its volume already in
+        place, `ready` without an install, not started. AlreadyExists or PortInUse leave nothing behind."""
+        if spec.internal_id in self._servers or spec.internal_id in self._creating:
+            raise AlreadyExists(f"container {spec.internal_id} already exists")
+        self._creating.add(spec.internal_id)
+        try:
+            return await self._record(spec, "ready")
+        finally:
+            self._creating.discard(spec.internal_id)
 
     async def create_and_wait(self, spec: ContainerSpec, *, start: bool, timeout: float) -> Server:
         """Create, wait for the install and (with `start`) start, for APIs that answer only when the server
@@ -225,10 +250,11 @@ class ServerManager:
         await self.store.delete_tokens_of(internal_id)
         await self.store.delete_container(internal_id)
         self._servers.pop(internal_id, None)
-        self._apply_disk_limit(server.spec.volume_id)
+        self._apply_volume_rules(server.spec.volume_id)
         await self.mounts.unpin(internal_id)
         # Entrypoint, install script and install log (written by lightd only: the container sees them read-only).
         await asyncio.to_thread(shutil.rmtree, server.data_path, True)
+        await asyncio.gather(*(forget(internal_id) for forget in self.on_delete))
         server.publish(ServerDeleted())
         if server.spec.owned_volume:
             try:
@@ -277,98 +303,13 @@ class ServerManager:
             raise Conflict(f"container {internal_id} is not running")
         return await self._env.exec(internal_id, cmd, stdin)
 
-    # -- reinstall / rebind --------------------------------------------------------------------------
-    async def reinstall(self, internal_id: str, request: ReinstallRequest) -> str:
-        """Stop the server, drop its Docker container and run the install again; volume data stays."""
-        server = self.get(internal_id)
-        server.states.check_installed()
-        await self.require_engine()
-        changes = request.model_dump(exclude_none=True)
-        spec = ContainerSpec.model_validate({**server.spec.model_dump(mode="json"), **changes})
-        with server.lock.taken("reinstall"):
-            before = (server.install_state, server.record.get("install_error"))
-            # Shown at once (announced when the install itself begins): a client polling sees it begun.
-            await server.set_install_state("installing", announce=False)
-            server.install_task = self.tasks.spawn(self._reinstall(server, spec, before), name=f"reinstall:{internal_id}")
-        return f"reinstall of {internal_id} accepted"
-
-    async def _reinstall(self, server: Server, spec: ContainerSpec, before: tuple[str, str | None]) -> None:
-        try:
-            try:
-                await stop_server(server)
-                await self._env.remove(server.id)
-                await self._set_spec(server, spec)
-            except Exception:
-                # The install never began: the server is as it was, and so is its install state (taken
-                # back unannounced, as `installing` was shown); the failure is the reinstall's.
-                await server.set_install_state(*before, announce=False)
-                raise
-            await install(server)
-        except LightdError as exc:
-            server.report_failure("reinstall", exc)
-        finally:
-            server.lock.release()
-
-    async def rebind(self, internal_id: str, request: RebindRequest) -> str:
-        """Move the server to new ports (validated and claimed now); the container is recreated."""
-        server = self.get(internal_id)
-        server.states.check_installed()
-        await self.require_engine()
-        with server.lock.taken("rebind"):
-            old_keys = {p.key for p in server.spec.ports}
-            await self.ports.claim([p for p in request.ports if p.key not in old_keys], internal_id)
-            spec = server.spec.model_copy(update={"ports": request.ports})
-            self.tasks.spawn(self._rebind(server, spec), name=f"rebind:{internal_id}")
-        return f"rebind of {internal_id} accepted"
-
-    async def _rebind(self, server: Server, spec: ContainerSpec) -> None:
-        try:
-            was_running = server.state != "offline"
-            await stop_server(server)
-            await self._set_spec(server, spec)
-            await self.ports.release_all(server.id, keep=spec.ports)
-            if server.install_state == "ready":
-                await server.write_entrypoint()
-                await self._env.create(spec, server.volume_path, server.data_path)
-            server.publish(NetworkRebound([p.model_dump() for p in spec.ports]))
-            if was_running:
-                await server.start()
-        except LightdError as exc:
-            server.report_failure("rebind", exc)
-            # It keeps the ports of the spec it has: those claimed by a rebind that failed early are freed.
-            await self.ports.release_all(server.id, keep=server.spec.ports)
-        finally:
-            server.lock.release()
-
-    # -- edit in place -------------------------------------------------------------------------------
-    async def patch(self, internal_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-        """Change limits, environment, startup command, start pattern, stop or image without a reinstall: in
-        force now where they can be, else at the next start; the answer says which."""
-        server = self.get(internal_id)
-        server.states.check_installed()
-        server.lock.try_acquire("patch")
-        try:
-            spec = with_default_limits(merged_spec(server.spec, changes), self.config.docker)
-            check_node_limits(spec)
-            outcome = await apply_to_container(server, self._env, spec)
-            await self._set_spec(server, spec)
-            self._apply_disk_limit(spec.volume_id)
-        finally:
-            server.lock.release()
-        return {"container": container_view(server.record, server.runtime()), "applied": outcome.applied,
-                "on_next_start": outcome.on_next_start, "warnings": outcome.warnings}
-
-    async def _set_spec(self, server: Server, spec: ContainerSpec) -> None:
-        await server.persist(spec=spec.model_dump(mode="json"))
-        server.use_spec(spec)
-
     # -- start-up and engine recovery ----------------------------------------------------------------
     async def load(self) -> None:
         """Build every server from the store; reconcile with the engine if it is up."""
         for record in await self.store.list_containers():
             server = self._build(record)
             self._servers[server.id] = server
-            self._apply_disk_limit(server.spec.volume_id)
+            self._apply_volume_rules(server.spec.volume_id)
             if record["install_state"] == "installing":
                 # The daemon stopped mid-install: the install cannot be trusted.
                 await server.set_install_state("failed", "install was interrupted by a daemon restart")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from lightd.ports import PortSpec
+from lightd.templates.fields import ConfigFile, TemplateBinding, check_install_mount
 from lightd.timestamps import rfc3339
 
 INTERNAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -19,7 +20,7 @@ IMAGE_REFERENCE = re.compile(
 )
 
 InstallState = Literal["installing", "ready", "failed"]
-RuntimeState = Literal["offline", "starting", "running", "stopping"]
+RuntimeState = Literal["offline", "starting", "running", "stopping", "paused", "restoring", "transferring"]
 SIGNALS = ("SIGINT", "SIGTERM", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2")
 
 
@@ -100,6 +101,34 @@ class Mount(BaseModel):
         return value
 
 
+MAX_VOLUME_MOUNTS = 10
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+class VolumeMount(BaseModel):
+    """Another lightd volume bound into the server's container at `target` (at the next start)."""
+
+    model_config = ConfigDict(extra="forbid")
+    volume_id: str = Field(min_length=36, max_length=36)
+    target: str = Field(min_length=2, max_length=4096)
+    read_only: bool = False
+
+    @field_validator("volume_id")
+    @classmethod
+    def _volume_id(cls, value: str) -> str:
+        if not _UUID.match(value):
+            raise ValueError("not a volume id (a lowercase UUID)")
+        return value
+
+    _target = field_validator("target")(Mount._absolute.__func__)  # type: ignore[attr-defined]
+    _not_reserved = field_validator("target")(Mount._not_reserved.__func__)  # type: ignore[attr-defined]
+
+
+def _overlaps(a: str, b: str) -> bool:
+    """One path is the other or contains it, by component."""
+    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
+
+
 def _mount_map_schema(schema: dict[str, Any]) -> None:
     """The JSON schema of `mount` names both accepted forms: the list, and upstream Lightd's map."""
     listed = {key: schema.pop(key) for key in ("type", "items", "maxItems") if key in schema}
@@ -121,6 +150,8 @@ class ContainerSpec(BaseModel):
     install_script: str | None = Field(default=None, max_length=1024 * 1024)
     install_image: str | None = None
     mount: list[Mount] = Field(default_factory=list, max_length=32, json_schema_extra=_mount_map_schema)
+    volume_mounts: list[VolumeMount] = Field(default_factory=list, max_length=MAX_VOLUME_MOUNTS)
+    """Other lightd volumes bound into the server container (not the installer's), each at its own target."""
     environment: dict[str, str] = Field(default_factory=dict, max_length=256)
     stop: StopConfig = Field(default_factory=StopConfig)
     restart_on_crash: bool = False
@@ -128,6 +159,14 @@ class ContainerSpec(BaseModel):
     description: str = Field(default="", max_length=1024)
     owned_volume: bool = False
     """The volume was made for this container (by a compat front end) and is deleted with it."""
+    install_mount: str = "/home/container"
+    """Where the installer sees the volume (templates and eggs: `/mnt/server`, as Wings mounts it)."""
+    install_entrypoint: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_./-]{1,128}$")
+    """The installer's interpreter (an egg's `entrypoint`, e.g. `bash`); none: the script's shebang or /bin/sh."""
+    config_files: list[ConfigFile] = Field(default_factory=list, max_length=64)
+    """Files of the volume edited before every start (Wings' parsers; lightd/templates/config_files.py)."""
+    template: TemplateBinding | None = None
+    """The template the server was made from, its variables and their rules (set by lightd, not by clients)."""
 
     @field_validator("internal_id")
     @classmethod
@@ -170,6 +209,11 @@ class ContainerSpec(BaseModel):
                 raise ValueError(f"bad environment variable {key!r}")
         return value
 
+    @field_validator("install_mount")
+    @classmethod
+    def _install_mount(cls, value: str) -> str:
+        return check_install_mount(value, RESERVED_TARGETS)
+
     @model_validator(mode="after")
     def _unique_ports(self) -> ContainerSpec:
         keys = [p.key for p in self.ports]
@@ -180,10 +224,26 @@ class ContainerSpec(BaseModel):
             raise ValueError("mount: the same target is listed twice")
         return self
 
+    @field_validator("volume_mounts")
+    @classmethod
+    def _volume_mounts(cls, value: list[VolumeMount], info: ValidationInfo) -> list[VolumeMount]:
+        """Targets overlap neither the volume's /home/container, nor a `mount`, nor each other; each volume
+        (not the server's own) once."""
+        taken = ["/home/container", *(m.target for m in info.data.get("mount") or [])]
+        for vm in value:
+            clash = next((t for t in taken if _overlaps(vm.target, t)), None)
+            if clash is not None:
+                raise ValueError(f"{vm.target} overlaps {clash}")
+            taken.append(vm.target)
+        ids = [vm.volume_id for vm in value]
+        if info.data.get("volume_id") in ids or len(ids) != len(set(ids)):
+            raise ValueError("a volume is mounted once (the server's own volume is at /home/container)")
+        return value
+
 
 # Fields whose rules grew stricter after specs were stored (RE2 start patterns, mount targets, limit
 # bounds); a stored spec that breaks them loses the field rather than keeping the daemon from starting.
-_RELAXED_ON_LOAD: dict[str, Any] = {"start_pattern": None, "mount": [], "limits": {}}
+_RELAXED_ON_LOAD: dict[str, Any] = {"start_pattern": None, "mount": [], "limits": {}, "volume_mounts": []}
 
 
 def load_stored_spec(raw: dict[str, Any]) -> tuple[ContainerSpec, list[str]]:
@@ -251,9 +311,11 @@ def container_view(record: dict[str, Any], runtime: dict[str, Any]) -> dict[str,
         "ports": spec.get("ports", []),
         "limits": spec.get("limits", {}),
         "mount": spec.get("mount", []),
+        "volume_mounts": spec.get("volume_mounts", []),
         "stop": spec.get("stop"),
         "restart_on_crash": spec.get("restart_on_crash", False),
         "description": spec.get("description", ""),
+        "template": {k: spec["template"][k] for k in ("id", "image_label", "variables")} if spec.get("template") else None,
         "install_state": record["install_state"],
         "install_error": record.get("install_error"),
         "state": runtime.get("state", record["state"]),

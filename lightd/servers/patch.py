@@ -17,9 +17,10 @@ if TYPE_CHECKING:
     from lightd.servers.environment import Environment
     from lightd.servers.server import Server
 
-EDITABLE = ("limits", "environment", "startup_command", "start_pattern", "stop", "image")
+# `template` (its variables' values) is set from a PATCH's `variables` by lightd/templates/service.py only.
+EDITABLE = ("limits", "environment", "startup_command", "start_pattern", "stop", "image", "template", "volume_mounts")
 # Read by lightd, not by the container: a change is in force from the next line, stop or write.
-LIGHTD_SIDE = ("limits.disk", "start_pattern", "stop")
+LIGHTD_SIDE = ("limits.disk", "start_pattern", "stop", "template")
 
 
 @dataclass(slots=True)

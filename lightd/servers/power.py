@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from lightd.errors import DockerUnavailable, LightdError, PowerActionInProgress
+from lightd.servers.pause import PAUSE_ACTIONS, thaw_for_stop
 from lightd.servers.state import OFFLINE
 
 if TYPE_CHECKING:
@@ -16,11 +17,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-POWER_ACTIONS = ("start", "stop", "restart", "kill")
+POWER_ACTIONS = ("start", "stop", "restart", "kill", "pause", "unpause")
 
 
 class PowerLock:
-    """Held for the whole of a start, stop, restart, reinstall or rebind. Kill does not take it.
+    """Held for the whole of a start, stop, restart, pause, unpause, reinstall or rebind. Kill does not take it.
 
     The event loop is single-threaded and `try_acquire` does not await, so a plain field is the lock.
     """
@@ -56,12 +57,14 @@ class PowerLock:
 
 async def stop_server(server: Server, timeout: float | None = None) -> None:
     """Stop command or signal, wait up to `timeout`, then SIGKILL. A stop that fails (the engine away)
-    leaves the server shown as what it is: running (`Server.stop_failed`)."""
+    leaves the server shown as what it is: running, or paused (`Server.stop_failed`). A paused server is
+    thawed first: a frozen process handles no stop command."""
     if server.state == OFFLINE:
         return
     timeout = server.config.servers.stop_timeout_seconds if timeout is None else timeout
     await server.begin_stop()
     try:
+        await thaw_for_stop(server)
         await _ask_to_stop(server)
         if not await server.wait_exit(timeout):
             server.daemon_message(f"Server did not stop within {timeout:g}s; killing it")
@@ -98,9 +101,11 @@ async def run_kill(server: Server) -> LightdError | None:
 
 
 async def run_locked(server: Server, action: str, timeout: float | None) -> LightdError | None:
-    """Run a start, stop or restart whose lock the caller took, and release it. A failure is published
-    (`Server.report_failure`) and returned, never raised into the task's owner."""
+    """Run a start, stop, restart, pause or unpause whose lock the caller took, and release it. A failure is
+    published (`Server.report_failure`) and returned, never raised into the task's owner."""
     try:
+        if action in PAUSE_ACTIONS:
+            await PAUSE_ACTIONS[action](server)
         if action in ("stop", "restart"):
             await stop_server(server, timeout)
         if action in ("start", "restart"):

@@ -20,9 +20,10 @@ from lightd.servers.events import (
 from lightd.servers.models import ContainerSpec, load_stored_spec
 from lightd.servers.power import PowerLock, restart_after_crash
 from lightd.servers.preflight import Preflight
-from lightd.servers.state import ACCEPTS_COMMANDS, FAILED, OFFLINE, RUNNING, STARTING, STOPPING, ServerStates
+from lightd.servers.state import ACCEPTS_COMMANDS, FAILED, OFFLINE, PAUSED, RUNNING, STARTING, STOPPING, ServerStates
 from lightd.store import Store
 from lightd.tasks import TaskOwner
+from lightd.timers import TimerWheel
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class Server:
 
     def __init__(
         self, record: dict[str, Any], *, env: Environment, store: Store, events: EventBus, tasks: TaskOwner,
-        config: Config, volume_path: Path, data_path: Path, preflight: Preflight,
+        timers: TimerWheel, config: Config, volume_path: Path, data_path: Path, preflight: Preflight,
     ) -> None:
         self.id: str = record["internal_id"]
         self.record = record
@@ -53,6 +54,7 @@ class Server:
         self.store = store
         self.events = events
         self.tasks = tasks
+        self.timers = timers
         self.config = config
         self.volume_path = volume_path
         self.data_path = data_path
@@ -83,7 +85,7 @@ class Server:
 
     @property
     def state(self) -> str:
-        """The runtime state: offline, starting, running or stopping."""
+        """The runtime state: offline, starting, running, stopping or paused."""
         return self.states.run
 
     @property
@@ -144,7 +146,7 @@ class Server:
         self.states.check_can_start()
         status = await self.env.status(self.id)
         if status.running:
-            await self.reattach()
+            await self.reattach(paused=status.paused)
             return
         await self.preflight.before_start(self)
         if not status.exists:
@@ -167,7 +169,7 @@ class Server:
         if self._pattern is None and self.state == STARTING:
             await self.set_state(RUNNING)
         elif self.spec.start_timeout_seconds and self.state == STARTING:
-            self.tasks.spawn(self._start_timeout(self.spec.start_timeout_seconds), name=f"start-timeout:{self.id}")
+            self._arm_start_timeout(self.spec.start_timeout_seconds)
 
     async def _runs_anyway(self) -> bool:
         """The engine's answer to a start was lost: whether it started the container all the same."""
@@ -188,9 +190,14 @@ class Server:
         await console.close()
         await self.set_state(OFFLINE)
 
-    async def _start_timeout(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-        if self.state == STARTING:
+    def _arm_start_timeout(self, seconds: float) -> None:
+        """A wheel timer (not a task) reports this start (its `started_at`) unmatched after `seconds`."""
+        started = self.started_at
+        self.timers.call_later(
+            seconds, lambda: self._start_timed_out(seconds, started), name=f"start-timeout:{self.id}")
+
+    def _start_timed_out(self, seconds: float, started: float | None) -> None:
+        if self.state == STARTING and self.started_at == started:
             # Reported, not acted on: a slow server is not killed for it.
             self.publish(StartTimedOut(seconds))
             self.daemon_message(f"Server has not matched its start pattern after {seconds:g}s")
@@ -203,11 +210,11 @@ class Server:
             await self.set_state(STOPPING)
 
     async def stop_failed(self) -> None:
-        """A stop failed before its exit was seen: the process runs on, so it is shown running (and an exit
-        after this is a crash again)."""
+        """A stop failed before its exit was seen: the process runs on, so it is shown running (paused if it
+        was never thawed; an exit after this is a crash again)."""
         if self.state == STOPPING and not self._exited.is_set():
             self._expect_exit = False
-            await self.set_state(RUNNING)
+            await self.set_state(PAUSED if self.states.frozen else RUNNING)
 
     async def wait_exit(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for the process's exit to be handled; False if it was not."""
@@ -268,9 +275,9 @@ class Server:
         return (self.state != OFFLINE and self._console is None and not self.stream_ending
                 and not self.lock.locked and not self.deleted)
 
-    async def reattach(self) -> None:
-        """Attach to a container that is already running (daemon restart, engine back); announce a state
-        only if it differs from the last one announced."""
+    async def reattach(self, paused: bool = False) -> None:
+        """Attach to a container that is already running (daemon restart, engine back), or `paused`; announce
+        a state only if it differs from the last one announced."""
         try:
             self.history.clear()
             self.history.extend(await self.env.tail_logs(self.id, self.config.console.history_lines))
@@ -282,7 +289,8 @@ class Server:
         starting = self.state == STARTING and self._pattern is not None and not any(
             self._pattern.search(line) for line in self.history.tail(self.config.console.history_lines))
         # A stop that was under way when the daemon went away ended with it: the server is running.
-        await self.set_state(STARTING if starting else RUNNING)
+        await self.set_state(PAUSED if paused else STARTING if starting else RUNNING)
+        self.states.resume_to = STARTING if starting else RUNNING
         if self.started_at is None:
             self.started_at = time.time()
         self._watch(console)
@@ -365,7 +373,7 @@ class Server:
 
     async def _handle_exit(self, exit_code: int, oom_killed: bool) -> None:
         expected = self._expect_exit or self.state == STOPPING
-        crashed = not expected and self.state in (STARTING, RUNNING)
+        crashed = not expected and self.state in (STARTING, RUNNING, PAUSED)
         self.started_at = None
         self.latest_stats = None
         await self.persist(exit_code=exit_code, oom_killed=oom_killed)

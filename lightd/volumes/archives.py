@@ -22,6 +22,7 @@ from typing import IO, Any, BinaryIO
 
 from lightd.config import VolumeLimits
 from lightd.errors import AlreadyExists, ArchiveRejected, DiskQuotaExceeded, LightdError, NotFound, PathNotAllowed
+from lightd.volumes.denylist import DENIED
 from lightd.volumes.files import SAFE_MODE_BITS, kind_of
 from lightd.volumes.quota import WriteBudget
 from lightd.volumes.readers import DAMAGED as _DAMAGED
@@ -68,12 +69,13 @@ class _MeteredOutput(io.RawIOBase):
 
 
 # -- compress -------------------------------------------------------------------------------------
-class _Writer:
+class ArchiveWriter:
     """One archive being written: directories and regular files, streamed from open descriptors."""
 
-    def __init__(self, out: BinaryIO, fmt: str) -> None:
+    def __init__(self, out: BinaryIO, fmt: str, compresslevel: int = 9) -> None:
         self.zip = zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, allowZip64=True) if fmt == "zip" else None
-        self.tar = None if self.zip else tarfile.open(fileobj=out, mode=FORMATS[fmt])  # type: ignore[call-overload]
+        level = {"compresslevel": compresslevel} if fmt in ("tar.gz", "tar.bz2") else {}
+        self.tar = None if self.zip else tarfile.open(fileobj=out, mode=FORMATS[fmt], **level)  # type: ignore[call-overload]
 
     def add_dir(self, arcname: str, st: os.stat_result) -> None:
         if self.zip is not None:
@@ -85,6 +87,7 @@ class _Writer:
             info.type, info.mtime = tarfile.DIRTYPE, int(st.st_mtime)
             info.mode = stat.S_IMODE(st.st_mode) & SAFE_MODE_BITS
             self.tar.addfile(info)
+            self.tar.members.clear()  # tarfile keeps every header it wrote: unbounded for a big tree
 
     def add_file(self, arcname: str, src: BinaryIO, st: os.stat_result) -> None:
         if self.zip is not None:
@@ -104,6 +107,7 @@ class _Writer:
             info = tarfile.TarInfo(arcname)
             info.size, info.mode, info.mtime = st.st_size, stat.S_IMODE(st.st_mode) & SAFE_MODE_BITS, int(st.st_mtime)
             self.tar.addfile(info, src)  # reads exactly info.size bytes
+            self.tar.members.clear()
 
     def close(self) -> None:
         (self.zip or self.tar).close()
@@ -138,10 +142,10 @@ def compress(box: Sandbox, paths: list[str], fmt: str, destination: str, limits:
         own = os.fstat(out_fd)
         try:
             with os.fdopen(out_fd, "wb") as out:
-                writer = _Writer(_MeteredOutput(out, budget), fmt)  # type: ignore[arg-type]
+                writer = ArchiveWriter(_MeteredOutput(out, budget), fmt)  # type: ignore[arg-type]
                 try:
                     for parts in sources:
-                        _add_source(box, parts, writer, (own.st_dev, own.st_ino), skips, counts, limits)
+                        add_source(box, parts, writer, (own.st_dev, own.st_ino), skips, counts, limits)
                 finally:
                     writer.close()
                 os.fchmod(out.fileno(), 0o644)
@@ -157,8 +161,11 @@ def compress(box: Sandbox, paths: list[str], fmt: str, destination: str, limits:
             "skipped": skips.items, "skipped_count": skips.count}
 
 
-def _add_source(box: Sandbox, parts: tuple[str, ...], writer: _Writer, own: tuple[int, int], skips: Skips,
+def add_source(box: Sandbox, parts: tuple[str, ...], writer: ArchiveWriter, own: tuple[int, int], skips: Skips,
                 counts: dict[str, int], limits: VolumeLimits) -> None:
+    """Add the entry at `parts` (a whole tree for a folder) to `writer`, walked through the sandbox: links and
+    special files are skipped into `skips`, never followed; `own` (dev, ino) is left out (the archive itself)."""
+
     def count(kind: str) -> None:
         counts[kind] += 1
         if counts["files"] + counts["directories"] > limits.archive_max_entries:
@@ -191,8 +198,12 @@ def _add_source(box: Sandbox, parts: tuple[str, ...], writer: _Writer, own: tupl
         else:
             top = os.dup(parent_fd)
         try:
-            for event, node in TreeWalk(top, max_depth=limits.max_depth, where=display(parts)):
-                if event in (ENTER, LEAF):
+            walk = TreeWalk(top, max_depth=limits.max_depth, where=display(parts))
+            walk.prune = box.prune_denied(walk, parts, skips)  # a denied folder is left out whole
+            for event, node in walk:
+                if event == LEAF and box.denied(parts + node.parts):
+                    skips.add(parts + node.parts, DENIED)
+                elif event in (ENTER, LEAF):
                     add(node.parent_fd, parts + node.parts, node.st)
         finally:
             os.close(top)
@@ -310,6 +321,9 @@ def decompress(box: Sandbox, path: str, destination: str | None, limits: VolumeL
                     skips.add(member.name, entry)
                     continue
                 if not entry:
+                    continue
+                if box.denylist is not None and box.denylist.denies_path(dest + entry):
+                    skips.add(member.name, DENIED)  # never made: as Wings, the rest is extracted
                     continue
                 if member.kind not in ("file", "directory"):
                     # SECURITY: link/device/FIFO entries could point or open outside the volume

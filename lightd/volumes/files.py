@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightd.errors import AlreadyExists, BadRequest, Conflict, NotFound, PathNotAllowed
-from lightd.timestamps import rfc3339
+from lightd.errors import AlreadyExists, BadRequest, Conflict, FileDenied, NotFound, PathNotAllowed
+from lightd.volumes.denylist import DENIED
+from lightd.volumes.entries import entry_view, kind_of, printable  # noqa: F401 (kind_of, printable: re-exported)
 from lightd.volumes.quota import WriteBudget
 from lightd.volumes.sandbox import (
     COPY_CHUNK, O_PATH, TEMP_PREFIX, Sandbox, Skips, adopt_owner, create_temp, display, entries_at, lstat_at,
@@ -22,21 +24,6 @@ SAFE_MODE_BITS = 0o777
 volume is a root shell for any local account)."""
 SEEN_LINKS_MAX = 100_000
 """Hard-linked inodes the usage walk remembers to count once; past that they may be counted per link."""
-
-
-def kind_of(mode: int) -> str:
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "directory"
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    return "other"
-
-
-def printable(name: str) -> str:
-    """A file name as JSON can carry it (undecodable bytes become U+FFFD)."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def write_file(box: Sandbox, path: str, data: bytes, mode: int | None = None,
@@ -102,17 +89,12 @@ def chmod(box: Sandbox, path: str, mode: int) -> None:
 
 
 def list_dir(box: Sandbox, path: str) -> list[dict[str, Any]]:
-    """Entries of a directory, directories first; links are reported as links, never followed."""
+    """Entries of a directory (`entries.entry_view`), directories first; links are reported as links, never
+    followed."""
     entries = []
     with box.directory(split_path(path)) as fd:
         for name, st in entries_at(fd):
-            entries.append({
-                "name": printable(name),
-                "type": kind_of(st.st_mode),
-                "size": st.st_size,
-                "mode": f"{stat.S_IMODE(st.st_mode):04o}",
-                "modified": rfc3339(st.st_mtime),
-            })
+            entries.append(entry_view(name, st))
     entries.sort(key=lambda e: (e["type"] != "directory", e["name"]))
     return entries
 
@@ -124,6 +106,7 @@ def remove(box: Sandbox, path: str, budget: WriteBudget | None = None) -> str:
         st = lstat_at(dir_fd, name)
         if st is None:
             raise NotFound(f"{where}: no such file or directory")
+        check_tree_allowed(box, dir_fd, name, parts)
         freed = remove_at(dir_fd, name, st, where)
     (budget or WriteBudget()).release(freed)
     return kind_of(st.st_mode)
@@ -151,6 +134,23 @@ def clear(box: Sandbox) -> int:
             raise os_error(exc, "/") from None
 
 
+def check_tree_allowed(box: Sandbox, dir_fd: int, name: str, parts: tuple[str, ...],
+                       moved_to: tuple[str, ...] | None = None) -> None:
+    """FileDenied if the folder `name` in `dir_fd` (at `parts`) holds a denied entry, or one that would be
+    denied at `moved_to`. SECURITY: denylist bypass — a denied file is not deleted or moved (out from under
+    an anchored pattern, then read) with its folder. Walked only when the volume has a denylist."""
+    st = lstat_at(dir_fd, name) if box.denylist else None
+    if st is None or not stat.S_ISDIR(st.st_mode):
+        return
+    top = open_child_dir(dir_fd, name, display(parts))
+    try:
+        for event, node in TreeWalk(top, where=display(parts)):
+            if event != LEAVE and any(base is not None and box.denied(base + node.parts) for base in (parts, moved_to)):
+                raise FileDenied(f"{display(parts)}: holds {display(parts + node.parts)}, {DENIED}")
+    finally:
+        os.close(top)
+
+
 def _refuse_into_itself(source: tuple[str, ...], destination: tuple[str, ...]) -> None:
     if destination[: len(source)] == source:
         raise BadRequest("destination: must not be inside the source")
@@ -166,6 +166,7 @@ def rename(box: Sandbox, source: str, destination: str) -> None:
         with box.parent(destination, create=True) as (dst_fd, dst_name, _):
             if lstat_at(dst_fd, dst_name) is not None:
                 raise AlreadyExists(f"{display(dst_parts)}: already exists")
+            check_tree_allowed(box, src_fd, src_name, src_parts, moved_to=dst_parts)
             try:
                 # renameat moves the entry itself: a link moves as a link and is never resolved
                 os.rename(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
@@ -223,7 +224,10 @@ def copy(box: Sandbox, source: str, destination: str, *, max_depth: int | None =
                 raise AlreadyExists(f"{display(dst_parts)}: already exists")
             try:
                 if stat.S_ISDIR(st.st_mode):
-                    _copy_tree(src_fd, src_name, dst_fd, dst_name, src_parts, result, skips, max_depth, budget)
+                    def denied(rel: tuple[str, ...]) -> bool:  # left out: denied where it is or where it would go
+                        return box.denied(src_parts + rel) or box.denied(dst_parts + rel)
+                    _copy_tree(src_fd, src_name, dst_fd, dst_name, src_parts, result, skips, max_depth, budget,
+                               denied if box.denylist else None)
                 else:
                     result["bytes"] = copy_file_at(src_fd, src_name, dst_fd, dst_name, where, budget)
                     result["files"] = 1
@@ -233,7 +237,8 @@ def copy(box: Sandbox, source: str, destination: str, *, max_depth: int | None =
 
 
 def _copy_tree(src_fd: int, src_name: str, dst_fd: int, dst_name: str, src_parts: tuple[str, ...],
-               result: dict[str, int], skips: Skips, max_depth: int | None, budget: WriteBudget) -> None:
+               result: dict[str, int], skips: Skips, max_depth: int | None, budget: WriteBudget,
+               denied: Callable[[tuple[str, ...]], bool] | None = None) -> None:
     os.mkdir(dst_name, 0o755, dir_fd=dst_fd)
     try:
         top_src = open_child_dir(src_fd, src_name, display(src_parts))
@@ -246,7 +251,11 @@ def _copy_tree(src_fd: int, src_name: str, dst_fd: int, dst_name: str, src_parts
             try:
                 result["directories"] += 1
                 walk = TreeWalk(top_src, max_depth=max_depth, where=display(src_parts))
+                if denied is not None:
+                    walk.prune = lambda name: _left_out(denied, tuple(walk.names) + (name,), src_parts, skips)
                 for event, node in walk:
+                    if event == LEAF and denied is not None and _left_out(denied, node.parts, src_parts, skips):
+                        continue
                     if event == ENTER:
                         os.mkdir(node.name, 0o755, dir_fd=outs.fd)
                         outs.push(node.name)
@@ -269,6 +278,14 @@ def _copy_tree(src_fd: int, src_name: str, dst_fd: int, dst_name: str, src_parts
         if st is not None:
             remove_at(dst_fd, dst_name, st, dst_name)
         raise
+
+
+def _left_out(denied: Callable[[tuple[str, ...]], bool], rel: tuple[str, ...], base: tuple[str, ...],
+              skips: Skips) -> bool:
+    if denied(rel):
+        skips.add(base + rel, DENIED)
+        return True
+    return False
 
 
 @dataclass

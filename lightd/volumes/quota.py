@@ -1,5 +1,5 @@
 """Disk limits of volumes: the last measured usage of each volume, kept current by lightd's own writes, and
-the budget one write operation draws on.
+the budget one write operation draws on (`DiskLimits` keeps them for every volume).
 
 A measurement is a full walk of the volume (bounded, in a worker thread), so it is cached for
 `volumes.usage_cache_seconds`, as Wings caches its disk checks. Between two walks every byte lightd writes
@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lightd.errors import DiskQuotaExceeded
 
 if TYPE_CHECKING:
+    from lightd.config import VolumeLimits
     from lightd.volumes.files import Usage
 
 
@@ -96,3 +98,70 @@ class WriteBudget:
         return DiskQuotaExceeded(
             f"the volume's disk limit of {disk.limit} bytes would be exceeded ({disk.used} bytes used)",
             details={"limit": disk.limit, "used": disk.used, "requested": size})
+
+
+class DiskLimits:
+    """Every volume's `VolumeDisk` (made when a limit is set or a figure asked for), measured by `walk`, and
+    the budgets lightd's writes draw on. Knows no volume records: the service checks the id first."""
+
+    def __init__(self, limits: VolumeLimits, walk: Callable[[str], Awaitable[Usage]]) -> None:
+        self.limits = limits
+        self._walk = walk  # the volume's usage, walked in a worker thread
+        self._disks: dict[str, VolumeDisk] = {}
+
+    def get(self, volume_id: str) -> VolumeDisk | None:
+        """The volume's disk record, if it has one yet."""
+        return self._disks.get(volume_id)
+
+    def disk(self, volume_id: str) -> VolumeDisk:
+        """The volume's disk record, made on first use."""
+        disk = self._disks.get(volume_id)
+        if disk is None:
+            disk = self._disks[volume_id] = VolumeDisk()
+        return disk
+
+    def forget(self, volume_id: str) -> None:
+        """Drop a deleted volume's record."""
+        self._disks.pop(volume_id, None)
+
+    def set_limit(self, volume_id: str, limit: int | None) -> None:
+        """Hold lightd's writes to `limit` bytes; 0 or None: unlimited."""
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise ValueError(f"disk limit: not a byte count: {limit!r}")
+        if limit or volume_id in self._disks:
+            self.disk(volume_id).limit = limit or None
+
+    def fresh_bytes(self, volume_id: str) -> int | None:
+        """The usage figure when it is recent enough to need no walk; None otherwise."""
+        cached = self.cached(volume_id)
+        return cached[0] if cached is not None and not cached[1] else None
+
+    def cached(self, volume_id: str) -> tuple[int, bool] | None:
+        """The last usage figure and whether it is older than usage_cache_seconds; None before the first walk."""
+        disk = self._disks.get(volume_id)
+        if disk is None or disk.used is None or disk.last is None:
+            return None
+        return disk.used, disk.measured_at < asyncio.get_running_loop().time() - self.limits.usage_cache_seconds
+
+    async def measure(self, volume_id: str, disk: VolumeDisk, *, fresh: bool = False) -> Usage:
+        """Walk the volume unless a walk recent enough exists (one walk per volume at a time)."""
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+        async with disk.walk_lock:
+            last = disk.last
+            if last is not None and (disk.finished_at >= asked if fresh
+                                     else disk.measured_at >= asked - self.limits.usage_cache_seconds):
+                return last
+            started = loop.time()
+            usage = await self._walk(volume_id)
+            disk.measured(usage, started, loop.time())
+            return usage
+
+    async def budget(self, volume_id: str) -> WriteBudget:
+        """What one write operation draws on: the volume's limit (measured first if stale), or nothing."""
+        disk = self._disks.get(volume_id)
+        if disk is None:
+            return WriteBudget()  # no limit and no figure to keep current
+        if disk.limit is not None:
+            await self.measure(volume_id, disk)
+        return WriteBudget(disk)

@@ -13,13 +13,14 @@ import errno
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from lightd.errors import AlreadyExists, BadRequest, Conflict, Forbidden, LightdError, NotFound, PathNotAllowed
+from lightd.volumes.denylist import DENIED, Denylist
 
 MAX_PATH_BYTES = 4096
 MAX_NAME_BYTES = 255
@@ -97,8 +98,9 @@ def open_child_dir(parent_fd: int, name: str, where: str) -> int:
         raise os_error(exc, where) from None
 
 
-def open_regular(dir_fd: int, name: str, where: str) -> tuple[int, os.stat_result]:
-    """Open a regular file for reading; links, FIFOs, sockets and devices are refused."""
+def open_regular(dir_fd: int, name: str, where: str, flags: int = os.O_RDONLY) -> tuple[int, os.stat_result]:
+    """Open a regular file (for reading unless `flags` say otherwise, e.g. O_RDWR); links, FIFOs, sockets and
+    devices are refused."""
     if O_PATH:
         # SECURITY: FIFO/device open. O_PATH opens nothing (no device open side effect, no FIFO hang);
         # the type is checked on that descriptor, then the same inode is reopened through /proc.
@@ -110,7 +112,7 @@ def open_regular(dir_fd: int, name: str, where: str) -> tuple[int, os.stat_resul
             st = os.fstat(path_fd)
             require_regular(st, where)
             try:
-                fd = os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(f"/proc/self/fd/{path_fd}", flags | os.O_CLOEXEC)
             except FileNotFoundError:  # no /proc: fall through to the plain no-follow open below
                 fd = -1
         finally:
@@ -118,7 +120,7 @@ def open_regular(dir_fd: int, name: str, where: str) -> tuple[int, os.stat_resul
         if fd >= 0:
             return fd, _checked_fstat(fd, where)
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError as exc:
         raise os_error(exc, where) from None
     return fd, _checked_fstat(fd, where)
@@ -194,10 +196,14 @@ class Skips:
 
 
 class Sandbox:
-    """File operations inside one volume root, by directory fd; use as `with Sandbox(root) as box:`."""
+    """File operations inside one volume root, by directory fd; use as `with Sandbox(root) as box:`.
 
-    def __init__(self, root: Path) -> None:
+    With a `denylist` (a tenant's sandbox: file API, SFTP) every path it walks to is checked against it
+    (FileDenied); without one (lightd's own work: config edits, usage, chown, backups) nothing is denied."""
+
+    def __init__(self, root: Path, denylist: Denylist | None = None) -> None:
         self.root = root
+        self.denylist = denylist
         self._fd = -1
 
     def __enter__(self) -> "Sandbox":
@@ -208,11 +214,42 @@ class Sandbox:
         os.close(self._fd)
         self._fd = -1
 
+    # -- the file denylist ---------------------------------------------------------------------------
+    def denied(self, parts: tuple[str, ...]) -> bool:
+        """Whether the entry at `parts` itself is denied (for walks, which checked its folders already)."""
+        return self.denylist is not None and self.denylist.denies(parts)
+
+    def check_allowed(self, parts: tuple[str, ...]) -> None:
+        """FileDenied for a denied path: the entry or a folder on the way to it."""
+        if self.denylist is not None:
+            self.denylist.check(parts)
+
+    def prune_denied(self, walk: Any, base: tuple[str, ...], skips: Skips | None = None,
+                     also: Callable[[str], bool] | None = None) -> Callable[[str], bool] | None:
+        """A TreeWalk `prune` (its top at `base`) leaving out denied folders (noted in `skips`) and those
+        `also` names; None when there is nothing to prune."""
+        if not self.denylist and also is None:
+            return None
+
+        def prune(name: str) -> bool:
+            if also is not None and also(name):
+                return True
+            if not self.denylist:
+                return False
+            parts = base + tuple(walk.names) + (name,)
+            if self.denied(parts):
+                if skips is not None:
+                    skips.add(parts, DENIED)
+                return True
+            return False
+        return prune
+
     # -- walking -------------------------------------------------------------------------------------
     @contextmanager
     def directory(self, parts: tuple[str, ...], *, create: bool = False,
                   created: list[tuple[str, ...]] | None = None) -> Iterator[int]:
         """A fd of the directory at `parts` (made, with parents, when `create`); closed on exit."""
+        self.check_allowed(parts)
         fd = os.dup(self._fd)
         try:
             for i, name in enumerate(parts):
@@ -242,6 +279,8 @@ class Sandbox:
         parts = split_path(path)
         if not parts:
             raise PathNotAllowed("path: must name an entry inside the volume, not the volume root")
+        if self.denylist is not None:
+            self.denylist.check(parts, folders=False)  # its folders: by `directory`
         with self.directory(parts[:-1], create=create) as fd:
             yield fd, parts[-1], parts
 

@@ -1,5 +1,5 @@
 """VolumeService: volume records and their directories, the sandboxed file API over them, and their disk
-limits.
+limits (kept by `quota.DiskLimits`).
 
 Every filesystem call runs in a worker thread (`asyncio.to_thread`) inside a fresh `Sandbox` of the volume
 root; the event loop only awaits. Every write lightd makes draws on the volume's `WriteBudget`
@@ -15,24 +15,26 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from lightd.config import VolumeLimits
-from lightd.errors import LightdError, NotFound, PayloadTooLarge, ValidationFailed, VolumeInUse
+from lightd.errors import AlreadyExists, Conflict, LightdError, NotFound, PayloadTooLarge, ValidationFailed, VolumeInUse
 from lightd.store import Store
 from lightd.timestamps import rfc3339
-from lightd.volumes import archives, files
+from lightd.volumes import archives, clone, files
+from lightd.volumes import swap as swapping
+from lightd.volumes.denylist import Denylist
 from lightd.volumes.files import SAFE_MODE_BITS
-from lightd.volumes.quota import VolumeDisk, WriteBudget
+from lightd.volumes.incoming import IncomingFile
+from lightd.volumes.quota import DiskLimits, VolumeDisk, WriteBudget
 from lightd.volumes.sandbox import MAX_PATH_BYTES, Sandbox, split_path
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Encoding = Literal["utf8", "base64"]
-STREAM_CHUNK = 256 * 1024
 
 
 class DiskCheck(NamedTuple):
@@ -52,35 +54,9 @@ def canonical_volume_id(volume_id: str) -> str | None:
     return volume_id if str(parsed) == volume_id else None
 
 
-class FileStream:
-    """An open regular file of a volume, read in a worker thread and capped at its size when opened."""
-
-    def __init__(self, file: BinaryIO, size: int, name: str) -> None:
-        self.file = file
-        self.size = size
-        self.name = name
-        self.sent = 0
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The file's bytes, at most `size` of them (a file growing meanwhile is cut at that size)."""
-        while self.sent < self.size:
-            chunk = await asyncio.to_thread(self.file.read, min(STREAM_CHUNK, self.size - self.sent))
-            if not chunk:
-                return
-            self.sent += len(chunk)
-            yield chunk
-
-    @property
-    def complete(self) -> bool:
-        return self.sent == self.size
-
-    def close(self) -> None:
-        self.file.close()
-
-
-def _in_sandbox(root: Path, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+def _in_sandbox(root: Path, denylist: Denylist | None, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
-        box = Sandbox(root)
+        box = Sandbox(root, denylist)
         box.__enter__()
     except FileNotFoundError:
         raise NotFound("the volume's directory is missing on disk") from None
@@ -103,7 +79,7 @@ def _make_volume_dir(path: Path) -> None:
 
 def _remove_volume_dir(path: Path) -> None:
     try:
-        _in_sandbox(path, files.clear)
+        _in_sandbox(path, None, files.clear)
     except NotFound:
         return
     os.rmdir(path)
@@ -112,16 +88,26 @@ def _remove_volume_dir(path: Path) -> None:
 class VolumeService:
     """Creates, lists and deletes volumes, and reads and changes the files inside them."""
 
-    def __init__(self, root: Path, store: Store, limits: VolumeLimits) -> None:
+    def __init__(self, root: Path, store: Store, limits: VolumeLimits, *, restores: Path) -> None:
         self.root = root
+        self.restores = restores  # restores being staged, on the volumes' file system (swap.py)
         self.store = store
         self.limits = limits
-        self._disks: dict[str, VolumeDisk] = {}
+        self._disks = DiskLimits(limits, self._walk_usage)
+        self._denylists: dict[str, Denylist] = {}
+        self._frozen: dict[str, str] = {}  # volumes lightd's writes are refused on (409), with why
         self._started = time.time()  # temp files older than this are left over from an earlier run
 
     async def open(self) -> None:
-        """Create the volumes root."""
+        """Create the volumes root and the restores' staging folder; settle restores a dead daemon left."""
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(self.restores.mkdir, mode=0o700, parents=True, exist_ok=True)
+        await asyncio.to_thread(os.chmod, self.restores, 0o700)
+        for work in await asyncio.to_thread(lambda: sorted(self.restores.iterdir())):
+            # Before the swap: the volume is untouched and the staged copy goes; after it: the old tree goes.
+            restored = await asyncio.to_thread(swapping.recover, work)
+            log.warning("volume restore %s interrupted by a daemon stop: %s", work.name,
+                        "completed" if restored else "rolled back, the volume is unchanged")
 
     def path_of(self, volume_id: str) -> Path:
         """Absolute directory of a volume (for bind mounts); ValueError for a malformed id."""
@@ -140,7 +126,18 @@ class VolumeService:
 
     async def _run(self, volume_id: str, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         await self._row(volume_id)
-        return await asyncio.to_thread(_in_sandbox, self.path_of(volume_id), operation, *args, **kwargs)
+        denylist = self.denylist(volume_id)  # a tenant's operation: the file denylist applies
+        return await asyncio.to_thread(_in_sandbox, self.path_of(volume_id), denylist, operation, *args, **kwargs)
+
+    async def in_sandbox(self, volume_id: str, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `operation(box, *args, **kwargs)` in a worker thread on the volume's Sandbox, its file denylist
+        applied (a `budget=` from `write_budget` is rolled back if it fails); NotFound for an unknown volume."""
+        return await self._run(volume_id, operation, *args, **kwargs)
+
+    async def in_own_sandbox(self, volume_id: str, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`in_sandbox` without the denylist, for lightd's own work (config edits, usage, chown, clean-up, copies)."""
+        await self._row(volume_id)
+        return await asyncio.to_thread(_in_sandbox, self.path_of(volume_id), None, operation, *args, **kwargs)
 
     # -- volumes -------------------------------------------------------------------------------------
     async def create(self, volume_id: str | None = None) -> dict[str, Any]:
@@ -153,6 +150,21 @@ class VolumeService:
             await self.store.insert_volume(volume_id, str(path))
         except BaseException:
             await asyncio.to_thread(os.rmdir, path)
+            raise
+        return self._view(await self._row(volume_id))
+
+    async def adopt(self, volume_id: str, staged: Path) -> dict[str, Any]:
+        """Record a volume whose files were made elsewhere on this file system (an incoming transfer):
+        `staged` is renamed into place in one step; AlreadyExists if the id is taken."""
+        path = self.path_of(volume_id)
+        if await self.store.get_volume(volume_id) is not None:
+            raise AlreadyExists(f"volume {volume_id} already exists")
+        await self.store.insert_volume(volume_id, str(path))  # first: a stop at any point knows what to clean
+        try:
+            await asyncio.to_thread(os.rename, staged, path)  # refused onto a non-empty folder: never merged
+            await asyncio.to_thread(os.chmod, path, 0o755)
+        except BaseException:
+            await self.store.delete_volume(volume_id)
             raise
         return self._view(await self._row(volume_id))
 
@@ -177,71 +189,81 @@ class VolumeService:
             raise VolumeInUse(f"volume {volume_id} is used by container(s): {', '.join(users)}", details={"containers": users})
         await asyncio.to_thread(_remove_volume_dir, self.path_of(volume_id))
         await self.store.delete_volume(volume_id)
-        self._disks.pop(volume_id, None)
+        self._disks.forget(volume_id)
+        self._denylists.pop(volume_id, None)
         return view
 
     async def disk_usage(self, volume_id: str) -> dict[str, Any]:
         """Bytes of regular files (hard links once), files, directories, `partial` (and why) and the limit."""
         disk = await self._known_disk(volume_id)
-        usage = await self._measure(volume_id, disk, fresh=True)
+        usage = await self._disks.measure(volume_id, disk, fresh=True)
         return {**usage.as_dict(), "disk_limit": disk.limit}
 
-    # -- disk limits ---------------------------------------------------------------------------------
+    # -- disk limits (quota.py) and writes -----------------------------------------------------------
     def set_disk_limit(self, volume_id: str, limit: int | None) -> None:
         """Set the disk limit (bytes) lightd's writes to a volume are held to; 0 or None: unlimited."""
-        if limit is not None and (not isinstance(limit, int) or limit < 0):
-            raise ValueError(f"disk limit: not a byte count: {limit!r}")
-        if limit or volume_id in self._disks:
-            self._disk(volume_id).limit = limit or None
+        self._disks.set_limit(volume_id, limit)
+
+    def freeze(self, volume_id: str, why: str) -> None:
+        """Refuse lightd's writes to the volume (409, saying why) until `thaw`: one being sent to another node."""
+        self._frozen[volume_id] = why
+
+    def thaw(self, volume_id: str) -> None:
+        """Take lightd's writes to the volume again."""
+        self._frozen.pop(volume_id, None)
+
+    # -- file denylists ------------------------------------------------------------------------------
+    def denylist(self, volume_id: str) -> Denylist:
+        """The volume's file denylist (one live object: SFTP sessions holding it see every update)."""
+        return self._denylists.setdefault(volume_id, Denylist())
+
+    def set_denylist(self, volume_id: str, lists: list[list[str]]) -> None:
+        """Deny what any of these pattern lists (one per server using the volume) names; none: nothing."""
+        self.denylist(volume_id).update(lists)
+
+    def fresh_usage_bytes(self, volume_id: str) -> int | None:
+        """`usage_bytes` when its figure is fresh enough to need neither a walk nor a store query (the stats
+        round asks for every running server every few seconds); None otherwise."""
+        return self._disks.fresh_bytes(volume_id)
+
+    def cached_usage(self, volume_id: str) -> tuple[int, bool] | None:
+        """The last usage figure (no walk, no store query) and whether it is older than usage_cache_seconds;
+        None before the first walk."""
+        return self._disks.cached(volume_id)
 
     async def usage_bytes(self, volume_id: str) -> int:
         """Bytes used by a volume: measured at most usage_cache_seconds ago, plus lightd's writes since."""
         disk = await self._known_disk(volume_id)
-        await self._measure(volume_id, disk)
+        await self._disks.measure(volume_id, disk)
         return disk.used or 0
 
     async def over_disk_limit(self, volume_id: str, *, fresh: bool = False) -> DiskCheck:
         """Whether a volume is over its disk limit (for the start check); cached unless `fresh`."""
         disk = await self._known_disk(volume_id)
-        await self._measure(volume_id, disk, fresh=fresh)
+        await self._disks.measure(volume_id, disk, fresh=fresh)
         return DiskCheck(disk.over_limit(), disk.used or 0, disk.limit)
 
     async def _known_disk(self, volume_id: str) -> VolumeDisk:
         await self._row(volume_id)  # NotFound first: no state is kept for ids that name no volume
-        return self._disk(volume_id)
+        return self._disks.disk(volume_id)
 
-    def _disk(self, volume_id: str) -> VolumeDisk:
-        disk = self._disks.get(volume_id)
-        if disk is None:
-            disk = self._disks[volume_id] = VolumeDisk()
-        return disk
-
-    async def _measure(self, volume_id: str, disk: VolumeDisk, *, fresh: bool = False) -> files.Usage:
-        """Walk the volume unless a walk recent enough exists (one walk per volume at a time)."""
-        loop = asyncio.get_running_loop()
-        asked = loop.time()
-        async with disk.walk_lock:
-            last = disk.last
-            if last is not None and (disk.finished_at >= asked if fresh
-                                     else disk.measured_at >= asked - self.limits.usage_cache_seconds):
-                return last
-            started = loop.time()
-            usage = await self._run(volume_id, files.usage, "", self.limits.usage_max_depth)
-            disk.measured(usage, started, loop.time())
-            return usage
+    async def _walk_usage(self, volume_id: str) -> files.Usage:
+        return await self.in_own_sandbox(volume_id, files.usage, "", self.limits.usage_max_depth)
 
     async def _budget(self, volume_id: str) -> WriteBudget:
-        disk = self._disks.get(volume_id)
-        if disk is None:
-            return WriteBudget()  # no limit and no figure to keep current
-        if disk.limit is not None:
-            await self._measure(volume_id, disk)
-        return WriteBudget(disk)
+        if volume_id in self._frozen:
+            raise Conflict(f"volume {volume_id} is read-only: {self._frozen[volume_id]}")
+        return await self._disks.budget(volume_id)
+
+    async def write_budget(self, volume_id: str) -> WriteBudget:
+        """The budget one write operation to the volume draws on (its disk limit, measured if stale)."""
+        await self._row(volume_id)
+        return await self._budget(volume_id)
 
     # -- upkeep --------------------------------------------------------------------------------------
     async def chown(self, volume_id: str, uid: int, gid: int) -> dict[str, int]:
         """chown the volume and everything in it to uid:gid, links never followed, setuid/setgid cleared."""
-        return await self._run(volume_id, files.chown_tree, uid, gid)
+        return await self.in_own_sandbox(volume_id, files.chown_tree, uid, gid)
 
     async def clean_temp_files(self) -> int:
         """Remove the temp files interrupted writes left in every volume before this service started."""
@@ -251,7 +273,7 @@ class VolumeService:
         removed = 0
         for row in await self.store.list_volumes():
             try:
-                removed += await self._run(row["id"], files.clean_temp_files, self._started, depth)
+                removed += await self.in_own_sandbox(row["id"], files.clean_temp_files, self._started, depth)
             except LightdError as exc:  # one damaged volume must not keep the others uncleaned
                 log.warning("volume %s: temp files not cleaned: %s", row["id"], exc.message)
         return removed
@@ -276,10 +298,11 @@ class VolumeService:
         await self._run(volume_id, files.write_file, path, data, mode, budget=await self._budget(volume_id))
         return {"path": path, "size": len(data)}
 
-    async def read_file(self, volume_id: str, path: str) -> FileStream:
-        """An open regular file to stream (the caller closes it); FIFOs, devices and links are refused."""
-        handle, size = await self._run(volume_id, Sandbox.open_file, path)
-        return FileStream(handle, size, split_path(path)[-1])
+    async def incoming(self, volume_id: str, directory: str, name: str, max_bytes: int) -> IncomingFile:
+        """A file to stream into `directory`/`name` (not opened yet), held to `max_bytes` and the disk limit."""
+        await self._row(volume_id)
+        return IncomingFile(self.path_of(volume_id), directory, name, max_bytes=max_bytes,
+                            budget=await self._budget(volume_id), denylist=self.denylist(volume_id))
 
     async def list_dir(self, volume_id: str, path: str = "") -> dict[str, Any]:
         """Entries of a directory: name, type, size, mode, modified."""
@@ -301,6 +324,31 @@ class VolumeService:
         result = await self._run(volume_id, files.copy, source, destination, max_depth=self.limits.max_depth,
                                  budget=await self._budget(volume_id))
         return {"source": source, "destination": destination, **result}
+
+    async def copy_volume(self, source_id: str, destination_id: str, *, replace: bool = False) -> dict[str, Any]:
+        """Copy a volume's files and folders into another; with `replace` the destination is emptied first."""
+        await self._row(destination_id)
+        if replace:
+            await self.in_own_sandbox(destination_id, files.clear)
+            disk = self._disks.get(destination_id)
+            if disk is not None:
+                await self._disks.measure(destination_id, disk, fresh=True)  # emptied: the cached figure is stale
+        return await self.in_own_sandbox(source_id, clone.copy_contents, self.path_of(destination_id),
+                               max_depth=self.limits.max_depth, budget=await self._budget(destination_id))
+
+    async def restore_volume(self, source_id: str, destination_id: str) -> dict[str, Any]:
+        """Replace a volume's files with a copy of another's, all or nothing: staged, then swapped in one step."""
+        await self._row(destination_id)
+        if destination_id in self._frozen:
+            raise Conflict(f"volume {destination_id} is read-only: {self._frozen[destination_id]}")
+        disk = self._disks.get(destination_id)
+        # The staged copy is the volume's whole new content: held to the limit from zero, not atop the old files.
+        budget = WriteBudget(VolumeDisk(limit=disk.limit, used=0)) if disk is not None and disk.limit is not None else WriteBudget()
+        result = await self.in_own_sandbox(source_id, clone.copy_in_place, self.restores / destination_id,
+                                           self.path_of(destination_id), max_depth=self.limits.max_depth, budget=budget)
+        if disk is not None:
+            await self._disks.measure(destination_id, disk, fresh=True)  # swapped: the cached figure is stale
+        return result
 
     async def rename(self, volume_id: str, source: str, destination: str) -> dict[str, Any]:
         """Move or rename an entry inside the volume (409 if the destination exists)."""

@@ -18,7 +18,7 @@ import errno
 import os
 import stat
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 from lightd.errors import Conflict, TreeTooDeep
@@ -124,8 +124,10 @@ class TreeWalk:
     """
 
     def __init__(self, top_fd: int, *, max_depth: int | None = None,
-                 too_deep: Literal["raise", "skip"] = "raise", where: str = "") -> None:
+                 too_deep: Literal["raise", "skip"] = "raise", where: str = "",
+                 prune: Callable[[str], bool] | None = None) -> None:
         self.top_fd = top_fd
+        self.prune = prune  # directories whose name it accepts are neither entered nor yielded
         self.max_depth = max_depth
         self.too_deep = too_deep
         self.where = where or "/"
@@ -197,7 +199,8 @@ class TreeWalk:
         # subdirectories' names are kept until visited.
         for name, st in entries_at(dirs.fd):
             if stat.S_ISDIR(st.st_mode):
-                todo.append(name)
+                if self.prune is None or not self.prune(name):
+                    todo.append(name)
             else:
                 yield LEAF, Node(name, st, dirs.fd, dirs.depth + 1, self)
         todo.reverse()  # visited in directory order

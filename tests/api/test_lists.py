@@ -8,6 +8,7 @@ from typing import Any
 
 from lightd import keys
 from tests.conftest import Api
+from tests.reliability.sweep_helpers import route_params
 from tests.reliability.test_bad_input_sweep import _PARAM, ROUTES
 from tests.servers.helpers import create_server, make_volume, wait_state
 
@@ -28,8 +29,7 @@ async def pages(api: Api, path: str, kind: str, limit: int, **filters: str) -> l
 
 # -- unknown query parameters ----------------------------------------------------------------------------
 async def test_every_native_route_refuses_an_unknown_query_parameter_the_same_way(api, config):
-    values = {"volume_id": "00000000-0000-4000-8000-000000000000", "container_id": "nosuch", "ip": "127.0.0.1",
-              "port": "40001", "token_id": "nosuch"}
+    values = route_params()
     swept = 0
     for method, path, _handler in ROUTES:
         if path == "/ws/{container_id}":

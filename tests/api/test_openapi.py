@@ -14,6 +14,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from lightd.app import create_app
+from lightd.auth import PURPOSES
 from lightd.api.middleware import VENDOR_MEDIA_TYPE
 from lightd.api.openapi import build_document
 from lightd.errors import ERROR_CODES
@@ -75,7 +76,7 @@ async def test_errors_vendor_header_websocket_and_token_request_are_documented(c
     assert all(str(code) in socket["description"] for code in (4401, 4403, 4404, 4429))
 
     token = schemas["TokenRequest"]["properties"]
-    assert token["purpose"]["enum"] == ["all", "api", "websocket"] and token["purpose"]["default"] == "all"
+    assert token["purpose"]["enum"] == list(PURPOSES) and token["purpose"]["default"] == "all"
     bounds = next(o for o in token["ttl_seconds"]["anyOf"] if o["type"] == "integer")
     assert bounds["minimum"] == 1 and bounds["maximum"] == 86_400
 

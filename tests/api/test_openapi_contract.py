@@ -24,6 +24,16 @@ from lightd import keys
 from lightd.api.openapi import build_document
 from lightd.app import create_app
 from lightd.config import Config
+from tests.api.contract_backups import backups_contract
+from tests.api.contract_files import files_contract
+from tests.api.contract_moves import (  # noqa: F401 - fixtures
+    Node,
+    second_node_fixture,
+    second_prefix_fixture,
+    transfers_contract,
+)
+from tests.api.contract_templates import templates_contract
+from tests.api.contract_transfers import pulls_and_signed_urls, signed_backup_download
 from tests.conftest import TEST_IMAGE, VENDOR, wait_for
 
 _PARAM = re.compile(r"\{([^}]+)\}")
@@ -41,9 +51,10 @@ class Contract:
         self.seen: set[tuple[str, str]] = set()
 
     async def call(self, method: str, template: str, expect: int, *, params: dict[str, str] | None = None,
-                   json_body: Any = None, headers: dict[str, str] | None = None, **path: str) -> Any:
+                   json_body: Any = None, data: Any = None, headers: dict[str, str] | None = None,
+                   **path: str) -> Any:
         url = _PARAM.sub(lambda m: path[m.group(1)], template)
-        async with self.client.request(method, url, params=params, json=json_body,
+        async with self.client.request(method, url, params=params, json=json_body, data=data,
                                        headers=self.headers if headers is None else headers) as resp:
             raw = await resp.read()
             status, media = resp.status, resp.content_type
@@ -53,7 +64,7 @@ class Contract:
         content = documented[str(status)]["content"]
         assert media in content, (method, template, media, list(content))
         body: Any = json.loads(raw) if media == "application/json" else raw.decode() if media == "text/plain" else raw
-        if media != "application/octet-stream":  # a download's schema is `string/binary`: any bytes
+        if content[media]["schema"].get("format") != "binary":  # a download (`string/binary`): any bytes
             self.validate(body, content[media]["schema"], f"{method} {template} {status}")
         if 200 <= status < 300:
             self.seen.add((method, template))
@@ -80,13 +91,13 @@ class Contract:
 async def contract(aiohttp_client: Any, make_config: Any, container_prefix: str, auth_headers: dict[str, str],
                    panel: Any, tmp_path: Path, no_blocking_calls: None) -> Contract:
     config = make_config(docker={"container_prefix": container_prefix, "engine_poll_seconds": 1.0},
-                         remote=panel.remote())
+                         remote=panel.remote(), transfers={"min_free_bytes": 0, "stop_timeout_seconds": 3})
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(config.model_dump(mode="json")))
     return Contract(await aiohttp_client(create_app(config, config_path=config_path)), auth_headers)
 
 
-async def test_every_answer_matches_the_document(contract: Contract, node_token: str) -> None:
+async def test_every_answer_matches_the_document(contract: Contract, node_token: str, second_node: Node) -> None:
     c = contract
     # -- public, node, remote sync
     await c.call("GET", "/api/v1/public/ping", 200, headers={})
@@ -135,6 +146,9 @@ async def test_every_answer_matches_the_document(contract: Contract, node_token:
     await c.call("DELETE", files + "/files", 200, params={"path": "d"}, volume_id=vol)
     await c.call("GET", files, 200, volume_id=vol)
     await c.call("GET", files + "/usage", 200, volume_id=vol)
+    await files_contract(c, vol)
+    await pulls_and_signed_urls(c, vol)
+    await templates_contract(c)
 
     # -- a server through every action, on the real engine
     one = "/containers/{container_id}"
@@ -155,6 +169,12 @@ async def test_every_answer_matches_the_document(contract: Contract, node_token:
     assert "101" in c.document["paths"]["/ws/{container_id}"]["get"]["responses"]
     c.seen.add(("GET", "/ws/{container_id}"))
     await ws.close()
+    await c.call("POST", one + "/pause", 202, container_id="doc")
+    await c.state("doc", "state", "paused")
+    await idle(c.client, "doc")
+    await c.call("POST", one + "/unpause", 202, container_id="doc")
+    await c.state("doc", "state", "running")
+    await idle(c.client, "doc")
     await c.call("POST", one + "/restart", 202, container_id="doc")
     await idle(c.client, "doc")
     await c.state("doc", "state", "running")
@@ -175,7 +195,11 @@ async def test_every_answer_matches_the_document(contract: Contract, node_token:
     await c.call("GET", "/containers", 200, params={"limit": "1", "state": "offline"})  # a page
     status = await wait_for(lambda: _delivered(c), timeout=20)  # the panel got updates: times are set
     assert status["last_delivered_at"] is not None
+    await signed_backup_download(c, "doc")
+    await backups_contract(c, "doc")
+    assert "lightd_" in await c.call("GET", "/metrics", 200)  # Prometheus text
     await c.call("DELETE", one, 200, container_id="doc")
+    await transfers_contract(c, second_node)  # receives `arrived` from the test, moves it on to a second node
 
     # -- errors: one shape, `code` from the enum
     missing = await c.call("GET", one, 404, container_id="nosuch")
@@ -213,7 +237,9 @@ def generated_client(tmp_path_factory: Any) -> Any:
     tmp = tmp_path_factory.mktemp("generated")
     config = Config.model_validate({"token": "lightd_" + "g" * 30, "data_dir": str(tmp / "data")})
     (tmp / "openapi.json").write_text(json.dumps(build_document(create_app(config))))
-    (tmp / "generator.yaml").write_text("post_hooks: []\npackage_name_override: lightd_client\n")
+    (tmp / "generator.yaml").write_text("post_hooks: []\npackage_name_override: lightd_client\ncontent_type_overrides:\n"
+                                        "  application/gzip: application/octet-stream\n"  # an archive download
+                                        "  application/zip: application/octet-stream\n")
     result = subprocess.run(
         [sys.executable, "-m", "openapi_python_client", "generate", "--path", "openapi.json", "--output-path", "lightd_client", "--meta", "none",
          "--config", "generator.yaml", "--fail-on-warning"],

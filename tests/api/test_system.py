@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from typing import Any
 
 import psutil
 
 from lightd import __version__
 from lightd.app import create_app
-from tests.conftest import Api
+from tests.conftest import Api, wait_for
 from tests.servers.helpers import create_server, wait_state
 from tests.servers.test_network_and_recovery import free_port
 
@@ -51,9 +52,20 @@ async def test_system_reports_the_node(dapi, docker_config):
 
     servers = body["servers"]
     assert servers["total"] == 3
-    assert servers["state"] == {"offline": 2, "starting": 0, "running": 1, "stopping": 0}
+    assert servers["state"] == {"offline": 2, "starting": 0, "running": 1, "stopping": 0, "paused": 0,
+                                "restoring": 0, "transferring": 0}
     assert servers["install_state"] == {"installing": 1, "ready": 2, "failed": 0}
     assert body["ports"] == {"total": 3, "free": 2, "in_use": 1}
+    # Stats from the cgroup files of the version mounted here, once the first round asked the engine
+    # ("detecting" until then: never a guess).
+    version = "cgroup_v2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "cgroup_v1"
+    assert body["stats"]["source"] in (version, "detecting")
+
+    async def detected() -> dict[str, Any] | None:
+        stats = (await dapi.get("/system"))[1]["stats"]
+        return stats if stats["source"] != "detecting" else None
+
+    assert await wait_for(detected, timeout=30) == {"source": version, "stream_fallbacks": 0}
 
 
 async def test_system_answers_without_the_engine(aiohttp_client, make_config, auth_headers, tmp_path):

@@ -355,7 +355,7 @@ async def test_jobs_run_to_completion_fail_retry_and_cancel(cc: CC):
     async with cc.http.get(cc.base + f"/api/jobs/{job_id}/output/output/count.json") as resp:
         assert resp.status == 200 and (await resp.read()).strip() == b"2"
     status, body = await cc.get(f"/api/jobs/{job_id}/output/input/data.csv")
-    assert_error(status, body, 404, "JOB_NOT_FOUND")  # only reported outputs are served
+    assert_error(status, body, 404, "NOT_FOUND")  # only reported outputs are served (the job exists)
     assert (await cc.api.get(f"/containers/{job_id}"))[0] == 404  # the job's container is gone
 
     # a failing command, retried by its policy

@@ -114,13 +114,13 @@ async def test_a_fresh_database_has_front_end_tables_only_once_used(tmp_path: Pa
         assert await front_end_tables(core) == set() and await namespaces(core) == {}
 
         await codes.set_setting("files_volume", "vol-1")
-        assert await front_end_tables(core) == {"cc_jobs", "cc_proxy_upstreams", "cc_proxy_routes", "cc_settings"}
-        assert await namespaces(core) == {"container_codes": 1}
+        assert await front_end_tables(core) == {"cc_jobs", "cc_proxy_upstreams", "cc_proxy_routes", "cc_settings", "cc_asked_images"}
+        assert await namespaces(core) == {"container_codes": 2}
         assert await codes.get_setting("files_volume") == "vol-1"
 
         assert await cloud.assign_vmid("a", {}, 100) == (100, True)
         assert {"proxicloud_vmids", "proxicloud_samples", "proxicloud_activity"} <= await front_end_tables(core)
-        assert await namespaces(core) == {"container_codes": 1, "proxicloud": 1}
+        assert await namespaces(core) == {"container_codes": 2, "proxicloud": 1}
     finally:
         await core.close()
     # reopened: the core does not touch them, the front ends find them
@@ -167,13 +167,13 @@ async def test_an_old_database_keeps_its_front_end_rows(tmp_path: Path):
         assert (job["name"], job["status"], job["request"]) == ("old job", "completed", {"image": "x"})
         assert await codes.get_setting("proxy_config") == {"enabled": True}
         assert await codes.list_proxy_items("upstreams") == [{"name": "up"}]
-        assert await namespaces(core) == {"container_codes": 1}  # recorded, the tables left as they were
+        assert await namespaces(core) == {"container_codes": 2}  # recorded, the tables left as they were
 
         assert [(r["vmid"], r["server"], r["options"]) for r in await cloud.vmids()] == [(100, "game1", {"cores": 2})]
         assert await cloud.assign_vmid("new", {}, 100) == (102, True)  # retired 101 is never given again
         assert [(r["ts"], r["cpu"]) for r in await cloud.series(100, 0, 60)] == [(960.0, 5.0)]
         assert [r["action"] for r in await cloud.activity(10)] == ["create"]
-        assert await namespaces(core) == {"container_codes": 1, "proxicloud": 1}
+        assert await namespaces(core) == {"container_codes": 2, "proxicloud": 1}
     finally:
         await core.close()
 
@@ -212,8 +212,8 @@ async def test_a_daemon_whose_front_ends_are_asked_nothing_stateful_makes_no_tab
     assert await front_end_tables(store) == set()
     async with client.put("/compat/container-codes/api/proxy/config", headers=bearer, json={}) as resp:
         assert resp.status == 200, await resp.text()
-    assert await front_end_tables(store) == {"cc_jobs", "cc_proxy_upstreams", "cc_proxy_routes", "cc_settings"}
-    assert await namespaces(store) == {"container_codes": 1}
+    assert await front_end_tables(store) == {"cc_jobs", "cc_proxy_upstreams", "cc_proxy_routes", "cc_settings", "cc_asked_images"}
+    assert await namespaces(store) == {"container_codes": 2}
 
 
 class BrokenStore(ContainerCodesStore):

@@ -421,3 +421,28 @@ async def test_own_port_with_require_token(aiohttp_client: Callable[..., Any], m
     await sock.connect(f"http://127.0.0.1:{port}", headers=headers)
     assert await sock.wait("connected")
     await sock.sio.disconnect()
+
+
+async def test_shutdown_is_bounded_with_a_polling_client_that_went_away(
+    aiohttp_client: Callable[..., Any], make_config: Callable[..., Config], container_prefix: str,
+) -> None:
+    """An engine.io polling session whose client stopped polling must not hold the daemon's shutdown:
+    engine.io's disconnect waits for the client to collect the close packet, which it never does."""
+    from lightd.compat.lxc_tools import app as lxc_app
+
+    port = free_port()
+    config = make_config(docker={"container_prefix": container_prefix},
+                         compat={"lxc_tools": {"enabled": True, "port": port}})
+    client = await aiohttp_client(create_app(config))
+    base = f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=polling"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base) as response:  # the engine.io handshake: `0{"sid": ...}`
+            text = await response.text()
+        sid = json.loads(text[1:])["sid"]
+        async with http.post(f"{base}&sid={sid}", data="40") as response:  # the Socket.IO connect
+            assert response.status == 200
+    # ... and the client never polls again.
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await client.close()
+    assert loop.time() - started < lxc_app.SHUTDOWN_TIMEOUT + 10

@@ -54,15 +54,31 @@ async def receive_update(ws: aiohttp.ClientWebSocketResponse, timeout: float) ->
 
 
 def test_description_convention():
-    fields = parse_description("web1 2201 s3cret 30000 30010")
+    fields = parse_description("web1 2201 s3cret 30000 30010", "web1")
     assert (fields.ssh_port, fields.root_password, fields.nat_ports) == (2201, "s3cret", "30000-30010")
-    fields = parse_description("web1 22x -")
-    assert (fields.ssh_port, fields.root_password, fields.nat_ports) == (None, None, None)
-    assert parse_description("web1 2201").ssh_port is None
-    assert parse_description("a ²² pw 0 0").ssh_port is None
-    assert parse_description("a 1 pw 0 5").nat_ports is None
-    assert parse_description("a 1 pw 5").nat_ports is None
-    assert parse_description("").root_password is None
+    fields = parse_description("web1 2201 - 0 0", "web1")  # the panel's own form without password or NAT
+    assert (fields.ssh_port, fields.root_password, fields.nat_ports) == (2201, None, None)
+    nothing = (None, None, None)
+    for text in ("web1 22x -", "web1 2201", "web1 ²² pw 0 0", "web1 1 pw 5", "", "web1 2201 pw 1 2 extra",
+                 "other 2201 s3cret 30000 30010",  # another instance's name: not the panel's record of this one
+                 "web1 2201 s3cret 3x 30010",
+                 "LXC Tools: ubuntu:22.04", "ProxiCloud CT 109"):  # other front ends' descriptions
+        fields = parse_description(text, "web1")
+        assert (fields.ssh_port, fields.root_password, fields.nat_ports) == nothing, text
+
+
+async def test_other_front_ends_descriptions_are_not_fields(panel: Panel):
+    """What LXC Tools and ProxiCloud write as a description is shown as it is, and gives no SSH port, password
+    or NAT ports (the real UI showed `ubuntu:22.04` and `109` as root passwords)."""
+    await create_server(panel.api, "web1", description=DESCRIPTION)
+    for name, description in (("lxc1", "LXC Tools: ubuntu:22.04"), ("pxc1", "ProxiCloud CT 109"), ("bare", "")):
+        await create_server(panel.api, name, description=description)
+        status, detail = await panel.get(f"/api/instances/{name}")
+        assert status == 200, detail
+        assert detail["info"]["description"] == description
+        assert (detail["ssh_port"], detail["root_password"], detail["nat_ports"]) == (None, None, None)
+    status, detail = await panel.get("/api/instances/web1")
+    assert (detail["ssh_port"], detail["root_password"], detail["nat_ports"]) == (2201, "s3cret", "30000-30010")
 
 
 async def test_banner_health_and_host(panel: Panel):

@@ -393,8 +393,16 @@ async def test_bad_input_is_4xx_and_leaves_nothing(cloud: Cloud):
     vmid = created["vmid"]
     status, detail = await cloud.get(f"/api/containers/{vmid}")
     assert detail["config"]["rootfs"].endswith("size=4G") and detail["config"]["onboot"] is False
-    status, body = await cloud.post("/api/containers", json={"template": TEMPLATE, "hostname": "alias-1"})
-    assert status == 409 and body["success"] is False
+    # a second container with the same hostname, as Proxmox allows: its own vmid, its own internal id
+    twin = await cloud.create(hostname="alias-1", memory=64)
+    assert (twin["vmid"], twin["name"]) == (vmid + 1, "alias-1")
+    status, listing = await cloud.get("/api/containers")
+    assert [(c["vmid"], c["name"]) for c in listing["containers"]] == [(vmid, "alias-1"), (vmid + 1, "alias-1")]
+    ids = [c["internal_id"] for c in (await cloud.api.get("/containers"))[1]["containers"]]
+    assert ids == ["alias-1", "alias-1-2"]
+    assert (await cloud.get(f"/api/containers/{vmid + 1}"))[1]["name"] == "alias-1"
+    assert (await cloud.delete(f"/api/containers/{vmid + 1}"))[0] == 200
+    assert (await wait_activity(cloud, "delete", vmid + 1))["name"] == "alias-1"  # its hostname, not its id
 
     for method, path in (("GET", "/api/containers/abc"), ("GET", "/api/containers/-1"), ("GET", "/api/containers/1e3"),
                          ("POST", "/api/containers/abc/start"), ("DELETE", "/api/containers/x"),

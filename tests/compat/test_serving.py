@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -170,7 +171,7 @@ async def test_a_failing_shutdown_step_does_not_end_the_shutdown(caplog: pytest.
     ran: list[str] = []
 
     class Broken:
-        services = None
+        services = SimpleNamespace(config=Config())  # what application() reads of them: the CORS origins
 
         def create_app(self) -> web.Application:
             app = web.Application()

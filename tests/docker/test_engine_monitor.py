@@ -19,7 +19,9 @@ from lightd.servers.environment import (
     ContainerDestroyed,
     ContainerDied,
     ContainerOomKilled,
+    ContainerPaused,
     ContainerStarted,
+    ContainerUnpaused,
     EngineEvent,
     EventStreamDown,
     EventStreamUp,
@@ -41,6 +43,8 @@ def test_records_become_dataclasses() -> None:
     assert container_event(record("start"), LABEL_ID) == ContainerStarted("srv", 1700000000.5)
     assert container_event(record("oom"), LABEL_ID) == ContainerOomKilled("srv", 1700000000.5)
     assert container_event(record("destroy"), LABEL_ID) == ContainerDestroyed("srv", 1700000000.5)
+    assert container_event(record("pause"), LABEL_ID) == ContainerPaused("srv", 1700000000.5)
+    assert container_event(record("unpause"), LABEL_ID) == ContainerUnpaused("srv", 1700000000.5)
     # Anything else is not an event of a server container.
     assert container_event(record("exec_die"), LABEL_ID) is None
     assert container_event({**record("die"), "Type": "network"}, LABEL_ID) is None
@@ -92,13 +96,17 @@ def run_labelled(prefix: str, internal_id: str, role: str = "server") -> str:
                   "--label", f"{LABEL_ROLE}={role}", "--label", f"{LABEL_ID}={internal_id}", TEST_IMAGE, "sleep", "1000")
 
 
-async def test_start_die_and_destroy_of_server_containers(follower: Follower, container_prefix: str) -> None:
+async def test_start_pause_die_and_destroy_of_server_containers(follower: Follower, container_prefix: str) -> None:
     await follower.next(EventStreamUp)
     # Another prefix's container and an installer are not followed.
     await asyncio.to_thread(run_labelled, container_prefix, "inst", "installer")
     await asyncio.to_thread(run_labelled, container_prefix, "srv")
     started = await follower.next(ContainerStarted)
     assert started.internal_id == "srv" and started.time > 0
+    await asyncio.to_thread(docker, "pause", f"{container_prefix}srv")
+    assert (await follower.next(ContainerPaused)).internal_id == "srv"
+    await asyncio.to_thread(docker, "unpause", f"{container_prefix}srv")
+    assert (await follower.next(ContainerUnpaused)).internal_id == "srv"
     await asyncio.to_thread(docker, "kill", f"{container_prefix}srv")
     died = await follower.next(ContainerDied)
     assert (died.internal_id, died.exit_code) == ("srv", 137)

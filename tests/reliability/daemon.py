@@ -80,3 +80,19 @@ class Daemon:
             async with session.request(method, self.url + path, **kwargs) as resp:
                 body = await resp.json() if resp.content_type == "application/json" else await resp.read()
                 return resp.status, body
+
+    async def make_installed_server(self, internal_id: str, startup_command: str = "sleep 100") -> Path:
+        """A server on a new volume, installed (not started); the volume's path on the host."""
+        from tests.conftest import TEST_IMAGE, wait_for
+
+        _, volume = await self.call("POST", "/volumes")
+        status, body = await self.call("POST", "/containers", json={
+            "internal_id": internal_id, "image": TEST_IMAGE, "volume_id": volume["volume_id"],
+            "startup_command": startup_command})
+        assert status == 202, body
+
+        async def installed() -> bool:
+            return (await self.call("GET", f"/containers/{internal_id}"))[1]["install_state"] == "ready"
+
+        await wait_for(installed, timeout=60)
+        return Path(volume["path"])

@@ -171,3 +171,14 @@ async def read_close_code(reader: asyncio.StreamReader, timeout: float) -> int |
             return None  # the server dropped the connection (a reset can overtake its close frame)
         if opcode == 0x8:
             return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+
+
+NO_SUCH_VOLUME = "00000000-0000-4000-8000-000000000000"
+
+
+def route_params(volume_id: str = NO_SUCH_VOLUME, container_id: str = "nosuch", port: str = "40001") -> dict[str, str]:
+    """A value for every path parameter of the native routes: the given volume and container, and ids of
+    things that do not exist for the rest (a route added with a new parameter needs one here)."""
+    return {"volume_id": volume_id, "container_id": container_id, "ip": "127.0.0.1", "port": port,
+            "token_id": "nosuchtoken", "pull_id": "nosuch", "backup_id": "nosuch", "template_id": "nosuch",
+            "transfer_id": "nosuch"}

@@ -3,20 +3,22 @@
 Passed to a real `ServerManager` in place of `DockerEnvironment`. Containers are records in a dict; the
 test drives them (`print` a console line, `exit` with a code) and can make any method fail on its next
 call(s) with a given lightd error (`fail_next("start", DockerUnavailable(...))`) or wait until released
-(`pause("signal")`). Semantics follow lightd/docker/environment.py: `create` replaces the container,
-`remove` and a signal to a stopped container are not errors, a missing container is NotFound.
+(`hold("signal")`). Semantics follow lightd/docker/environment.py: `create` replaces the container,
+`remove` and a signal to a stopped container are not errors, a missing container is NotFound; a paused
+container's console stays open, pause/unpause in the wrong state is Conflict, and a signal thaws it (as
+Docker does).
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal as signals
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightd.errors import LightdError, NotFound
+from lightd.errors import Conflict, LightdError, NotFound
 from lightd.servers.environment import ContainerStatus, LimitsUpdate, StatsSample
 from lightd.servers.models import ContainerSpec, Limits
 
@@ -51,6 +53,7 @@ class FakeConsole:
 class FakeContainer:
     spec: ContainerSpec
     running: bool = False
+    paused: bool = False
     exit_code: int = 0
     oom_killed: bool = False
     started_at: str | None = None
@@ -84,7 +87,7 @@ class FakeEnvironment:
         """`times` calls of `method`, once `after` more calls have passed, raise `error` (after any pause)."""
         self._failures[method] = [None] * after + [error] * times
 
-    def pause(self, method: str) -> asyncio.Event:
+    def hold(self, method: str) -> asyncio.Event:
         """The next call of `method` waits until the returned event is set."""
         gate = self._gates[method] = asyncio.Event()
         return gate
@@ -99,7 +102,7 @@ class FakeEnvironment:
     def exit(self, internal_id: str, code: int, oom: bool = False) -> None:
         """The container's process ends (by itself: a crash, or after a stop command)."""
         container = self.containers[internal_id]
-        container.running = False
+        container.running = container.paused = False
         container.exit_code = code
         container.oom_killed = oom
         container.end_streams()
@@ -179,8 +182,9 @@ class FakeEnvironment:
         container = self.containers.get(internal_id)
         if container is None:
             return ContainerStatus(exists=False)
-        return ContainerStatus(exists=True, running=container.running, exit_code=container.exit_code,
-                               oom_killed=container.oom_killed, started_at=container.started_at)
+        return ContainerStatus(exists=True, running=container.running, paused=container.paused,
+                               exit_code=container.exit_code, oom_killed=container.oom_killed,
+                               started_at=container.started_at)
 
     async def attach(self, internal_id: str) -> FakeConsole:
         await self.step("attach")
@@ -202,8 +206,23 @@ class FakeEnvironment:
         await self.step("signal")
         container = self._get(internal_id)
         self.signals.append((internal_id, signal))
+        container.paused = False  # Docker thaws a paused container to deliver a signal
         if container.running and (signal == "SIGKILL" or signal not in container.ignored_signals):
             self.exit(internal_id, 128 + signals.Signals[signal].value)
+
+    async def pause(self, internal_id: str) -> None:
+        await self.step("pause")
+        container = self._get(internal_id)
+        if not container.running or container.paused:
+            raise Conflict(f"container {self.name_of(internal_id)} is not running or already paused")
+        container.paused = True
+
+    async def unpause(self, internal_id: str) -> None:
+        await self.step("unpause")
+        container = self._get(internal_id)
+        if not container.paused:
+            raise Conflict(f"container {self.name_of(internal_id)} is not paused")
+        container.paused = False
 
     async def tail_logs(self, internal_id: str, lines: int) -> list[str]:
         await self.step("tail_logs")
@@ -220,6 +239,15 @@ class FakeEnvironment:
         await self.step("stats")
         self._get(internal_id)
         yield StatsSample(memory_bytes=0, memory_limit_bytes=0, cpu_absolute=0.0, rx_bytes=0, tx_bytes=0)
+
+    async def sample_stats(self, internal_ids: Collection[str]) -> dict[str, StatsSample | None]:
+        """Zeros for every running container, None for the others; a missing one is left out (the stream)."""
+        await self.step("sample_stats")
+        zero = StatsSample(memory_bytes=0, memory_limit_bytes=0, cpu_absolute=0.0, rx_bytes=0, tx_bytes=0)
+        return {i: (zero if self.containers[i].running else None) for i in internal_ids if i in self.containers}
+
+    def stats_source(self) -> str:
+        return "fake"
 
     async def exec(self, internal_id: str, cmd: list[str], stdin: bytes | None = None) -> tuple[int, str]:
         await self.step("exec")

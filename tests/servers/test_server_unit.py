@@ -158,7 +158,7 @@ async def test_start_recreates_a_missing_container(rig: Rig, fake: FakeEnvironme
 
 async def test_second_power_action_while_one_runs_is_refused(rig: Rig, fake: FakeEnvironment):
     server = await rig.running()
-    gate = fake.pause("signal")
+    gate = fake.hold("signal")
     await rig.manager.power("srv", "stop")
     await until(lambda: "signal" in fake.calls)  # the stop is under way and holds the lock
     assert server.lock.action == "stop"
@@ -176,7 +176,7 @@ async def test_second_power_action_while_one_runs_is_refused(rig: Rig, fake: Fak
 
 async def test_kill_is_allowed_while_the_lock_is_held(rig: Rig, fake: FakeEnvironment):
     server = await rig.running()
-    gate = fake.pause("signal")
+    gate = fake.hold("signal")
     stop = asyncio.ensure_future(rig.manager.power_and_wait("srv", "stop"))
     await until(lambda: "signal" in fake.calls)
     await rig.manager.power_and_wait("srv", "kill")
@@ -188,7 +188,7 @@ async def test_kill_is_allowed_while_the_lock_is_held(rig: Rig, fake: FakeEnviro
 
 
 async def test_power_refused_while_installing(rig: Rig, fake: FakeEnvironment):
-    gate = fake.pause("run_install")
+    gate = fake.hold("run_install")
     server = await rig.server(install=False, install_script="echo hi")
     await until(lambda: "run_install" in fake.calls)
     assert server.lock.action == "install"
@@ -216,7 +216,7 @@ async def test_engine_down_refuses_power_without_taking_the_lock(rig: Rig, fake:
 
 
 async def test_crash_without_restart_policy(rig: Rig, fake: FakeEnvironment):
-    server = await rig.running()
+    await rig.running()
     log = Recorder(rig.events, "srv")
     fake.exit("srv", 3)
     await until(lambda: "offline" in log.types())
@@ -230,7 +230,7 @@ async def test_crash_without_restart_policy(rig: Rig, fake: FakeEnvironment):
 
 
 async def test_exit_while_starting_is_a_crash(rig: Rig, fake: FakeEnvironment):
-    server = await rig.server(start_pattern="Done")
+    await rig.server(start_pattern="Done")
     await rig.manager.power_and_wait("srv", "start")
     log = Recorder(rig.events, "srv")
     fake.exit("srv", 1)
@@ -239,7 +239,7 @@ async def test_exit_while_starting_is_a_crash(rig: Rig, fake: FakeEnvironment):
 
 
 async def test_out_of_memory_crash_is_said(rig: Rig, fake: FakeEnvironment):
-    server = await rig.running()
+    await rig.running()
     log = Recorder(rig.events, "srv")
     fake.exit("srv", 137, oom=True)
     await until(lambda: "offline" in log.types())

@@ -93,7 +93,7 @@ async def test_a_start_whose_answer_is_lost_but_that_happened_is_a_start(rig: Ri
     """The engine started the container, then its answer was lost: the server is shown as it is, running."""
     server = await rig.server()
     log = Recorder(rig.events, "srv")
-    gate = fake.pause("start")
+    gate = fake.hold("start")
     fake.fail_next("start", DockerUnavailable("answer lost"))
     task = asyncio.ensure_future(rig.manager.power_and_wait("srv", "start"))
     await until(lambda: "start" in fake.calls)

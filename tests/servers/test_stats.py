@@ -1,4 +1,5 @@
-"""Stats: one sampler per running server, GET /containers/:id/stats, the final zeroed sample."""
+"""Stats: one sampling round for every running server on the timer wheel (no task per server; the engine's
+stream only as the fallback), GET /containers/:id/stats, the final zeroed sample."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ async def test_stats_of_a_running_container(dapi, dclient):
     assert body["disk_bytes"] >= 256 * 1024
     # published on the bus as well, at most every stats_interval_seconds
     await events.wait("stats", lambda d: d["state"] == "running" and d["memory_bytes"] > 0, timeout=20)
-    assert len(sampler_tasks(dclient.app, "st")) == 1
+    assert not sampler_tasks(dclient.app, "st")  # read in the batch: no stream, no task of its own
+    assert dclient.app[keys.STATS].active("st")
 
     await dapi.post("/containers/st/kill")
     await wait_state(dapi, "st", "offline")
@@ -79,9 +81,35 @@ async def test_one_sampler_survives_restart(dapi, dclient):
         return server.state == "running" and server.latest_stats is not None
 
     await wait_for(sampled_again, timeout=40, interval=0.2)
-    assert len(sampler_tasks(dclient.app, "rs")) == 1
+    assert not sampler_tasks(dclient.app, "rs") and dclient.app[keys.STATS].active("rs")
 
 
 async def test_stats_of_unknown_container_is_404(dapi):
     status, body = await dapi.get("/containers/nope/stats")
     assert status == 404 and "error" in body
+
+
+async def test_docker_stats_stream_is_the_fallback(aiohttp_client, make_config, container_prefix, auth_headers):
+    # stats_source "docker": what a host whose cgroup files cannot be read gets — one stream per server.
+    from lightd.app import create_app
+    from tests.conftest import Api
+
+    config = make_config(docker={"container_prefix": container_prefix, "stats_source": "docker"})
+    client = await aiohttp_client(create_app(config))
+    api = Api(client, auth_headers)
+    await create_server(api, "fb", startup_command="echo up; while true; do : ; done")
+    await api.post("/containers/fb/start")
+    await wait_state(api, "fb", "running")
+
+    async def sampled():
+        body = (await api.get("/containers/fb/stats"))[1]
+        return body if body["memory_bytes"] > 0 and body["cpu_absolute"] > 10 else None
+
+    body = await wait_for(sampled, timeout=20, interval=0.5)
+    assert body["state"] == "running" and set(body["network"]) == {"rx_bytes", "tx_bytes"}
+    assert len(sampler_tasks(client.app, "fb")) == 1
+    status, system = await api.get("/system")
+    assert system["stats"] == {"source": "docker_stats", "stream_fallbacks": 1}
+    await api.post("/containers/fb/kill")
+    await wait_state(api, "fb", "offline")
+    await wait_for(lambda: not sampler_tasks(client.app, "fb"), timeout=5)

@@ -82,7 +82,8 @@ class Rig:
         self.tasks = TaskOwner("unit")
         self.events = EventBus(config.event_queue_size)
         self.ports = PortPool(self.store)
-        self.volumes = VolumeService(config.volumes_dir, self.store, config.volumes)
+        self.volumes = VolumeService(config.volumes_dir, self.store, config.volumes,
+                                     restores=config.volume_restores_dir)
         await self.volumes.open()
         self.mounts = MountPins(config.mounts_dir, config.docker.allowed_mounts)
         self.manager = ServerManager(

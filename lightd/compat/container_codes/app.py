@@ -62,6 +62,8 @@ def _code(request: web.Request, exc: LightdError) -> str:
     if isinstance(exc, PathNotAllowed):
         return "INVALID_PATH"
     if isinstance(exc, NotFound):
+        if isinstance(exc.details, dict) and "output_file" in exc.details:
+            return "NOT_FOUND"  # a job's output file: the job exists, the seed's generic code
         route_name = request.match_info.route.name or ""
         return NOT_FOUND_CODES.get(route_name.split("_", 1)[0], "NOT_FOUND")
     return HTTP_CODES.get(exc.status, "INTERNAL_ERROR" if exc.status >= 500 else "INVALID_REQUEST")
@@ -86,13 +88,11 @@ def seed_error_body(request: web.Request, failure: Failure) -> ErrorAnswer:
     return ErrorAnswer(body, headers={"X-Request-Id": failure.request_id})
 
 
-@web.middleware
-async def stamp_request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every answer carries its request id (errors get theirs from seed_error_body)."""
-    response = await handler(request)
-    if not response.prepared:
-        response.headers["X-Request-Id"] = request_id(request)
-    return response
+async def stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every answer carries its request id — also one a handler streams itself (file
+    downloads, 200 and 206, job output files), which a middleware would see only once sent. Errors have
+    theirs from seed_error_body."""
+    response.headers.setdefault("X-Request-Id", request_id(request))
 
 
 @web.middleware
@@ -149,7 +149,7 @@ class ContainerCodes:
         are its own)."""
         errors = error_middleware(seed_error_body, name="container codes", body_limit=lambda request: self.body_limit,
                                   request_id=request_id)
-        app = web.Application(middlewares=[errors, stamp_request_id, authenticate], client_max_size=self.body_limit)
+        app = web.Application(middlewares=[errors, authenticate], client_max_size=self.body_limit)
         app[keys.COMPAT] = self.services
         app[STORE] = self.store
         app[FILE_AREA] = self.files
@@ -157,6 +157,7 @@ class ContainerCodes:
         app[PROXY] = self.proxy
         app[UPDATES] = UpdateSockets(self.services)
         app.on_shutdown.append(_close_updates)
+        app.on_response_prepare.append(stamp_request_id)
         app.router.add_get("/api/ws/updates", updates_socket, name="updates")
         app.add_routes(routes.routes)
         app.add_routes(containers.routes)

@@ -8,9 +8,9 @@ from typing import Any
 
 from aiohttp import web
 
-from lightd import keys
-from lightd.compat.base import KEEPALIVE_COMMAND, CompatServices
+from lightd.compat.base import KEEPALIVE_COMMAND, CompatServices, services_of
 from lightd.compat.container_codes.models import RESTART_POLICIES, ContainerCreate, command_line, iso
+from lightd.compat.container_codes.store import STORE, ContainerCodesStore
 from lightd.compat.power import run_power
 from lightd.errors import Conflict, ValidationFailed
 from lightd.http import ascii_int, json_response, query_int, read_model
@@ -24,27 +24,37 @@ STATUS_FILTERS = {"running", "stopped", "exited", "created", "restarting", "dead
 FOLLOW_QUEUE = 4096  # lines; the bus drops the oldest for a reader that falls behind
 
 
-def services_of(request: web.Request) -> CompatServices:
-    return request.config_dict[keys.COMPAT]
-
-
 def status_of(server: Server) -> str:
     """Docker-style status (the real project's ContainerStatus values)."""
     if server.install_state == "installing":
         return "created"
     if server.install_state == "failed":
         return "dead"
+    if server.state == "paused":
+        return "paused"
     if server.state in ("starting", "running", "stopping"):
         return "running"
     return "created" if server.record.get("exit_code") is None else "exited"
 
 
-def container_view(server: Server) -> dict[str, Any]:
+AskedImages = dict[str, tuple[str, str]]
+"""internal id -> (the image its client asked for, the image lightd runs for it): the front end's record."""
+
+
+def asked_image(server: Server, asked: AskedImages) -> str:
+    """The image the client asked for (`nginx:latest`), while the container still runs the image it was
+    mapped to (a PATCH of its image, or a record left by a container deleted elsewhere, do not count)."""
+    image, runtime = asked.get(server.id, (server.spec.image, server.spec.image))
+    return image if runtime == server.spec.image else server.spec.image
+
+
+def container_view(server: Server, asked: AskedImages) -> dict[str, Any]:
     stats = server.latest_stats if server.state != "offline" else None
     return {
         "id": server.id,
         "name": server.id,
-        "image": server.spec.image,
+        "image": asked_image(server, asked),
+        "runtime_image": server.spec.image,  # lightd's extension: what runs (docker.image_map)
         "status": status_of(server),
         "created_at": iso(server.record["created_at"]),
         "ports": [f"{p.port}:{p.port}" + ("/udp" if p.protocol == "udp" else "") for p in server.spec.ports],
@@ -53,10 +63,10 @@ def container_view(server: Server) -> dict[str, Any]:
     }
 
 
-def container_detail(server: Server) -> dict[str, Any]:
+def container_detail(server: Server, asked: AskedImages) -> dict[str, Any]:
     spec = server.spec
     return {
-        **container_view(server),
+        **container_view(server, asked),
         "command": spec.startup_command,
         "environment": spec.environment,
         "volumes": {m.target: m.source for m in spec.mount},
@@ -70,6 +80,10 @@ def container_detail(server: Server) -> dict[str, Any]:
 
 def _server(request: web.Request) -> Server:
     return services_of(request).servers.get(request.match_info["id"])
+
+
+def _store(request: web.Request) -> ContainerCodesStore:
+    return request.config_dict[STORE]
 
 
 def flag_query(request: web.Request, name: str) -> bool:
@@ -89,7 +103,8 @@ async def list_containers(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 50, 1, 1000)
     offset = query_int(request, "offset", 0, 0, 10**9)
     servers = sorted(services.servers, key=lambda s: s.record["created_at"])
-    views = [container_view(s) for s in servers]
+    asked = await _store(request).asked_images()
+    views = [container_view(s, asked) for s in servers]
     if status == "stopped":
         views = [v for v in views if v["status"] in ("exited", "created", "dead")]
     elif status is not None:
@@ -125,8 +140,9 @@ async def _pool_ports(services: CompatServices, mapping: dict[str, str | int]) -
     return specs
 
 
-async def provision(services: CompatServices, body: ContainerCreate) -> Server:
-    """Create (and start) a lightd server from the create body; on failure nothing is left behind."""
+async def provision(services: CompatServices, store: ContainerCodesStore, body: ContainerCreate) -> Server:
+    """Create (and start) a lightd server from the create body, and record the image it was asked for; on
+    failure nothing is left behind."""
     network = services.config.docker.network
     if body.network_mode not in (None, "bridge", "default", network):
         raise ValidationFailed(f"network_mode: containers join the configured network {network!r}",
@@ -142,26 +158,29 @@ async def provision(services: CompatServices, body: ContainerCreate) -> Server:
         limits["memory"] = body.resources.memory_limit
     if body.resources.cpu_limit:
         limits["cpu"] = body.resources.cpu_limit
-    return await services.create_in_new_volume({
+    server = await services.create_in_new_volume({
         "internal_id": body.name, "image": image, "startup_command": command_line(body.command) or KEEPALIVE_COMMAND,
         "environment": body.environment, "ports": [p.model_dump() for p in ports],
         "mount": [m.model_dump() for m in mounts], "limits": limits,
         "restart_on_crash": RESTART_POLICIES[body.restart_policy],
         "description": " ".join(f"{k}={v}" for k, v in body.labels.items())[:1024],
     }, start=body.start)
+    await store.remember_image(server.id, body.image, image)
+    return server
 
 
 @routes.post("/api/containers", name="container_create")
 async def create_container(request: web.Request) -> web.Response:
     services = services_of(request)
     body = await read_model(request, ContainerCreate)
-    server = await services.run_owned(provision(services, body), f"container_codes:create:{body.name}")
-    return json_response(container_view(server), status=201)
+    store = _store(request)
+    server = await services.run_owned(provision(services, store, body), f"container_codes:create:{body.name}")
+    return json_response(container_view(server, await store.asked_images()), status=201)
 
 
 @routes.get("/api/containers/{id}", name="container_get")
 async def get_container(request: web.Request) -> web.Response:
-    return json_response(container_detail(_server(request)))
+    return json_response(container_detail(_server(request), await _store(request).asked_images()))
 
 
 async def _power(request: web.Request, action: str) -> web.Response:
@@ -190,12 +209,27 @@ async def restart_container(request: web.Request) -> web.Response:
     return await _power(request, "restart")
 
 
+@routes.post("/api/containers/{id}/pause", name="container_pause")
+async def pause_container(request: web.Request) -> web.Response:
+    return await _power(request, "pause")
+
+
+@routes.post("/api/containers/{id}/unpause", name="container_unpause")
+async def unpause_container(request: web.Request) -> web.Response:
+    return await _power(request, "unpause")
+
+
 @routes.delete("/api/containers/{id}", name="container_delete")
 async def delete_container(request: web.Request) -> web.Response:
     services = services_of(request)
     server = _server(request)
-    await services.run_owned(services.servers.delete(server.id), f"container_codes:delete:{server.id}")
+    await services.run_owned(_delete(services, _store(request), server.id), f"container_codes:delete:{server.id}")
     return json_response({"id": server.id, "deleted": True})
+
+
+async def _delete(services: CompatServices, store: ContainerCodesStore, server_id: str) -> None:
+    await services.servers.delete(server_id)
+    await store.forget_image(server_id)
 
 
 @routes.get("/api/containers/{id}/logs", name="container_logs")

@@ -13,7 +13,7 @@ from typing import Any
 from lightd.compat.base import CompatServices
 from lightd.compat.container_codes.store import ContainerCodesStore
 from lightd.errors import NotFound, PathNotAllowed, PayloadTooLarge
-from lightd.volumes.service import FileStream
+from lightd.volumes.transfer import Content, open_content
 
 SETTING = "files_volume"
 WALK_MAX_ENTRIES = 10_000
@@ -57,8 +57,8 @@ class FileArea:
     async def write(self, path: str, data: bytes, mode: int | None = None) -> dict[str, Any]:
         return await write_bytes(self.services, await self.volume(), area_path(path), data, mode)
 
-    async def open(self, path: str) -> FileStream:
-        return await self.services.volumes.read_file(await self.volume(), area_path(path))
+    async def open(self, path: str) -> Content:
+        return await open_content(self.services.volumes, await self.volume(), area_path(path))
 
     async def read_all(self, path: str) -> bytes:
         return await read_bytes(self.services, await self.volume(), area_path(path))
@@ -82,14 +82,14 @@ async def write_bytes(services: CompatServices, volume_id: str, path: str, data:
 
 
 async def read_bytes(services: CompatServices, volume_id: str, path: str) -> bytes:
-    stream = await services.volumes.read_file(volume_id, path)
+    content = await open_content(services.volumes, volume_id, path)
     try:
         limit = services.config.volumes.max_write_bytes
-        if stream.size > limit:
-            raise PayloadTooLarge(f"{path}: {stream.size} bytes is larger than the {limit} byte limit")
-        return b"".join([chunk async for chunk in stream.chunks()])
+        if content.size > limit:
+            raise PayloadTooLarge(f"{path}: {content.size} bytes is larger than the {limit} byte limit")
+        return b"".join([chunk async for chunk in content.chunks()])
     finally:
-        await asyncio.to_thread(stream.close)
+        await asyncio.to_thread(content.close)
 
 
 async def entry_info(services: CompatServices, volume_id: str, path: str) -> dict[str, Any]:

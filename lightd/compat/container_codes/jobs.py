@@ -235,13 +235,15 @@ class JobRunner:
                 limits["memory"] = request.resources.memory_limit
             if request.resources.cpu_limit:
                 limits["cpu"] = request.resources.cpu_limit
+            runtime = await services.resolve_image(request.image)
             spec = ContainerSpec.model_validate({
-                "internal_id": job_id, "image": await services.resolve_image(request.image), "volume_id": volume_id,
+                "internal_id": job_id, "image": runtime, "volume_id": volume_id,
                 "startup_command": command_line(request.command), "environment": request.environment,
                 "limits": limits, "description": f"container-codes job {request.name}",
             })
             await services.servers.create(spec)
             created = True
+            await self.store.remember_image(job_id, request.image, runtime)  # what /api/containers shows
             exit_code = await asyncio.wait_for(self._execute(job_id), request.time_limit())
             logs = services.servers.logs(job_id, LOG_LINES)
             outputs = matching(await walk_files(services, volume_id), request.output_patterns)
@@ -275,6 +277,8 @@ class JobRunner:
         try:
             if created and job_id in servers:
                 await servers.delete(job_id)
+            if created:
+                await self.store.forget_image(job_id)
             if not keep_volume:
                 await self.services.volumes.delete(volume_id)
                 await self.store.update_job(job_id, volume_id=None)

@@ -11,14 +11,15 @@ import psutil
 from aiohttp import web
 
 import lightd
-from lightd.compat.container_codes.containers import services_of
+from lightd.compat.base import services_of
 from lightd.compat.container_codes.filearea import FileArea, area_path, mime_type
 from lightd.compat.container_codes.jobs import JOB_RUNNER, JobRunner, job_view
 from lightd.compat.container_codes.models import JobCreate, iso
 from lightd.compat.container_codes.updates import UPDATES
 from lightd.errors import LightdError, NotFound, PayloadTooLarge, ValidationFailed
 from lightd.http import json_response, query_int, read_model
-from lightd.volumes.service import FileStream
+from lightd.http_files import send_content
+from lightd.volumes.transfer import Content, open_content
 
 routes = web.RouteTableDef()
 FILE_AREA = web.AppKey("container_codes_files", FileArea)
@@ -168,35 +169,20 @@ async def download(request: web.Request) -> web.StreamResponse:
     etag = _etag(entry)
     if request.headers.get("If-None-Match") == etag:
         return web.Response(status=304, headers={"ETag": etag})
-    stream = await files.open(path)
-    return await send_file(request, stream, mime_type(path), etag)
+    return await send_file(request, await files.open(path), mime_type(path), etag)
 
 
-async def send_file(request: web.Request, stream: FileStream, content_type: str, etag: str | None = None) -> web.StreamResponse:
-    """Stream an open volume file, honouring a single `Range`."""
-    try:
-        headers = {"Content-Type": content_type, "Accept-Ranges": "bytes"}
-        if etag:
-            headers["ETag"] = etag
-        status, start, end = 200, 0, stream.size - 1
-        if "Range" in request.headers and stream.size:
-            wanted = _byte_range(request.headers["Range"], stream.size)
-            if wanted is None:
-                return web.Response(status=416, headers={"Content-Range": f"bytes */{stream.size}"})
-            status, (start, end) = 206, wanted
-            headers["Content-Range"] = f"bytes {start}-{end}/{stream.size}"
-            await asyncio.to_thread(stream.file.seek, start)
-            stream.size = end + 1  # chunks() stops here
-            stream.sent = start
-        response = web.StreamResponse(status=status, headers=headers)
-        response.content_length = end - start + 1 if stream.size else 0
-        await response.prepare(request)
-        async for chunk in stream.chunks():
-            await response.write(chunk)
-        await response.write_eof()
-        return response
-    finally:
-        await asyncio.to_thread(stream.close)
+async def send_file(request: web.Request, content: Content, content_type: str, etag: str | None = None) -> web.StreamResponse:
+    """Send an open volume file (and close it) in the seed's shape: its type, its own ETag (if any), no
+    Last-Modified or Content-Disposition; one `Range` by `_byte_range`'s rules, 416 with no body otherwise."""
+    if "Range" in request.headers and content.size:
+        wanted = _byte_range(request.headers["Range"], content.size)
+        if wanted is None:
+            content.close()
+            return web.Response(status=416, headers={"Content-Range": f"bytes */{content.size}"})
+        content.select(wanted[0], wanted[1] - wanted[0] + 1)
+    headers = {**content.range_headers, **({"ETag": etag} if etag else {})}
+    return await send_content(request, content, disposition=None, content_type=content_type, headers=headers)
 
 
 @routes.get("/api/files/list", name="file_list_root")
@@ -281,17 +267,27 @@ async def job_output(request: web.Request) -> web.Response:
     return json_response({"job_id": row["id"], "files": row["output_files"], "total": len(row["output_files"])})
 
 
+def output_path(row: dict[str, Any], wanted: str) -> str | None:
+    """The listed output file `{file}` names: its listed path (`output/out.json`), or that path less the
+    seed's output folder (`out.json`, as `/api/jobs/{id}/output/` already says "output"); None if neither."""
+    listed = {f["path"] for f in row["output_files"]}
+    return next((path for path in (wanted, f"output/{wanted}") if path in listed), None)
+
+
 @routes.get("/api/jobs/{id}/output/{file:.+}", name="job_output_file")
 async def job_output_file(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     row = await _jobs(request).get(request.match_info["id"])
     wanted = area_path(request.match_info["file"])
-    # Only files the job reported as outputs are served (never anything else of its volume).
-    if not row["volume_id"] or wanted not in {f["path"] for f in row["output_files"]}:
-        raise NotFound(f"job {row['id']} has no output file /{wanted}", details={"job_id": row["id"]})
+    # Only files the job reported as outputs are served (never anything else of its volume). The job exists:
+    # what is missing is the file (`output_file` in the details makes it NOT_FOUND, not JOB_NOT_FOUND).
+    path = output_path(row, wanted) if row["volume_id"] else None
+    missing = {"job_id": row["id"], "output_file": "/" + wanted}
+    if path is None:
+        raise NotFound(f"job {row['id']} has no output file /{wanted}", details=missing)
     try:
-        stream = await services.volumes.read_file(row["volume_id"], wanted)
+        content = await open_content(services.volumes, row["volume_id"], path)
     except LightdError:
-        raise NotFound(f"output file /{wanted} of job {row['id']} is gone", details={"job_id": row["id"]}) from None
-    return await send_file(request, stream, mime_type(wanted))
+        raise NotFound(f"output file /{path} of job {row['id']} is gone", details=missing) from None
+    return await send_file(request, content, mime_type(path))
 

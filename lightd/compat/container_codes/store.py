@@ -1,5 +1,5 @@
-"""The Container Codes front end's own tables: its jobs, proxy upstreams and routes, and small settings
-(file-area volume, proxy config). On the daemon's connection, in the `container_codes` namespace, made on
+"""The Container Codes front end's own tables: its jobs, proxy upstreams and routes, the image each of its
+containers was asked for, and small settings (file-area volume, proxy config). On the daemon's connection, in the `container_codes` namespace, made on
 the first write; reads of a front end never used find nothing."""
 
 from __future__ import annotations
@@ -48,6 +48,15 @@ MIGRATIONS = (
     CREATE TABLE IF NOT EXISTS cc_settings (
         key         TEXT PRIMARY KEY,
         value       TEXT NOT NULL
+    );
+    """,
+    # The image a client asked for (`nginx:latest`), beside the one lightd runs for it (docker.image_map):
+    # the core spec keeps only the second.
+    """
+    CREATE TABLE IF NOT EXISTS cc_asked_images (
+        internal_id TEXT PRIMARY KEY,
+        image       TEXT NOT NULL,
+        runtime     TEXT NOT NULL
     );
     """,
 )
@@ -206,6 +215,24 @@ class ContainerCodesStore(NamespacedStore):
         if not await self.ensure(create=False):
             return False
         return await self.core.write(f"DELETE FROM {sql_table} WHERE {column} = ?", (key,)) == 1
+
+    # -- asked images --------------------------------------------------------------------------------
+    async def remember_image(self, internal_id: str, image: str, runtime: str) -> None:
+        """The container was asked for `image` and runs `runtime`."""
+        await self.ensure()
+        await self.core.write("INSERT OR REPLACE INTO cc_asked_images (internal_id, image, runtime) VALUES (?, ?, ?)",
+                              (internal_id, image, runtime))
+
+    async def forget_image(self, internal_id: str) -> None:
+        if await self.ensure(create=False):
+            await self.core.write("DELETE FROM cc_asked_images WHERE internal_id = ?", (internal_id,))
+
+    async def asked_images(self) -> dict[str, tuple[str, str]]:
+        """internal id -> (the image asked for, the image it was mapped to)."""
+        if not await self.ensure(create=False):
+            return {}
+        rows = await self.core.fetchall("SELECT internal_id, image, runtime FROM cc_asked_images")
+        return {r["internal_id"]: (r["image"], r["runtime"]) for r in rows}
 
     # -- settings ------------------------------------------------------------------------------------
     async def get_setting(self, key: str) -> Any:

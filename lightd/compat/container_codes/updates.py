@@ -23,6 +23,7 @@ from aiohttp import WSCloseCode, web
 from lightd.compat.base import CompatServices
 from lightd.compat.container_codes.jobs import BUS_KIND, JobStatusChanged
 from lightd.compat.container_codes.models import iso
+from lightd.cors import require_socket_origin
 from lightd.errors import ServiceUnavailable
 from lightd.events import Event
 from lightd.servers.events import ServerEvent
@@ -36,7 +37,7 @@ METRIC_SECONDS = 10.0
 HEARTBEAT_SECONDS = 30.0
 MAX_INBOUND_BYTES = 4096
 DOCKER_WORDS = {"running": "start", "offline": "stop", "exit": "die", "deleted": "destroy", "installing": "create",
-                "ready": "created", "stopping": "stopping", "starting": "starting", "crashed": "die"}
+                "ready": "created", "stopping": "stopping", "starting": "starting", "crashed": "die", "paused": "pause"}
 
 
 def translate(event: Event) -> dict[str, Any] | None:
@@ -74,6 +75,7 @@ class UpdateSockets:
         return len(self._sockets)
 
     async def serve(self, request: web.Request) -> web.WebSocketResponse:
+        require_socket_origin(request)  # compat.<name>.cors_origins: 403 before the upgrade
         if len(self._sockets) >= MAX_SOCKETS:
             raise ServiceUnavailable(f"too many update connections (limit {MAX_SOCKETS})")
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, max_msg_size=MAX_INBOUND_BYTES)

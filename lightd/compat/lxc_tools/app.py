@@ -23,7 +23,9 @@ takes the key in the body (`{"key"}` or `{"keys"}`) and falls back to
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -35,7 +37,10 @@ from lightd.errors import BadRequest, Forbidden, Unauthorized
 from lightd.http_errors import ErrorAnswer, Failure, Origin, error_middleware
 from lightd.tasks import TaskOwner
 
+log = logging.getLogger(__name__)
+
 BODY_MAX = 256 * 1024
+SHUTDOWN_TIMEOUT = 5.0
 FAILURES = {
     "list_containers": "Failed to list containers",
     "create_container": "Failed to create container",
@@ -98,12 +103,18 @@ class LxcTools:
     async def _close_sockets(self, app: web.Application) -> None:
         # on_shutdown of each application: every client is disconnected (an open Socket.IO socket would hold
         # the runner's shutdown for its whole timeout), whichever application it came through; the daemon
-        # is stopping. The server's own shutdown runs once (a second call fails).
-        if self.sio.eio.sockets:  # disconnect() of no client at all fails
-            await self.sio.eio.disconnect()
-        if not self._sio_stopped:
-            self._sio_stopped = True
-            await self.sio.shutdown()
+        # is stopping. The server's own shutdown runs once (a second call fails). Bounded: engine.io's
+        # disconnect of a polling session waits for its client to collect the close, which a client that
+        # stopped polling never does; its connection is dropped with the runner's then.
+        try:
+            async with asyncio.timeout(SHUTDOWN_TIMEOUT):
+                if self.sio.eio.sockets:  # disconnect() of no client at all fails
+                    await self.sio.eio.disconnect()
+                if not self._sio_stopped:
+                    self._sio_stopped = True
+                    await self.sio.shutdown()
+        except TimeoutError:
+            log.warning("lxc_tools: Socket.IO clients did not close within %.0fs; dropping them", SHUTDOWN_TIMEOUT)
 
     def create_app(self) -> web.Application:
         """An aiohttp application serving the LXC Tools API over this front end."""

@@ -21,6 +21,7 @@ from typing import Any
 import socketio
 
 from lightd.compat.base import CompatServices
+from lightd.cors import engineio_origin_check
 from lightd.events import Event
 from lightd.servers.events import InstallFailed, InstallStateChanged, ServerDeleted
 
@@ -52,7 +53,10 @@ def publish_update(services: CompatServices, update_type: str, name: str | None,
 
 def create_socketio() -> socketio.AsyncServer:
     """The Socket.IO server with the real project's client events (connect, join_room, leave_room)."""
-    sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*", max_http_buffer_size=MAX_INBOUND_BYTES)
+    # Origins: compat.lxc_tools.cors_origins, checked by lightd.cors as for every socket (a refused page's
+    # request gets engine.io's 400); lightd.cors also writes the CORS headers, engine.io's credentials flag off.
+    sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins=engineio_origin_check, cors_credentials=False,
+                               max_http_buffer_size=MAX_INBOUND_BYTES)
 
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         await sio.emit("connected", {"message": "Connected to LXC API Server"}, to=sid)

@@ -16,8 +16,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from lightd import keys
-from lightd.compat.base import CompatServices
+from lightd.compat.base import CompatServices, services_of
 from lightd.compat.lxc_tools import models
 from lightd.compat.lxc_tools.events import naive_utc, publish_update
 from lightd.compat.power import run_power
@@ -36,14 +35,10 @@ AUTHORIZED_KEYS = "/home/container/.ssh/authorized_keys"
 # A fixed command: the keys travel on stdin only, never on a command line.
 APPEND_KEYS = ["sh", "-c", "umask 077 && mkdir -p /home/container/.ssh && cat >> /home/container/.ssh/authorized_keys"
                " && chmod 700 /home/container/.ssh && chmod 600 /home/container/.ssh/authorized_keys"]
-STATES = {"running": "RUNNING", "starting": "STARTING", "stopping": "STOPPING", "offline": "STOPPED"}
+STATES = {"running": "RUNNING", "starting": "STARTING", "stopping": "STOPPING", "offline": "STOPPED", "paused": "FROZEN"}
 
 routes = web.RouteTableDef()
 NAMED = "/api/containers/{name}"
-
-
-def _services(request: web.Request) -> CompatServices:
-    return request.config_dict[keys.COMPAT]
 
 
 def _name(request: web.Request) -> str:
@@ -59,7 +54,7 @@ async def run_operation(
     work: Callable[[], Awaitable[T]], *, error_key: str = "name",
 ) -> T:
     """Run `work` in an owned task between `<operation>_start` and `_success`/`_error` updates."""
-    services = _services(request)
+    services = services_of(request)
 
     async def run() -> T:
         publish_update(services, f"{operation}_start", name, data)
@@ -96,7 +91,7 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get("/api/containers", name="list_containers")
 async def list_containers(request: web.Request) -> web.Response:
-    services = _services(request)
+    services = services_of(request)
     views = await services.servers.list()
 
     async def row(view: dict[str, Any]) -> dict[str, Any]:
@@ -118,7 +113,7 @@ async def list_containers(request: web.Request) -> web.Response:
 @routes.post("/api/containers", name="create_container")
 async def create_container(request: web.Request) -> web.Response:
     name, image = models.parse_create(await models.read_body(request))
-    services = _services(request)
+    services = services_of(request)
     await run_operation(request, "container_create", name, {"name": name, "image": image},
                         lambda: services.create_and_start(name, image, description=f"LXC Tools: {image}"))
     return json_response({"message": f"Container {name} created successfully", "name": name, "image": image},
@@ -128,14 +123,14 @@ async def create_container(request: web.Request) -> web.Response:
 @routes.delete(NAMED, name="delete_container")
 async def delete_container(request: web.Request) -> web.Response:
     name = _name(request)
-    servers = _services(request).servers
+    servers = services_of(request).servers
     await run_operation(request, "container_delete", name, {"name": name}, lambda: servers.delete(name))
     return json_response({"message": f"Container {name} deleted successfully"})
 
 
 async def _power(request: web.Request, verb: str, done: str) -> web.Response:
     name = _name(request)
-    servers = _services(request).servers
+    servers = services_of(request).servers
     await run_operation(request, f"container_{verb}", name, {"name": name},
                         lambda: run_power(servers, "lxc_tools", verb, name))
     return json_response({"message": f"Container {name} {done} successfully"})
@@ -154,7 +149,7 @@ async def start_container(request: web.Request) -> web.Response:
 @routes.post(NAMED + "/connect", name="connect_container")
 async def connect_container(request: web.Request) -> web.Response:
     name = _name(request)
-    services = _services(request)
+    services = services_of(request)
     server = services.servers.get(name)
     ipv4, ipv6 = await addresses(services, name)
     docker_name = services.servers.engine.name_of(name)
@@ -179,7 +174,7 @@ def _size(size: int) -> str:
 
 @routes.get("/api/images", name="list_images")
 async def list_images(request: web.Request) -> web.Response:
-    services = _services(request)
+    services = services_of(request)
     engine = services.servers.engine
     engine_images = await engine.list_images()
     architecture = (await engine.engine_info()).get("Architecture", "")
@@ -206,7 +201,7 @@ async def list_images(request: web.Request) -> web.Response:
 async def setup_network(request: web.Request) -> web.Response:
     # Creating a macvlan network needs the host's parent interface and admin intent; lightd reports the
     # Docker network its containers join and refuses when it is missing.
-    services = _services(request)
+    services = services_of(request)
     network = services.config.docker.network
 
     async def check() -> None:
@@ -262,7 +257,7 @@ async def deploy_keys(services: CompatServices, name: str, keys_: list[str]) -> 
 @routes.post(NAMED + "/authkey", name="deploy_authkey")
 async def deploy_authkey(request: web.Request) -> web.Response:
     name = _name(request)
-    services = _services(request)
+    services = services_of(request)
     keys_ = models.parse_authkey(await models.read_body(request, optional=True))
     if keys_ is None:
         keys_ = await configured_keys(services)
@@ -309,7 +304,7 @@ async def forward_port(services: CompatServices, name: str, ip: str | None, prot
 async def create_portforward(request: web.Request) -> web.Response:
     name = _name(request)
     rule, ip, protocol = models.parse_portforward(await models.read_body(request))
-    services = _services(request)
+    services = services_of(request)
     port = await run_operation(request, "portforward_create", name, {"container": name, "rule": rule},
                                lambda: forward_port(services, name, ip, protocol), error_key="container")
     # Docker publishes the pool port on the same port inside the container.

@@ -14,6 +14,7 @@ from aiohttp import WSCloseCode, web
 
 from lightd.compat.base import CompatServices
 from lightd.compat.lxd_panel.views import InstanceViews, now_iso
+from lightd.cors import require_socket_origin
 from lightd.errors import DockerUnavailable, ServiceUnavailable
 from lightd.http import dumps
 from lightd.tasks import TaskOwner
@@ -70,6 +71,7 @@ class MonitorHub:
 
     async def serve(self, request: web.Request) -> web.WebSocketResponse:
         """Run one monitor socket until the client leaves or the app shuts down."""
+        require_socket_origin(request)  # compat.<name>.cors_origins: 403 before the upgrade
         if len(self._sockets) >= MAX_SOCKETS:
             raise ServiceUnavailable(f"too many monitor connections (limit {MAX_SOCKETS})")
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, max_msg_size=MAX_INBOUND_BYTES)

@@ -11,8 +11,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
-from lightd import keys
-from lightd.compat.base import CompatServices
+from lightd.compat.base import services_of
 from lightd.compat.lxd_panel.monitor import MONITOR
 from lightd.compat.lxd_panel.views import VIEWS, now_iso
 from lightd.compat.power import run_power
@@ -34,10 +33,6 @@ class QueryInvalid(ValidationFailed):
     def __init__(self, errors: list[dict[str, Any]]) -> None:
         super().__init__("invalid query", details=errors)
         self.errors = errors
-
-
-def _services(request: web.Request) -> CompatServices:
-    return request.config_dict[keys.COMPAT]
 
 
 def _outcome(success: bool, message: str) -> web.Response:
@@ -65,7 +60,7 @@ async def root(request: web.Request) -> web.Response:
 
 @routes.get("/api/health")
 async def health(request: web.Request) -> web.Response:
-    connected = await _services(request).servers.engine.available()
+    connected = await services_of(request).servers.engine.available()
     return json_response({"status": "healthy", "lxd_connected": connected})
 
 
@@ -76,14 +71,14 @@ async def host_info(request: web.Request) -> web.Response:
 
 @routes.get("/api/instances")
 async def list_instances(request: web.Request) -> web.Response:
-    await _services(request).servers.require_engine()
+    await services_of(request).servers.require_engine()
     return json_response([instance.info() for instance in await request.config_dict[VIEWS].instances()])
 
 
 @routes.get("/api/instances/{name}")
 async def instance_detail(request: web.Request) -> web.Response:
     views = request.config_dict[VIEWS]
-    await _services(request).servers.require_engine()
+    await services_of(request).servers.require_engine()
     instance = await views.instance(views.find(request.match_info["name"]))
     return json_response(instance.detail())
 
@@ -91,14 +86,14 @@ async def instance_detail(request: web.Request) -> web.Response:
 @routes.get("/api/instances/{name}/resources")
 async def instance_resources(request: web.Request) -> web.Response:
     views = request.config_dict[VIEWS]
-    await _services(request).servers.require_engine()
+    await services_of(request).servers.require_engine()
     return json_response(await views.resources(views.find(request.match_info["name"])))
 
 
 async def _operation(request: web.Request, verb: str, work: Callable[[Server], Awaitable[object]]) -> web.Response:
     """Run `work` on the named instance; the panel's outcome shape either way (an engine outage is a 503)."""
     name = request.match_info["name"]
-    manager = _services(request).servers
+    manager = services_of(request).servers
     await manager.require_engine()
     try:
         await work(request.config_dict[VIEWS].find(name))
@@ -112,14 +107,14 @@ async def _operation(request: web.Request, verb: str, work: Callable[[Server], A
 @routes.post("/api/instances/{name}/{action:start|stop|restart}")
 async def power(request: web.Request) -> web.Response:
     action = request.match_info["action"]
-    manager = _services(request).servers
+    manager = services_of(request).servers
     return await _operation(request, action, lambda server: run_power(manager, "lxd_panel", action, server.id))
 
 
 @routes.delete("/api/instances/{name}")
 async def delete_instance(request: web.Request) -> web.Response:
     force = query_bool(request, "force")
-    manager = _services(request).servers
+    manager = services_of(request).servers
 
     async def delete(server: Server) -> None:
         if server.state != "offline":

@@ -28,7 +28,7 @@ DEFAULT_MEMORY_MB = 512
 """The real panel's memory_total when the instance has no `limits.memory`."""
 DEFAULT_DISK_MB = 10240
 """The real panel's disk_total when the root device has no size; lightd volumes have no quota."""
-LXD_STATUS = {"running": "Running", "starting": "Running", "stopping": "Running", "offline": "Stopped"}
+LXD_STATUS = {"running": "Running", "starting": "Running", "stopping": "Running", "offline": "Stopped", "paused": "Frozen"}
 
 
 def now_iso() -> str:
@@ -45,16 +45,18 @@ class DescriptionFields:
     nat_ports: str | None = None
 
 
-def parse_description(text: str) -> DescriptionFields:
-    """The panel's rules: under 3 tokens nothing; token 2 all digits -> ssh_port; token 3 -> password
-    (`-` means none); 5 tokens with token 4 not `0` -> nat_ports "start-end"."""
+def parse_description(text: str, name: str) -> DescriptionFields:
+    """The fields of a description in the form the panel writes when it makes an instance (its
+    `create_instance`): exactly `name sshport password natstart natend` — the instance's own name, digits,
+    a password (`-`: none), digits, digits (natstart 0: no NAT ports). Any other description has no fields
+    (null, as the panel shows for an empty one): another front end's `LXC Tools: ubuntu:22.04` or
+    `ProxiCloud CT 109` is not a password."""
     tokens = text.split()
-    if len(tokens) < 3:
+    if len(tokens) != 5 or tokens[0] != name or None in (ascii_int(tokens[1]), ascii_int(tokens[3]), ascii_int(tokens[4])):
         return DescriptionFields()
-    ssh_port = ascii_int(tokens[1])
     password = None if tokens[2] == "-" else tokens[2]
-    nat_ports = f"{tokens[3]}-{tokens[4]}" if len(tokens) >= 5 and tokens[3] != "0" else None
-    return DescriptionFields(ssh_port, password, nat_ports)
+    nat_ports = f"{tokens[3]}-{tokens[4]}" if ascii_int(tokens[3]) else None
+    return DescriptionFields(ascii_int(tokens[1]), password, nat_ports)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +155,7 @@ class InstanceViews:
             created_at=datetime.fromtimestamp(created).isoformat(timespec="seconds") if created else None,
             description=description,
             resources=resources,
-            fields=parse_description(description),
+            fields=parse_description(description, server.id),
         )
 
     async def resources(self, server: Server) -> dict[str, Any]:

@@ -30,7 +30,7 @@ FULL_RESOLUTION_SECONDS = 25 * 3600
 """The 1h and 24h ranges (30 s and 5 min buckets) read full-resolution samples."""
 COMPACT_BUCKET_SECONDS = 3600
 COMPACT_EVERY_SECONDS = 3600
-ACTIVE_STATES = frozenset({"starting", "running", "stopping"})
+ACTIVE_STATES = frozenset({"starting", "running", "stopping", "paused"})
 RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 INTERVALS = {"30s": 30, "1m": 60, "5m": 300, "1h": 3600}
 AUTO_INTERVAL = {"1h": "30s", "24h": "5m", "7d": "1h", "30d": "1h"}

@@ -12,6 +12,8 @@ from aiohttp.typedefs import Handler
 
 from lightd import keys
 from lightd.compat.base import CompatServices
+from lightd.compat.proxicloud.app_flavour import APP, Flavour
+from lightd.compat.proxicloud.app_store import RECORDS, ProxiCloudAppStore
 from lightd.compat.proxicloud.node import NODE, ProxiCloudNode
 from lightd.compat.proxicloud.routes import routes
 from lightd.compat.proxicloud.views import VIEWS, ContainerViews
@@ -48,6 +50,9 @@ async def cache_status(request: web.Request, handler: Handler) -> web.StreamResp
     return response
 
 
+DOC = Flavour(envelope_error_body, cache_status, (routes,), records=False)
+
+
 class ProxiCloud:
     """The ProxiCloud front end of one daemon: one ProxiCloudNode (so one activity follower and one analytics
     collector) and its views, whichever application a request arrives on (mounted or on its own port)."""
@@ -56,6 +61,8 @@ class ProxiCloud:
         self.services = services
         self.node = ProxiCloudNode(services)
         self.views = ContainerViews(services, self.node)
+        self.records = ProxiCloudAppStore(lambda: services.store)
+        """The web app flavour's projects, volume names, attachments and snapshots (tables made on first write)."""
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -67,10 +74,15 @@ class ProxiCloud:
             await self.node.close()
 
     def create_app(self) -> web.Application:
-        """An aiohttp application serving the ProxiCloud API (seed proxicloud-api.md) over this front end."""
-        app = web.Application(middlewares=[error_middleware(envelope_error_body, name="proxicloud"), cache_status])
+        """An aiohttp application serving the ProxiCloud API of the configured flavour over this front end:
+        the seed document's (proxicloud-api.md) or the real web app's (app_flavour.py)."""
+        flavour = APP if self.services.config.compat.proxicloud.flavour == "app" else DOC
+        app = web.Application(middlewares=[error_middleware(flavour.error_body, name="proxicloud"), flavour.header])
         app[keys.COMPAT] = self.services
         app[NODE] = self.node
         app[VIEWS] = self.views
-        app.add_routes(routes)
+        if flavour.records:
+            app[RECORDS] = self.records
+        for table in flavour.routes:
+            app.add_routes(table)
         return app

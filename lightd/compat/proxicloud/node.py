@@ -68,7 +68,8 @@ class ProxiCloudNode:
         self._by_server: dict[str, int] = {}
         self._by_vmid: dict[int, str] = {}
         self._options: dict[str, dict[str, Any]] = {}
-        self._retired: dict[str, int] = {}
+        self._retired: dict[str, tuple[int, str]] = {}
+        """Recently retired: server -> (vmid, name), for the events that arrive after."""
         self._creating: set[str] = set()
         self._create_spans: dict[str, tuple[float, float]] = {}
         """When each recent ProxiCloud create ran: the events of that span are the create's own."""
@@ -129,6 +130,7 @@ class ProxiCloudNode:
         return [s for s in self.services.servers if not s.deleted]
 
     def _remember(self, server: str, vmid: int, options: dict[str, Any]) -> None:
+        self._retired.pop(server, None)  # the id is a new container's now
         self._by_server[server] = vmid
         self._by_vmid[vmid] = server
         self._options[server] = options
@@ -152,11 +154,27 @@ class ProxiCloudNode:
         return result
 
     def vmid_of(self, server: str) -> int | None:
-        return self._by_server.get(server, self._retired.get(server))
+        retired = self._retired.get(server)
+        return self._by_server.get(server, retired[0] if retired else None)
 
     def options_of(self, server: str) -> dict[str, Any]:
-        """What a ProxiCloud create asked for (template, cores, memory, ...); {} for other containers."""
+        """What a ProxiCloud create asked for (template, cores, memory, hostname...); {} for other containers."""
         return self._options.get(server, {})
+
+    def name_of(self, server: str) -> str:
+        """The container's name as ProxiCloud shows it: the hostname its create asked for, else its id."""
+        retired = self._retired.get(server)
+        return self._options.get(server, {}).get("hostname") or (retired[1] if retired else server)
+
+    def internal_id_for(self, hostname: str) -> str:
+        """A new container's internal id: ids are unique, hostnames are not (Proxmox lets two containers
+        share one), so the hostname when no server, create or vmid holds it as an id, else `<hostname>-<n>`."""
+        taken = {s.id for s in self.services.servers} | self._creating | set(self._by_server)
+        candidate, n = hostname, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{hostname[:63 - len(str(n)) - 1]}-{n}"
+        return candidate
 
     async def find(self, vmid: int) -> Server:
         """The live server behind `vmid`, or NotFound."""
@@ -167,20 +185,28 @@ class ProxiCloudNode:
             raise NotFound(f"Container {vmid} not found")
         return server
 
-    async def reserve(self, server: str, options: dict[str, Any]) -> int:
-        """A vmid for a container about to be created through ProxiCloud (Conflict if the name is taken)."""
+    async def reserve(self, server: str, options: dict[str, Any], within: tuple[int, int] | None = None) -> int:
+        """A vmid for a container about to be created through ProxiCloud (Conflict if the name is taken);
+        `within`: the lowest never given in that range (Conflict when there is none)."""
         if server in self.services.servers or server in self._creating:
             raise Conflict(f"Container name '{server}' is already in use")
         if server in self._by_server:
             await self.retire(server)  # a stale mapping: its `deleted` event was dropped
         self._creating.add(server)
         try:
-            vmid, allocated = await self.store.assign_vmid(server, options, FIRST_VMID)
+            if within is None:
+                vmid, allocated = await self.store.assign_vmid(server, options, FIRST_VMID)
+            else:
+                found = await self.store.assign_vmid_in(server, options, *within)
+                vmid, allocated = found or 0, found is not None
         except BaseException:
             self._creating.discard(server)
             raise
         if not allocated:
             self._creating.discard(server)
+            if within is not None:
+                low, high = within
+                raise Conflict(f"VMID {low} is already in use" if low == high else f"no free VMID in {low}-{high}")
             raise Conflict(f"Container name '{server}' is already in use")
         self._remember(server, vmid, options)
         return vmid
@@ -202,18 +228,19 @@ class ProxiCloudNode:
         """The container is gone: its vmid is retired (never given again) with its samples."""
         vmid = await self.store.retire_vmid(server)
         vmid = self._by_server.pop(server, vmid)
+        name = self.name_of(server)
         self._options.pop(server, None)
         if vmid is not None:
             self._by_vmid.pop(vmid, None)
-            self._retired[server] = vmid
+            self._retired[server] = (vmid, name)
             while len(self._retired) > RETIRED_KEEP:
                 self._retired.pop(next(iter(self._retired)))
         self.collector.forget(server)
         return vmid
 
     def generate_name(self) -> tuple[str, int]:
-        """The first `proxicloud-NNN` not in use, and its counter."""
-        taken = {s.id for s in self.services.servers} | self._creating
+        """The first `proxicloud-NNN` not in use (as a name or an id), and its counter."""
+        taken = {name for s in self.services.servers for name in (s.id, self.name_of(s.id))} | self._creating
         counter = 1
         while f"{NAME_PREFIX}{counter:03d}" in taken:
             counter += 1
@@ -248,6 +275,7 @@ class ProxiCloudNode:
                 action, details = activity
                 if self._during_create(event.server, event.ts):
                     continue  # a ProxiCloud create records its own entries (none when it fails)
+                name = self.name_of(event.server)  # before a delete retires it
                 try:
                     if action == "delete" and event.server in self._by_server:
                         await self.retire(event.server)
@@ -256,10 +284,14 @@ class ProxiCloudNode:
                     vmid = self.vmid_of(event.server)
                     if vmid is None:
                         continue  # a server never seen with a vmid (its create failed early)
-                    await self.record(action, vmid, event.server, details)
+                    await self.record(action, vmid, name, details)
                 except Exception:  # noqa: BLE001 - one failed write must not end the log
                     log.exception("proxicloud: recording activity for %s failed", event.server)
 
 
 NODE = web.AppKey("proxicloud_node", ProxiCloudNode)
 """On every application of the ProxiCloud front end: its one node."""
+
+
+def node_of(request: web.Request) -> ProxiCloudNode:
+    return request.config_dict[NODE]

@@ -4,23 +4,21 @@ Power actions begin and answer at once (`starting`, `stopping`, `rebooting`), as
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 from aiohttp import web
 
 from lightd import __version__ as lightd_version
-from lightd import keys
-from lightd.compat.base import CompatServices
+from lightd.compat.base import require_engine, services_of
 from lightd.compat.power import run_power
-from lightd.compat.proxicloud import analytics
+from lightd.compat.proxicloud import analytics, creating
 from lightd.compat.proxicloud.models import (
     CreateRequest, path_vmid, query_bool, query_choice,
 )
-from lightd.compat.proxicloud.node import NODE, ProxiCloudNode
-from lightd.compat.proxicloud.templates import TemplateCatalogue, template_id
-from lightd.compat.proxicloud.views import VIEWS, ContainerViews
+from lightd.compat.proxicloud.node import node_of
+from lightd.compat.proxicloud.templates import TemplateCatalogue
+from lightd.compat.proxicloud.views import views_of
 from lightd.errors import LightdError, ValidationFailed
 from lightd.http import json_response, query_int, read_model
 
@@ -34,31 +32,15 @@ STOP_TIMEOUT_DEFAULT = 60
 STOP_TIMEOUT_MAX = 3600
 
 
-def _services(request: web.Request) -> CompatServices:
-    return request.config_dict[keys.COMPAT]
-
-
-def _node(request: web.Request) -> ProxiCloudNode:
-    return request.config_dict[NODE]
-
-
-def _views(request: web.Request) -> ContainerViews:
-    return request.config_dict[VIEWS]
-
-
-async def _engine(request: web.Request) -> None:
-    await _services(request).servers.require_engine()
-
-
 def _task(request: web.Request, vmid: int, status: str, task_type: str, **extra: Any) -> web.Response:
-    upid = _node(request).upid(task_type, vmid)
+    upid = node_of(request).upid(task_type, vmid)
     return json_response({"success": True, "vmid": vmid, **extra, "status": status, "task_id": upid})
 
 
 # -- health & info ------------------------------------------------------------------------------------
 @routes.get("/api/health")
 async def health(request: web.Request) -> web.Response:
-    services = _services(request)
+    services = services_of(request)
     connected = await services.servers.engine.available()
     try:
         await services.store.schema_version()
@@ -74,10 +56,10 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get("/api/info")
 async def info(request: web.Request) -> web.Response:
-    await _engine(request)
-    engine, host = await _services(request).servers.engine.engine_info(), await _views(request).host()
+    await require_engine(request)
+    engine, host = await services_of(request).servers.engine.engine_info(), await views_of(request).host()
     return json_response({
-        "node_name": _node(request).name, "version": str(engine.get("ServerVersion") or ""),
+        "node_name": node_of(request).name, "version": str(engine.get("ServerVersion") or ""),
         "uptime": host.uptime, "cpu_cores": host.cpu_cores, "total_memory": host.memory_total,
         "proxicloud_version": PROXICLOUD_VERSION, "lightd_version": lightd_version,
     })
@@ -89,8 +71,8 @@ async def list_containers(request: web.Request) -> web.Response:
     status = query_choice(request, "status", STATUSES, None)
     sort = query_choice(request, "sort", SORT_KEYS, "vmid")
     order = query_choice(request, "order", ("asc", "desc"), "asc")
-    await _engine(request)
-    items = [c.item() for c in await _views(request).all()]
+    await require_engine(request)
+    items = [c.item() for c in await views_of(request).all()]
     if status is not None:
         items = [i for i in items if i["status"] == status]
     items.sort(key=lambda i: (i[sort], i["vmid"]), reverse=order == "desc")
@@ -101,7 +83,7 @@ async def list_containers(request: web.Request) -> web.Response:
 
 @routes.get("/api/containers/generate-name")
 async def generate_name(request: web.Request) -> web.Response:
-    name, counter = _node(request).generate_name()
+    name, counter = node_of(request).generate_name()
     return json_response({"name": name, "counter": counter})
 
 
@@ -112,9 +94,9 @@ async def search(request: web.Request) -> web.Response:
         raise ValidationFailed("q: a search query is required")
     if len(query) > 255:
         raise ValidationFailed("q: at most 255 characters")
-    await _engine(request)
+    await require_engine(request)
     needle = query.lower()
-    results = [c.brief() for c in await _views(request).all()
+    results = [c.brief() for c in await views_of(request).all()
                if needle in c.name.lower() or (c.ip_address and needle in c.ip_address) or needle == str(c.vmid)]
     return json_response({"query": query, "results": results, "total": len(results)})
 
@@ -122,52 +104,29 @@ async def search(request: web.Request) -> web.Response:
 @routes.post("/api/containers")
 async def create_container(request: web.Request) -> web.Response:
     body = await read_model(request, CreateRequest)
-    services, node = _services(request), _node(request)
-    await _engine(request)
-    template = template_id(body.template)
-    await TemplateCatalogue(services).resolve(template)  # 400 before anything is made
+    services, node = services_of(request), node_of(request)
+    await require_engine(request)
+    template = await TemplateCatalogue(services).checked(body.template)
     name = body.hostname or node.generate_name()[0]
-    began = time.time()
-    vmid = await node.reserve(name, body.options(template))
-    try:
-        server = await services.create_and_start(
-            name, template, description=f"ProxiCloud CT {vmid}", memory=body.memory * 1024 * 1024,
-            cpu=float(min(body.cores, _host_cores())), start=body.start,
-        )
-    except BaseException:
-        try:
-            await node.retire(name)  # create_and_start left nothing behind; the vmid goes too
-        finally:
-            node.created(name, began)
-        raise
-    try:
-        # Recorded before the create is over: the activity follower leaves this container's events to it.
-        await node.record("create", vmid, name, f"Created from {template}")
-        if body.start:
-            await node.record("start", vmid, name)
-    finally:
-        node.created(name, began)
+    vmid, server = await creating.create_container(services, node, name, template, body.options(template),
+                                                   memory_mb=body.memory, cores=body.cores, start=body.start)
     status = "running" if server.state != "offline" else "stopped"
     upid = node.upid("vzcreate", vmid)
     return json_response({"success": True, "vmid": vmid, "name": name, "task_id": upid, "status": status}, status=201)
 
 
-def _host_cores() -> int:
-    return os.cpu_count() or 1
-
-
 @routes.get("/api/containers/{vmid}")
 async def container_detail(request: web.Request) -> web.Response:
     vmid = path_vmid(request)
-    await _engine(request)
-    return json_response((await _views(request).one(vmid)).detail())
+    await require_engine(request)
+    return json_response((await views_of(request).one(vmid)).detail())
 
 
 @routes.get("/api/containers/{vmid}/status")
 async def container_status(request: web.Request) -> web.Response:
     vmid = path_vmid(request)
-    await _engine(request)
-    container = await _views(request).one(vmid)
+    await require_engine(request)
+    container = await views_of(request).one(vmid)
     # pid: Docker's main pid of the container is not exposed by lightd's environment
     return json_response({"vmid": vmid, "status": container.status, "uptime": container.uptime, "pid": None})
 
@@ -175,9 +134,9 @@ async def container_status(request: web.Request) -> web.Response:
 @routes.post("/api/containers/{vmid}/start")
 async def start(request: web.Request) -> web.Response:
     vmid = path_vmid(request)
-    await _engine(request)
-    server = await _node(request).find(vmid)
-    await run_power(_services(request).servers, "proxicloud", "start", server.id)
+    await require_engine(request)
+    server = await node_of(request).find(vmid)
+    await run_power(services_of(request).servers, "proxicloud", "start", server.id)
     return _task(request, vmid, "starting", "vzstart")
 
 
@@ -186,19 +145,19 @@ async def stop(request: web.Request) -> web.Response:
     vmid = path_vmid(request)
     force = query_bool(request, "force", False)
     timeout = query_int(request, "timeout", STOP_TIMEOUT_DEFAULT, 0, STOP_TIMEOUT_MAX)
-    await _engine(request)
-    server = await _node(request).find(vmid)
+    await require_engine(request)
+    server = await node_of(request).find(vmid)
     verb = "stop" if force else "shutdown"
-    await run_power(_services(request).servers, "proxicloud", verb, server.id, timeout=float(timeout))
+    await run_power(services_of(request).servers, "proxicloud", verb, server.id, timeout=float(timeout))
     return _task(request, vmid, "stopping", "vzstop" if force else "vzshutdown")
 
 
 @routes.post("/api/containers/{vmid}/reboot")
 async def reboot(request: web.Request) -> web.Response:
     vmid = path_vmid(request)
-    await _engine(request)
-    server = await _node(request).find(vmid)
-    await run_power(_services(request).servers, "proxicloud", "reboot", server.id, label=f"Container {vmid}")
+    await require_engine(request)
+    server = await node_of(request).find(vmid)
+    await run_power(services_of(request).servers, "proxicloud", "reboot", server.id, label=f"Container {vmid}")
     return _task(request, vmid, "rebooting", "vzreboot")
 
 
@@ -206,8 +165,8 @@ async def reboot(request: web.Request) -> web.Response:
 async def delete_container(request: web.Request) -> web.Response:
     vmid = path_vmid(request)
     purge = query_bool(request, "purge", True)
-    await _engine(request)
-    services, node = _services(request), _node(request)
+    await require_engine(request)
+    services, node = services_of(request), node_of(request)
     server = await node.find(vmid)
     volume_id, owned = server.spec.volume_id, server.spec.owned_volume
     # The container's own volume (its rootfs) always goes with it, as a Proxmox disk does; with purge a
@@ -230,12 +189,12 @@ async def metrics(request: web.Request) -> web.Response:
     vmid = path_vmid(request)
     metric = request.match_info["metric"]
     window = analytics.parse_window(request.query)
-    node = _node(request)
+    node = node_of(request)
     server = await node.find(vmid)
     rows = await node.store.series(vmid, time.time() - window.seconds, window.bucket)
     if metric != "summary":
         return json_response(analytics.shape(metric, vmid, window, rows))
-    views = _views(request)
+    views = views_of(request)
     container = await views.container(vmid, server, await views.storage_total())
     return json_response(analytics.summary(
         vmid, window, rows, cpu_now=container.cpu_usage, memory_now=container.memory_usage,
@@ -246,29 +205,29 @@ async def metrics(request: web.Request) -> web.Response:
 # -- templates ----------------------------------------------------------------------------------------
 @routes.get("/api/templates")
 async def templates(request: web.Request) -> web.Response:
-    await _engine(request)
-    entries = await TemplateCatalogue(_services(request)).featured()
+    await require_engine(request)
+    entries = await TemplateCatalogue(services_of(request)).featured()
     return json_response({"templates": entries, "total": len(entries)})
 
 
 @routes.get("/api/templates/all")
 async def all_templates(request: web.Request) -> web.Response:
-    await _engine(request)
-    entries = await TemplateCatalogue(_services(request)).all()
+    await require_engine(request)
+    entries = await TemplateCatalogue(services_of(request)).all()
     return json_response({"templates": entries, "total": len(entries)})
 
 
 @routes.get(r"/api/templates/{template:.+}/info")
 async def template_info(request: web.Request) -> web.Response:
-    await _engine(request)
-    return json_response(await TemplateCatalogue(_services(request)).info(request.match_info["template"]))
+    await require_engine(request)
+    return json_response(await TemplateCatalogue(services_of(request)).info(request.match_info["template"]))
 
 
 # -- dashboard ----------------------------------------------------------------------------------------
 @routes.get("/api/dashboard/summary")
 async def dashboard(request: web.Request) -> web.Response:
-    services, node, views = _services(request), _node(request), _views(request)
-    await _engine(request)
+    services, node, views = services_of(request), node_of(request), views_of(request)
+    await require_engine(request)
     containers = await views.all()
     host = await views.host()
     engine = await services.servers.engine.engine_info()

@@ -82,6 +82,21 @@ class ProxiCloudStore(NamespacedStore):
             )
         return int(row["vmid"]), True
 
+    async def assign_vmid_in(self, server: str, options: dict[str, Any], low: int, high: int) -> int | None:
+        """A new live vmid for `server`: the lowest in [low, high] never given before (live or retired);
+        None when every one of them has been."""
+        await self.ensure()
+        core = self.core
+        async with core.transaction():
+            taken = {int(r["vmid"]) for r in await core.fetchall(
+                "SELECT vmid FROM proxicloud_vmids WHERE vmid BETWEEN ? AND ?", (low, high))}
+            vmid = next((v for v in range(low, high + 1) if v not in taken), None)
+            if vmid is not None:
+                await core.db.execute(
+                    "INSERT INTO proxicloud_vmids (vmid, server, options, created_at) VALUES (?, ?, ?, ?)",
+                    (vmid, server, orjson.dumps(options).decode(), time.time()))
+        return vmid
+
     async def retire_vmid(self, server: str) -> int | None:
         """Retire the live vmid of `server` (kept, never given again) and drop its samples; the vmid."""
         if not await self.ensure(create=False):

@@ -54,6 +54,13 @@ class TemplateCatalogue:
         except ValidationFailed:
             raise ValidationFailed(f"Template '{template}' not found") from None
 
+    async def checked(self, value: str) -> str:
+        """The template id a create names (an id, or a Proxmox `ostemplate`), checked to exist: 400 before
+        anything is made."""
+        template = template_id(value)
+        await self.resolve(template)
+        return template
+
     async def _images(self) -> dict[str, LocalImage]:
         images: dict[str, LocalImage] = {}
         for image in await self.services.servers.engine.list_images():

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-PXC_STATUS = {"running": "running", "starting": "running", "stopping": "running", "offline": "stopped"}
+# A paused server still has its processes: shown "running" (ProxiCloud knows only running and stopped).
+PXC_STATUS = {"running": "running", "starting": "running", "stopping": "running", "offline": "stopped", "paused": "running"}
 """lightd states -> Proxmox's (a container is running from its start until its exit)."""
 
 
@@ -172,7 +173,7 @@ class ContainerViews:
         created = server.record.get("created_at")
         return Container(
             vmid=vmid,
-            name=server.id,
+            name=self.node.name_of(server.id),  # the hostname asked for: two containers may share one
             status=PXC_STATUS.get(server.state, "stopped"),
             template=options.get("template") or server.spec.image,
             options=options,
@@ -193,3 +194,7 @@ class ContainerViews:
 
 
 VIEWS = web.AppKey("proxicloud_views", ContainerViews)
+
+
+def views_of(request: web.Request) -> ContainerViews:
+    return request.config_dict[VIEWS]
