@@ -175,8 +175,8 @@ def create_app(config: Config, *, config_path: Path | None = None) -> web.Applic
     app = web.Application(
         # cors before auth: a browser's preflight carries no token.
         # The request's id for its log lines first, then latency: it times every answer, errors included.
-        middlewares=[request_context_middleware, latency_middleware, middleware.error_middleware, cors.middleware, middleware.body_limit_middleware,
-                     middleware.auth_middleware, middleware.query_middleware],
+        middlewares=[request_context_middleware, latency_middleware, middleware.error_middleware, cors.middleware,
+                     middleware.body_limit_middleware, middleware.auth_middleware, middleware.query_middleware],
         client_max_size=config.api.max_body_bytes,
         handler_args=server_log_options(),  # whichever runner serves the app logs requests safely
     )

@@ -23,9 +23,14 @@ class ServerEvent:
         return self.TYPE
 
     @property
+    def details(self) -> dict[str, Any]:
+        """The fields without `type` (e.g. a panel update's `data`)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
     def wire(self) -> dict[str, Any]:
         """`{"type": ..., <each field>}`: the JSON shape outside readers get."""
-        return {"type": self.type, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        return {"type": self.type, **self.details}
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@ stop sequence, and the bodies of the owned tasks that run them."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,15 +30,31 @@ class PowerLock:
     def __init__(self, server: str) -> None:
         self.server = server
         self.action: str | None = None
+        self._free = asyncio.Event()
+        self._free.set()
 
     def try_acquire(self, action: str) -> None:
         """Take the lock now or raise PowerActionInProgress naming the action in progress."""
         if self.action is not None:
             raise PowerActionInProgress(f"another power action ({self.action}) is in progress for {self.server}")
         self.action = action
+        self._free.clear()
+
+    async def acquire_within(self, action: str, timeout: float) -> None:
+        """Take the lock, waiting at most `timeout` seconds for the action in progress to end (for an API
+        whose foreign original queues such a change instead of refusing it); PowerActionInProgress after."""
+        if timeout > 0 and self.action is not None:
+            try:
+                async with asyncio.timeout(timeout):
+                    while self.action is not None:
+                        await self._free.wait()
+            except TimeoutError:
+                pass
+        self.try_acquire(action)
 
     def release(self) -> None:
         self.action = None
+        self._free.set()
 
     @contextmanager
     def taken(self, action: str) -> Iterator[None]:

@@ -3,8 +3,8 @@ console socket sends their `wire`, remote sync turns them into panel updates).""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 from lightd.servers.events import ServerEvent
 
@@ -14,11 +14,6 @@ class TransferEvent(ServerEvent):
     """Base of the transfer events: every one names its transfer."""
 
     transfer_id: str
-
-    @property
-    def details(self) -> dict[str, Any]:
-        """The fields without `type` (a panel update's `data`)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True, slots=True)

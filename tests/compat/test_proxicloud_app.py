@@ -346,7 +346,9 @@ async def test_an_attached_volume_is_mounted_in_the_ct_from_its_next_start(web: 
 
     assert await web.post(f"/api/containers/{vmid}/start") == (200, {"status": "started"})
     await wait_status(web, vmid, "running")
-    assert (await web.post(f"/api/volumes/local-lvm:shared/attach/{vmid}"))[0] == 200
+    await wait_for(lambda: not server.lock.locked)  # the start (answered at once) has ended: a patch may begin
+    status, answer = await web.post(f"/api/volumes/local-lvm:shared/attach/{vmid}")
+    assert status == 200, answer
     assert [m.target for m in server.spec.volume_mounts] == ["/mnt/shared"]  # the spec is the attachment
     volume = (await web.get("/api/volumes/local-lvm:shared"))[1]
     assert (volume["status"], volume["attached_to"], volume["mountpoint"]) == ("in-use", vmid, "mp0")

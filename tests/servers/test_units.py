@@ -167,3 +167,23 @@ def test_a_power_lock_taken_for_a_setup_that_fails_is_released():
     with pytest.raises(PowerActionInProgress, match="rebind"), lock.taken("start"):
         pass
     assert lock.action == "rebind"
+
+
+async def test_power_lock_acquire_within_waits_for_the_action_in_progress():
+    import asyncio
+
+    from lightd.errors import PowerActionInProgress
+    from lightd.servers.power import PowerLock
+
+    lock = PowerLock("srv")
+    lock.try_acquire("start")
+    with pytest.raises(PowerActionInProgress):
+        await lock.acquire_within("patch", 0)
+    with pytest.raises(PowerActionInProgress):
+        await lock.acquire_within("patch", 0.05)
+    asyncio.get_running_loop().call_later(0.05, lock.release)
+    await lock.acquire_within("patch", 5)
+    assert lock.action == "patch"
+    lock.release()
+    await lock.acquire_within("patch", 0)  # free: taken at once
+    assert lock.locked

@@ -39,6 +39,8 @@ routes = web.RouteTableDef()
 
 GIB = 1024 ** 3
 MOUNTPOINTS = tuple(f"mp{n}" for n in range(10))
+LOCK_WAIT = 30.0
+"""Proxmox queues a mount-point change behind a running start or stop; here it waits that long for it."""
 _DISK_NAME = re.compile(r"^vm-[0-9]+-disk-[0-9]+$")
 """Proxmox's own names for containers' disks: not given to a volume made here."""
 
@@ -192,7 +194,7 @@ async def attach(request: web.Request) -> web.Response:
     records = records_of(request)
     await records.attach(entry.volume_id, vmid, mountpoint)  # the name only: the spec says whether it is attached
     try:
-        await services_of(request).servers.patch(server.id, {"volume_mounts": mounts})
+        await services_of(request).servers.patch(server.id, {"volume_mounts": mounts}, wait_for_lock=LOCK_WAIT)
     except BaseException:
         await records.detach(entry.volume_id)
         raise
@@ -212,7 +214,7 @@ async def detach(request: web.Request) -> web.Response:
     if server.state != "offline" and not body.force:
         raise Conflict("container is running, use force=true to detach")
     mounts = [m.model_dump() for m in server.spec.volume_mounts if m.volume_id != entry.volume_id]
-    await services_of(request).servers.patch(server.id, {"volume_mounts": mounts})
+    await services_of(request).servers.patch(server.id, {"volume_mounts": mounts}, wait_for_lock=LOCK_WAIT)
     await records_of(request).detach(entry.volume_id)
     running = server.state != "offline"
     return json_response({"status": "detached", "message": f"unmounted from CT {vmid} at its next start" if running
