@@ -30,15 +30,15 @@ async def _serve(config: Config, config_path: Path) -> None:
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     runner = web.AppRunner(app, handle_signals=False, **server_log_options())
+    # The modules and the app built so far live as long as the daemon: out of the collector's reach, so a
+    # full collection scans only what came since and its pauses (which stall the event loop) stay short.
+    # Frozen before the services start: servers, sockets and tasks made later are collected as usual.
+    gc.collect()
+    gc.freeze()
     try:
         await runner.setup()
         await web.TCPSite(runner, config.api.host, config.api.port).start()
         log.info("lightd listening on http://%s:%d", config.api.host, config.api.port)
-        # Everything made by start-up (modules, services, the servers loaded) lives as long as the daemon:
-        # out of the collector's reach, so a full collection scans only what came since, and its pauses
-        # (which stall the event loop) stay short however large the node.
-        gc.collect()
-        gc.freeze()
         await stop.wait()
         log.info("lightd stopping")
     finally:
