@@ -108,6 +108,7 @@ class ServerChanges:
         server.states.check_installed()
         await server.lock.acquire_within("patch", wait_for_lock)
         try:
+            server.states.check_installed()  # again: a reinstall may have begun while this waited
             spec = with_default_limits(merged_spec(server.spec, changes), self.config.docker)
             check_node_limits(spec)
             await check_volume_mounts(self.volumes, spec)
