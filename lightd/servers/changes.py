@@ -100,15 +100,13 @@ class ServerChanges:
             server.lock.release()
 
     # -- edit in place -------------------------------------------------------------------------------
-    async def patch(self, internal_id: str, changes: dict[str, Any], *, wait_for_lock: float = 0) -> dict[str, Any]:
+    async def patch(self, internal_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Change limits, environment, startup command, start pattern, stop, image or volume mounts without a
-        reinstall: in force now where they can be, else at the next start; the answer says which. A power
-        action in progress is a 409, or is waited for up to `wait_for_lock` seconds."""
+        reinstall: in force now where they can be, else at the next start; the answer says which."""
         server = self.get(internal_id)
         server.states.check_installed()
-        await server.lock.acquire_within("patch", wait_for_lock)
+        server.lock.try_acquire("patch")
         try:
-            server.states.check_installed()  # again: a reinstall may have begun while this waited
             spec = with_default_limits(merged_spec(server.spec, changes), self.config.docker)
             check_node_limits(spec)
             await check_volume_mounts(self.volumes, spec)

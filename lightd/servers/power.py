@@ -40,17 +40,18 @@ class PowerLock:
         self.action = action
         self._free.clear()
 
-    async def acquire_within(self, action: str, timeout: float) -> None:
-        """Take the lock, waiting at most `timeout` seconds for the action in progress to end (for an API
-        whose foreign original queues such a change instead of refusing it); PowerActionInProgress after."""
-        if timeout > 0 and self.action is not None:
-            try:
-                async with asyncio.timeout(timeout):
-                    while self.action is not None:
-                        await self._free.wait()
-            except TimeoutError:
-                pass
-        self.try_acquire(action)
+    async def wait_free(self, timeout: float) -> None:
+        """Wait at most `timeout` seconds for the action in progress to end (for an API whose foreign original
+        queues a change behind it instead of refusing it). It takes nothing: read what the change is based on
+        after this, then take the lock without awaiting in between."""
+        if self.action is None:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                while self.action is not None:
+                    await self._free.wait()
+        except TimeoutError:
+            pass
 
     def release(self) -> None:
         self.action = None

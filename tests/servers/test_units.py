@@ -169,7 +169,7 @@ def test_a_power_lock_taken_for_a_setup_that_fails_is_released():
     assert lock.action == "rebind"
 
 
-async def test_power_lock_acquire_within_waits_for_the_action_in_progress():
+async def test_power_lock_wait_free_waits_for_the_action_in_progress_and_takes_nothing():
     import asyncio
 
     from lightd.errors import PowerActionInProgress
@@ -177,13 +177,12 @@ async def test_power_lock_acquire_within_waits_for_the_action_in_progress():
 
     lock = PowerLock("srv")
     lock.try_acquire("start")
+    await lock.wait_free(0.05)  # gives up: still held
     with pytest.raises(PowerActionInProgress):
-        await lock.acquire_within("patch", 0)
-    with pytest.raises(PowerActionInProgress):
-        await lock.acquire_within("patch", 0.05)
+        lock.try_acquire("patch")
     asyncio.get_running_loop().call_later(0.05, lock.release)
-    await lock.acquire_within("patch", 5)
-    assert lock.action == "patch"
+    await lock.wait_free(5)
+    assert not lock.locked  # free, and not taken by the wait
+    lock.try_acquire("patch")
     lock.release()
-    await lock.acquire_within("patch", 0)  # free: taken at once
-    assert lock.locked
+    await lock.wait_free(0)  # free: returns at once

@@ -182,6 +182,7 @@ async def attach(request: web.Request) -> web.Response:
     vmid = path_vmid(request)
     body = await read_model(request, AttachRequest, allow_empty=True)
     server = await node_of(request).find(vmid)
+    await server.lock.wait_free(LOCK_WAIT)
     entry = await find(request)
     if entry.attached_to is not None:
         raise Conflict(f"volume {entry.volid} is already in use by CT {entry.attached_to} ({entry.mountpoint})")
@@ -190,14 +191,11 @@ async def attach(request: web.Request) -> web.Response:
     if mountpoint is None or mountpoint in used:
         raise Conflict(f"CT {vmid} has no free mount point" if mountpoint is None else f"{mountpoint} of CT {vmid} is in use")
     target = f"/mnt/{entry.name}"  # Proxmox's `mp=/mnt/<volume name>`
+    # Built from the spec and patched with no await between: the lock is taken before anything can change it.
     mounts = [*(m.model_dump() for m in server.spec.volume_mounts), {"volume_id": entry.volume_id, "target": target}]
-    records = records_of(request)
-    await records.attach(entry.volume_id, vmid, mountpoint)  # the name only: the spec says whether it is attached
-    try:
-        await services_of(request).servers.patch(server.id, {"volume_mounts": mounts}, wait_for_lock=LOCK_WAIT)
-    except BaseException:
-        await records.detach(entry.volume_id)
-        raise
+    await services_of(request).servers.patch(server.id, {"volume_mounts": mounts})
+    # The name only (the spec says whether it is attached); without it, it shows under the first free name.
+    await records_of(request).attach(entry.volume_id, vmid, mountpoint)
     return json_response({"status": "attached", "message": f"{mountpoint} at {target} from CT {vmid}'s next start"})
 
 
@@ -206,6 +204,7 @@ async def detach(request: web.Request) -> web.Response:
     vmid = path_vmid(request)
     body = await read_model(request, DetachRequest, allow_empty=True)
     server = await node_of(request).find(vmid)
+    await server.lock.wait_free(LOCK_WAIT)
     entry = await find(request)
     if entry.attached_to != vmid:
         raise Conflict(f"volume {entry.volid} is not attached to CT {vmid}")
@@ -214,7 +213,7 @@ async def detach(request: web.Request) -> web.Response:
     if server.state != "offline" and not body.force:
         raise Conflict("container is running, use force=true to detach")
     mounts = [m.model_dump() for m in server.spec.volume_mounts if m.volume_id != entry.volume_id]
-    await services_of(request).servers.patch(server.id, {"volume_mounts": mounts}, wait_for_lock=LOCK_WAIT)
+    await services_of(request).servers.patch(server.id, {"volume_mounts": mounts})
     await records_of(request).detach(entry.volume_id)
     running = server.state != "offline"
     return json_response({"status": "detached", "message": f"unmounted from CT {vmid} at its next start" if running
