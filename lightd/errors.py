@@ -26,7 +26,8 @@
     │   ├── PortInUse (409, "port_in_use")                 a pool port is held by a container
     │   ├── VolumeInUse (409, "volume_in_use")             a container uses the volume
     │   ├── DiskQuotaExceeded (409, "disk_quota_exceeded") a write would take a server over limits.disk
-    │   └── TooManyPulls (409, "too_many_pulls")           a volume already runs volumes.pull_max_concurrent pulls
+    │   ├── TooManyPulls (409, "too_many_pulls")           a volume already runs volumes.pull_max_concurrent pulls
+    │   └── NotMovable (409, "not_movable")                a transfer of a server whose volumes other servers share
     ├── PayloadTooLarge (413, "payload_too_large")
     ├── RangeNotSatisfiable (416, "range_not_satisfiable")   a Range beyond the end of the file
     ├── EngineError (502, "engine_error")                  the engine refused an operation
@@ -178,6 +179,10 @@ class DiskQuotaExceeded(Conflict):
 
 class TooManyPulls(Conflict):
     code = "too_many_pulls"
+
+
+class NotMovable(Conflict):
+    code = "not_movable"
 
 
 class PayloadTooLarge(LightdError):

@@ -24,12 +24,13 @@ import aiohttp
 from lightd.backups.archive import Interrupted, Result, Settings, planned_bytes, write_archive
 from lightd.backups.bridge import PartWriter
 from lightd.config import Config
-from lightd.errors import Conflict, LightdError, NotFound, ServerRestoring, ServerTransferring
+from lightd.errors import Conflict, LightdError, NotFound, NotMovable, ServerRestoring, ServerTransferring
 from lightd.events import EventBus
 from lightd.servers.events import ServerEvent, StateChanged
 from lightd.servers.install_log import FILE_NAME as INSTALL_LOG, read_log_file
 from lightd.servers.power import stop_server
 from lightd.servers.state import OFFLINE, RESTORING, TRANSFERRING
+from lightd.servers.volume_mounts import volumes_of
 from lightd.tasks import TaskOwner
 from lightd.timestamps import rfc3339
 from lightd.transfers.events import TransferCompleted, TransferFailed, TransferProgress, TransferStarted
@@ -118,16 +119,27 @@ class TransferSource:
             raise ServerRestoring(f"server {server_id} is restoring a backup")
         if server.state == TRANSFERRING:
             raise ServerTransferring(f"server {server_id} is being transferred")
-        sharing = [s.id for s in servers if s.spec.volume_id == server.spec.volume_id and s.id != server_id]
-        if sharing:
-            raise Conflict(f"volume {server.spec.volume_id} is shared with {', '.join(sharing)}: it cannot move",
-                           details={"containers": sharing})
+        self._check_movable(server, servers)
         with server.lock.taken("transfer"):
             out = Outgoing(uuid.uuid4().hex, server, target_url.rstrip("/"), token, server.state != OFFLINE)
             await self.store.insert(out.id, server_id, "out", out.target_url, server.spec.volume_id)
             self._running[server_id] = out
             self.tasks.spawn(self._run(out), name=f"transfer:{out.id}")
         return self._live_view(out)
+
+    @staticmethod
+    def _check_movable(server: Server, servers: ServerManager) -> None:
+        """Only the server's own volume moves: refuse (409 not_movable) a server that mounts other volumes
+        (its spec would name volumes the target lacks: it could not start there) and one whose volume
+        another server uses, as its own or mounted (that server would lose its data)."""
+        mounted = [m.volume_id for m in server.spec.volume_mounts]
+        if mounted:
+            raise NotMovable(f"server {server.id} mounts other volumes ({', '.join(mounted)}), which do not move "
+                             "with it: detach them first (PATCH volume_mounts)", details={"volume_mounts": mounted})
+        sharing = [s.id for s in servers if s.id != server.id and server.spec.volume_id in volumes_of(s.spec)]
+        if sharing:
+            raise NotMovable(f"volume {server.spec.volume_id} is used by {', '.join(sharing)} too: it cannot move",
+                             details={"containers": sharing})
 
     async def view(self, server_id: str) -> dict[str, Any]:
         """The server's transfer running now, or its last one."""

@@ -23,9 +23,9 @@ import pytest
 
 from lightd.app import create_app
 from lightd.config import Config, generate_token
-from tests.conftest import TEST_IMAGE, Api
+from tests.conftest import TEST_IMAGE, Api, wait_for
 from tests.reliability.sweep_helpers import docker_names, route_params, tree
-from tests.servers.helpers import create_server, make_volume
+from tests.servers.helpers import create_server, make_volume, wait_install
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(170)]
 
@@ -724,3 +724,7 @@ async def test_concurrent_creates_of_one_id_are_one_202_and_one_409(dapi, contai
     assert sorted(c["internal_id"] for c in listing["containers"]) == ["twin"]
     assert port["in_use"] and port["container"] == "twin", port  # the accepted create still holds its port
     assert statuses == [202, 409], results
+    # the accepted create runs on after its 202: let it end here, so it never lands after this test's
+    # containers were removed (a stray `Created` container on the shared engine)
+    await wait_install(dapi, "twin", "ready")
+    await wait_for(lambda: docker_names(container_prefix) == [container_prefix + "twin"], timeout=30)

@@ -127,3 +127,37 @@ async def test_target_out_of_ports_refuses_and_creates_nothing(nodes: Nodes) -> 
     await start(nodes.source, "porty", nodes.target_url, await transfer_token(nodes.target))
     assert (await ended(nodes.source, "porty"))["status"] == "completed"
     await wait_for(lambda: nodes.target.get("/containers/porty"), timeout=5)
+
+
+async def test_servers_whose_volumes_are_shared_or_mounted_are_refused_up_front(nodes: Nodes) -> None:
+    """Only a server's own volume moves: a server that mounts another volume (it could not start on the
+    target), one whose volume another server mounts and one whose volume another server runs on are refused
+    with 409 not_movable before anything stops or moves."""
+    shared = (await nodes.source.post("/volumes"))[1]["volume_id"]
+    await server_on(nodes.source, "mounter", {"a.txt": "a"}, volume_mounts=[{"volume_id": shared, "target": "/mnt/shared"}])
+    await server_on(nodes.source, "owner", {"b.txt": "b"}, volume_id=shared)
+    lender = await server_on(nodes.source, "lender", {"c.txt": "c"})
+    _, lender_view = await nodes.source.get("/containers/lender")
+    await server_on(nodes.source, "twin", {}, volume_id=lender_view["volume_id"])
+    await nodes.source.post("/containers/mounter/start")
+    await wait_state(nodes.source, "mounter", "running")
+    token = await transfer_token(nodes.target)
+    before = tree_digest(lender)
+    for internal_id, names in (("mounter", shared), ("owner", "mounter"), ("lender", "twin"), ("twin", "lender")):
+        status, answer = await nodes.source.post(f"/containers/{internal_id}/transfer",
+                                                 json={"target_url": nodes.target_url, "target_token": token})
+        assert status == 409 and answer["code"] == "not_movable", (internal_id, answer)
+        assert names in answer["error"], answer
+        status, view = await nodes.source.get(f"/containers/{internal_id}/transfer")
+        assert status == 404, view  # no transfer was recorded
+    assert (await get(nodes.source, "mounter"))["state"] == "running"  # nothing was stopped
+    assert tree_digest(lender) == before
+    status, listed = await nodes.target.get("/containers")
+    assert listed["total"] == 0
+    # detached, the server moves
+    status, _ = await nodes.source.post("/containers/mounter/stop")
+    await wait_state(nodes.source, "mounter", "offline")
+    status, answer = await nodes.source.call("PATCH", "/containers/mounter", json={"volume_mounts": []})
+    assert status == 200, answer
+    await start(nodes.source, "mounter", nodes.target_url, token)
+    assert (await ended(nodes.source, "mounter"))["status"] == "completed"
