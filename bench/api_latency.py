@@ -1,26 +1,39 @@
-"""api_latency: lightd's REST latency and throughput with 200 servers in the store, against a bare aiohttp app.
+"""api_latency: lightd's REST latency and throughput with N servers (M of them running), against a bare aiohttp app.
 
-    python bench/api_latency.py [--quick] [--duration S] [--connections N] [--servers N]
+    python bench/api_latency.py [--quick] [--duration S] [--connections N] [--servers N] [--running M] [--profile]
 
-200 server records (and their volumes) are inserted straight into the daemon's SQLite store before it
-starts (lightd.store.Store; install_state "ready", offline, no Docker container). Then `wrk` (apt-get install
--y wrk; 2 threads, 50 connections, with the auth headers) drives, for a fixed duration (10 s, --quick 3 s):
+N server records (default 200; issue 17's figure: --servers 1000 --running 500) and their volumes are
+inserted straight into the daemon's SQLite store before it starts (lightd.store.Store; install_state
+"ready", `sleep 100000`, no start pattern). With --running M, the first M of them are then started through
+the API (`POST /containers/:id/start`, 8 at a time) on the busybox test image and the run waits until all M
+are `running`: the daemon then holds M console attaches and samples M servers' stats every round while it
+answers, and the listing carries their live state. The rest stay offline (no Docker container). Then `wrk`
+(apt-get install -y wrk; 2 threads, 50 connections, with the auth headers) drives, for a fixed duration
+(10 s, --quick 3 s):
 
-- `GET /containers` (all 200) and `GET /containers/:id` on the daemon as configured by default
-  (log_level INFO: one access-log line per request);
-- the same two routes on a second daemon with `log_level: WARNING` (no access log), to show what the
-  access log costs;
+- `GET /containers` (all N) and `GET /containers/:id` (a running one when M > 0) on the daemon as configured
+  by default (log_level INFO: one access-log line per request); `GET /containers` once more with
+  `Accept-Encoding: gzip` (as browsers and `curl --compressed` ask; the line says whether it was answered
+  compressed and how many bytes were sent);
+- the same two routes after the daemon is restarted with `log_level: WARNING` (no access log; it re-attaches
+  the M running servers first), to show what the access log costs;
 - the baseline: bench/hello_app.py (aiohttp + uvloop, no middleware) answering `/hello` (17 bytes) and
   `/static` (a copy of the daemon's own `GET /containers` answer, same size).
 
 Ratios are lightd / baseline for req/s and p99. The p99 target (< 20 ms) is the issue's; it is reported, not
 asserted. A single-client figure (one connection, sequential requests) shows the per-request service time
-without queueing. The daemon's CPU during each run is shown (100 % = one core saturated: it is one process).
+without queueing. The daemon's CPU during each run is shown (100 % = one core saturated: it is one process),
+with its CPU time per answer (ms CPU/req: the figure least moved by other sessions' load on a shared
+machine), and the machine's 1-minute load average after each run. With --profile, one more (unmeasured)
+`GET /containers` run is sampled by py-spy (`pip install py-spy`): the share of samples with the listing,
+the access log, the middleware or the response write on the stack, and the top frames.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import os
 import re
 import shutil
 import subprocess
@@ -28,11 +41,24 @@ import sys
 import time
 from typing import Any
 
-import common  # noqa: F401 - puts the repo root on sys.path
-from common import Api, Bench, free_port, median, note, parse_args, percentile, ratio, report, seed_store, verdict, wait_http
-
 import aiohttp
+import common
 import psutil
+from common import (
+    Api,
+    Bench,
+    bounded_gather,
+    free_port,
+    median,
+    note,
+    parse_args,
+    percentile,
+    ratio,
+    report,
+    seed_store,
+    verdict,
+    wait_http,
+)
 
 TARGET_P99_MS = 20.0
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -40,7 +66,7 @@ UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 def parse_wrk(out: str) -> dict[str, float]:
     def latency(label: str) -> float:
-        m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+        m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.MULTILINE)
         return float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
 
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -67,13 +93,16 @@ async def run_wrk(url: str, headers: dict[str, str], connections: int, duration:
     proc = await asyncio.create_subprocess_exec(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), duration + 60)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         await proc.wait()
         raise
     wall = time.monotonic() - t0
     result = parse_wrk(out.decode())
-    result["cpu"] = (sum(proc_stat.cpu_times()[:2]) - cpu0) / wall * 100 if proc_stat else float("nan")
+    cpu = sum(proc_stat.cpu_times()[:2]) - cpu0 if proc_stat else float("nan")
+    result["cpu"] = cpu / wall * 100
+    # CPU time per answer: less sensitive than latency to other sessions' load on this shared machine
+    result["cpu_ms"] = cpu / result["requests"] * 1000 if result["requests"] else float("nan")
     if result["non2xx"] or result["errors"] or result["requests"] == 0:
         note(f"wrk {url}: non-2xx {result['non2xx']:.0f}, socket errors {result['errors']:.0f}\n{out.decode()}{err.decode()}")
     return result
@@ -95,8 +124,97 @@ async def single_client(session: aiohttp.ClientSession, url: str, headers: dict[
     return times
 
 
+PROFILE_PARTS = [  # a sample goes to the part of its innermost frame matching one of these (frame by frame)
+    ("response write", re.compile(r"aiohttp/(http_writer|web_response)\.py")),
+    ("listing (cache check, encoding)", re.compile(r"lightd/servers/(listing|models)\.py|listing_json|ServerManager\.list ")),
+    ("access log", re.compile(r"lightd/access_log\.py|logging/__init__\.py")),
+    ("middleware (request id, metrics, errors, CORS, auth, query)",
+     re.compile(r"lightd/(log_context|metrics|http_errors|cors|auth)\.py|lightd/api/(middleware|public|query)\.py")),
+    ("stats sampler", re.compile(r"stats_sampler\.py|cgroup")),
+    ("console readers", re.compile(r"_read_console|lightd/servers/console\.py")),
+]
+
+
+def profile(pid: int, seconds: int, out_path: str) -> dict[str, Any] | None:
+    """py-spy record of the daemon (raw, non-blocking, 200 Hz): busy samples, the share of each
+    PROFILE_PARTS entry (the rest: aiohttp's server, the event loop), and the top leaf and innermost-lightd
+    frames."""
+    if shutil.which("py-spy") is None:
+        note("py-spy not installed: no profile (pip install py-spy)")
+        return None
+    cmd = ["py-spy", "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200",
+           "--nonblocking", "--format", "raw", "--output", out_path]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    if result.returncode != 0:
+        note(f"py-spy failed: {result.stderr[-500:]}")
+        return None
+    parts: collections.Counter[str] = collections.Counter()
+    leaves: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    with open(out_path) as handle:
+        for line in handle:
+            stack, _, count_text = line.rstrip("\n").rpartition(" ")
+            if not count_text.isdigit():
+                continue
+            count = int(count_text)
+            total += count
+            frames = stack.split(";")
+            parts[next((name for frame in reversed(frames) for name, pattern in PROFILE_PARTS
+                        if pattern.search(frame)), "other (aiohttp server, event loop)")] += count
+            leaves[frames[-1]] += count
+            mine = [f for f in frames if "lightd/" in f and "/bench/" not in f]
+            own[mine[-1] if mine else "(no lightd frame)"] += count
+    return {"total": total, "seconds": seconds, "parts": parts, "leaves": leaves, "own": own}
+
+
 def fmt(r: dict[str, float]) -> str:
-    return f"{r['rps']:.0f} req/s, p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms"
+    return f"{r['rps']:.0f} req/s, p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, {r['cpu_ms']:.3f} ms CPU/req"
+
+
+async def count_running(api: Api) -> tuple[int, int]:
+    """(servers listed, servers `running`) from one GET /containers."""
+    status, body = await api.call("GET", "/containers", timeout=aiohttp.ClientTimeout(total=30))
+    if status != 200:
+        raise RuntimeError(f"GET /containers: {status} {body}")
+    return body["count"], sum(1 for c in body["containers"] if c["state"] == "running")
+
+
+async def start_servers(api: Api, ids: list[str], timeout: float, stall: float = 60.0) -> tuple[int, list[str]]:
+    """Start `ids` through the API, 8 at a time; wait until all run, or no progress for `stall` s, or
+    `timeout`. Returns (how many run, the start errors)."""
+    async def start(internal_id: str) -> str | None:
+        try:
+            await api.power(internal_id, "start")
+            return None
+        except Exception as exc:  # noqa: BLE001 - reported: a failure to scale is a result
+            return f"{internal_id}: {exc}"
+
+    errors = [e for e in await bounded_gather(8, (start(i) for i in ids)) if e]
+    return await wait_running(api, len(ids), timeout, stall), errors
+
+
+async def wait_running(api: Api, want: int, timeout: float, stall: float = 60.0) -> int:
+    """Poll GET /containers until `want` servers run, or no progress for `stall` s, or `timeout`."""
+    deadline = time.monotonic() + timeout
+    best, best_at, running = -1, time.monotonic(), 0
+    while time.monotonic() < deadline:
+        try:
+            _, running = await count_running(api)
+        except (TimeoutError, aiohttp.ClientError, RuntimeError) as exc:
+            note(f"  GET /containers while waiting: {exc!r}")
+        if running >= want:
+            break
+        if running > best:
+            best, best_at = running, time.monotonic()
+        elif time.monotonic() - best_at > stall:
+            break
+        await asyncio.sleep(1)
+    return running
+
+
+def load1() -> float:
+    return os.getloadavg()[0]
 
 
 async def main(bench: Bench) -> None:
@@ -106,57 +224,101 @@ async def main(bench: Bench) -> None:
     duration = args.duration or (3 if args.quick else 10)
     conns = args.connections
     n = args.servers
-    servers = [(f"api-{i:03d}", "sleep 1000") for i in range(n)]
+    m = min(args.running, n)
+    ids = [f"api-{i:03d}" for i in range(n)]
+    one = ids[min(100, n - 1)]  # running when m > 100; else offline (as before --running)
+    if m:
+        one = ids[min(100, m - 1)]
 
-    loud = bench.daemon(tag="lightd")
-    quiet = bench.daemon({"log_level": "WARNING"}, tag="lightd-quiet")
-    for d in (loud, quiet):
-        await seed_store(d, servers)
-    await loud.start()
-    await quiet.start()
-    note(f"daemons up: {loud.url} (INFO), {quiet.url} (WARNING); {n} servers each")
-
-    # The baseline app, serving a copy of lightd's own list answer as /static.
+    # One daemon: measured as configured (INFO), then restarted with log_level WARNING. The same data dir,
+    # so the running containers stay up across the restart and are re-attached.
+    daemon = bench.daemon(tag="lightd")
+    await seed_store(daemon, [(i, "sleep 100000") for i in ids])
+    await daemon.start()
+    note(f"daemon up: {daemon.url} (INFO); {n} servers")
+    started = 0.0
     async with aiohttp.ClientSession() as session:
-        status, body = await Api(session, loud).call("GET", "/containers")
-        if status != 200 or body["count"] != n:
-            raise RuntimeError(f"GET /containers: {status}, count {body.get('count') if isinstance(body, dict) else body}")
-        async with session.get(loud.url + "/containers", headers=loud.headers) as resp:
+        api = Api(session, daemon)
+        if m:
+            t0 = time.monotonic()
+            running, errors = await start_servers(api, ids[:m], timeout=120 + 2 * m)
+            started = time.monotonic() - t0
+            note(f"  {running}/{m} running after {started:.0f} s ({len(errors)} start errors)")
+            if running < m:
+                first = errors[0] if errors else "no error answer: the starts never completed"
+                raise RuntimeError(f"only {running}/{m} servers reached running; first error: {first}")
+            await asyncio.sleep(5)  # let the starts' aftermath (first stats rounds, disk walks) pass
+        listed, running = await count_running(api)
+        if listed != n or running != m:
+            raise RuntimeError(f"GET /containers lists {listed} servers, {running} running; expected {n}, {m}")
+        # The baseline app serves a copy of lightd's own list answer as /static.
+        async with session.get(daemon.url + "/containers", headers=daemon.headers) as resp:
             list_bytes = await resp.read()
-        async with session.get(loud.url + "/containers/api-000", headers=loud.headers) as resp:
+        async with session.get(daemon.url + f"/containers/{one}", headers=daemon.headers) as resp:
             one_bytes = await resp.read()
+        # What a client that accepts gzip (a browser, curl --compressed) is sent, undecoded.
+        async with session.get(daemon.url + "/containers", headers={**daemon.headers, "Accept-Encoding": "gzip"},
+                               auto_decompress=False) as resp:
+            gzip_bytes = len(await resp.read())
+            gzip_encoding = resp.headers.get("Content-Encoding", "identity")
     body_file = bench.tmp / "list.json"
     body_file.write_bytes(list_bytes)
     hello_port = free_port()
     hello = bench.spawn([sys.executable, str(common.ROOT / "bench" / "hello_app.py"), str(hello_port), str(body_file)])
     hello_url = f"http://127.0.0.1:{hello_port}"
     await wait_http(hello_url + "/hello", 30, proc=hello)
-    note(f"baseline app up on {hello_url}; GET /containers is {len(list_bytes)} bytes, GET /containers/:id {len(one_bytes)} bytes")
+    note(f"baseline app up on {hello_url}; GET /containers is {len(list_bytes)} bytes, GET /containers/{one} {len(one_bytes)} bytes")
 
     results: dict[str, dict[str, float]] = {}
-    plan: list[tuple[str, str, dict[str, str], int]] = [
+
+    async def drive(plan: list[tuple[str, str, dict[str, str], int]]) -> None:
+        for name, url, headers, pid in plan:
+            note(f"wrk {name}: {conns} connections, {duration} s")
+            results[name] = await run_wrk(url, headers, conns, duration, pid)
+            results[name]["load1"] = load1()
+            note(f"  {fmt(results[name])}, process CPU {results[name]['cpu']:.0f}%, load {results[name]['load1']:.2f}")
+            await asyncio.sleep(1)
+
+    await drive([
         ("hello", hello_url + "/hello", {}, hello.pid),
         ("static", hello_url + "/static", {}, hello.pid),
-        ("list", loud.url + "/containers", loud.headers, loud.pid),
-        ("get", loud.url + "/containers/api-100", loud.headers, loud.pid),
-        ("list_quiet", quiet.url + "/containers", quiet.headers, quiet.pid),
-        ("get_quiet", quiet.url + "/containers/api-100", quiet.headers, quiet.pid),
-    ]
-    for name, url, headers, pid in plan:
-        note(f"wrk {name}: {conns} connections, {duration} s")
-        results[name] = await run_wrk(url, headers, conns, duration, pid)
-        note(f"  {fmt(results[name])}, process CPU {results[name]['cpu']:.0f}%")
-        await asyncio.sleep(1)
-
+        ("list", daemon.url + "/containers", daemon.headers, daemon.pid),
+        ("list_gzip", daemon.url + "/containers", {**daemon.headers, "Accept-Encoding": "gzip"}, daemon.pid),
+        ("get", daemon.url + f"/containers/{one}", daemon.headers, daemon.pid),
+    ])
     async with aiohttp.ClientSession() as session:
         single = {
             "hello": await single_client(session, hello_url + "/hello", {}, 500, 10),
             "static": await single_client(session, hello_url + "/static", {}, 300, 10),
-            "list": await single_client(session, loud.url + "/containers", loud.headers, 300, 15),
-            "get": await single_client(session, loud.url + "/containers/api-100", loud.headers, 500, 10),
+            "list": await single_client(session, daemon.url + "/containers", daemon.headers, 300, 15),
+            "get": await single_client(session, daemon.url + f"/containers/{one}", daemon.headers, 500, 10),
         }
+        _, still = await count_running(Api(session, daemon))
+
+    daemon.stop()
+    daemon.raw["log_level"] = "WARNING"
+    await daemon.start()
+    async with aiohttp.ClientSession() as session:
+        t0 = time.monotonic()
+        again = await wait_running(Api(session, daemon), m, timeout=60 + m) if m else 0
+        note(f"daemon restarted with log_level WARNING; {again}/{m} running again after {time.monotonic() - t0:.0f} s")
+    if m:
+        await asyncio.sleep(5)
+    await drive([
+        ("list_quiet", daemon.url + "/containers", daemon.headers, daemon.pid),
+        ("get_quiet", daemon.url + f"/containers/{one}", daemon.headers, daemon.pid),
+    ])
+    prof = None
+    if args.profile:
+        # A separate, unmeasured run: py-spy's sampling costs the daemon CPU of its own.
+        seconds = max(2, int(duration) - 2)
+        note(f"wrk list (quiet) again with py-spy record {seconds} s")
+        _, prof = await asyncio.gather(
+            run_wrk(daemon.url + "/containers", daemon.headers, conns, duration, daemon.pid),
+            asyncio.to_thread(profile, daemon.pid, seconds, str(bench.tmp / "list.pyspy.txt")))
 
     hello_r, static_r = results["hello"], results["static"]
+    size = f"{n} servers, {m} running"
     for route, key, base, base_name in (("GET /containers", "list", static_r, "static same-size body"),
                                          ("GET /containers/:id", "get", hello_r, "hello")):
         r = results[key]
@@ -165,15 +327,34 @@ async def main(bench: Bench) -> None:
                f"lightd {fmt(r)} (CPU {r['cpu']:.0f}%); baseline aiohttp {base_name} {fmt(base)}; "
                f"ratio req/s {ratio(r['rps'], base['rps']):.2f}, ratio p99 {ratio(r['p99'], base['p99']):.1f}; "
                f"target p99 < {TARGET_P99_MS:.0f} ms {verdict(r['p99'] < TARGET_P99_MS)} "
-               f"({conns} connections, {duration} s, {n} servers, {r['non2xx']:.0f} non-2xx)")
+               f"({conns} connections, {duration} s, {size}, {r['non2xx']:.0f} non-2xx, load {r['load1']:.2f})")
         report(f"api_latency {route} no-access-log",
-               f"lightd log_level WARNING {fmt(q)}; vs INFO req/s ratio {ratio(q['rps'], r['rps']):.2f}")
+               f"lightd log_level WARNING {fmt(q)}; vs INFO req/s ratio {ratio(q['rps'], r['rps']):.2f}; "
+               f"target p99 < {TARGET_P99_MS:.0f} ms {verdict(q['p99'] < TARGET_P99_MS)} (load {q['load1']:.2f})")
+    g = results["list_gzip"]
+    report("api_latency GET /containers gzip",
+           f"with Accept-Encoding: gzip (answered {gzip_encoding}, {gzip_bytes} bytes): lightd {fmt(g)}; "
+           f"target p99 < {TARGET_P99_MS:.0f} ms {verdict(g['p99'] < TARGET_P99_MS)} (load {g['load1']:.2f})")
     report("api_latency baseline hello",
            f"aiohttp hello {fmt(hello_r)}; lightd GET /containers/:id / hello req/s ratio {ratio(results['get']['rps'], hello_r['rps']):.2f}")
     report("api_latency single-client",
            "p50/p99 ms: " + ", ".join(f"{k} {median(v):.2f}/{percentile(v, 99):.2f}" for k, v in single.items())
            + f"; list / static p50 ratio {ratio(median(single['list']), median(single['static'])):.1f}"
            + f"; get / hello p50 ratio {ratio(median(single['get']), median(single['hello'])):.1f}")
+    report("api_latency size",
+           f"{n} servers, {m} running ({still} still running after the INFO runs, {again} re-attached after the "
+           f"restart; starts took {started:.0f} s); GET /containers {len(list_bytes)} bytes, GET /containers/:id "
+           f"{len(one_bytes)} bytes; {os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if prof and prof["total"]:
+        total = prof["total"]
+        parts = ", ".join(f"{name} {count / total * 100:.0f}%" for name, count in prof["parts"].most_common())
+        report("api_latency profile GET /containers",
+               f"py-spy {total} samples in {prof['seconds']} s (~{total / (prof['seconds'] * 200) * 100:.0f}% busy); "
+               f"by innermost part: {parts}")
+        report("api_latency profile top frames",
+               "; ".join(f"{name} {count / total * 100:.0f}%" for name, count in prof["leaves"].most_common(8)))
+        report("api_latency profile innermost lightd frames",
+               "; ".join(f"{name} {count / total * 100:.0f}%" for name, count in prof["own"].most_common(8)))
 
 
 if __name__ == "__main__":
@@ -181,6 +362,10 @@ if __name__ == "__main__":
         parser.add_argument("--duration", type=float, default=0, help="seconds per wrk run (default 10, --quick 3)")
         parser.add_argument("--connections", type=int, default=50)
         parser.add_argument("--servers", type=int, default=200)
+        parser.add_argument("--running", type=int, default=0,
+                            help="start this many of the servers on the engine first (issue 17: 500 of 1000)")
+        parser.add_argument("--profile", action="store_true",
+                            help="one more (unmeasured) GET /containers run with py-spy on the daemon")
 
     ARGS = parse_args(__doc__, _extra)
     common.run("api_latency", main)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import subprocess
 import time
 
@@ -35,10 +36,18 @@ def make_tree(root, files: int, total: int) -> int:
     return written
 
 
-def tar_run(root, out) -> float:
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def tar_run(root, out, cpus: list[float] | None = None) -> float:
+    cpu = children_cpu()
     began = time.perf_counter()
     subprocess.run(["tar", "--zstd", "-cf", str(out), "-C", str(root), "."], check=True)
     elapsed = time.perf_counter() - began
+    if cpus is not None:
+        cpus.append(children_cpu() - cpu)  # tar and the zstd it runs
     return elapsed
 
 
@@ -80,21 +89,26 @@ async def main(bench: common.Bench) -> None:
     await daemon.start()
     async with aiohttp.ClientSession(headers=daemon.headers) as session:
         api = common.Api(session, daemon)
-        tar_times, lightd_times, peaks, sizes = [], [], [], []
+        tar_times, lightd_times, peaks, sizes, tar_cpus, lightd_cpus = [], [], [], [], [], []
+        proc = psutil.Process(daemon.pid)
         for i in range(rounds):
-            tar_times.append(tar_run(volume, out))
-            common.note(f"round {i + 1}: tar {tar_times[-1]:.2f} s, {out.stat().st_size / 2**20:.0f} MiB")
+            tar_times.append(tar_run(volume, out, tar_cpus))
+            common.note(f"round {i + 1}: tar {tar_times[-1]:.2f} s (CPU {tar_cpus[-1]:.2f} s), "
+                        f"{out.stat().st_size / 2**20:.0f} MiB; load {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+            cpu = sum(proc.cpu_times()[:2])
             seconds, archive, peak = await lightd_run(api, session, daemon)
+            lightd_cpus.append(sum(proc.cpu_times()[:2]) - cpu)
             lightd_times.append(seconds)
             peaks.append(peak)
             sizes.append(archive)
-            common.note(f"round {i + 1}: lightd {seconds:.2f} s, {archive / 2**20:.0f} MiB, peak RSS {peak:.0f} MB")
+            common.note(f"round {i + 1}: lightd {seconds:.2f} s (CPU {lightd_cpus[-1]:.2f} s), {archive / 2**20:.0f} MiB, "
+                        f"peak RSS {peak:.0f} MB")
     best_tar, best_lightd = min(tar_times), min(lightd_times)
     ratio = best_tar / best_lightd
     common.report("backup_zstd", f"{files} files {size / 2**20:.0f} MiB: lightd {size / best_lightd / 2**20:.0f} MiB/s "
                   f"({best_lightd:.2f} s, archive {sizes[0] / 2**20:.0f} MiB) vs tar --zstd {size / best_tar / 2**20:.0f} MiB/s "
                   f"({best_tar:.2f} s, archive {out.stat().st_size / 2**20:.0f} MiB): ratio {ratio:.2f} (target >= 0.8) "
-                  f"{common.verdict(ratio >= 0.8)}")
+                  f"{common.verdict(ratio >= 0.8)}; CPU seconds (min): lightd {min(lightd_cpus):.2f}, tar + zstd {min(tar_cpus):.2f}")
     common.report("backup_rss", f"daemon peak RSS {max(peaks):.0f} MB (target < 150 MB) {common.verdict(max(peaks) < 150)}")
 
 

@@ -15,24 +15,39 @@ serve both daemons). The streaming form `curl -T -` is shown too, for reference.
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import aiohttp
+import psutil
 
 import common
 from backup import make_tree
 from file_transfer import _wait_baseline
 
 
-def baseline_run(root: Path, url: str, streaming: bool) -> float:
-    """Seconds of `tar | zstd | curl` of `root` into the receiver."""
+def cpu_seconds(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def baseline_run(root: Path, url: str, streaming: bool, receiver: psutil.Process | None = None) -> tuple[float, float]:
+    """Seconds of `tar | zstd | curl` of `root` into the receiver, and the CPU seconds of the pipeline and
+    the receiver."""
     send = ["curl", "-sS", "-f", "-T", "-", url] if streaming else ["curl", "-sS", "-f", "-X", "PUT", "--data-binary", "@-", url]
+    cpu = children_cpu() + (cpu_seconds(receiver) if receiver else 0)
     began = time.perf_counter()
     subprocess.run(f"tar -C '{root}' -cf - . | zstd -3 -q -c | {' '.join(send)} > /dev/null", shell=True, check=True)
-    return time.perf_counter() - began
+    elapsed = time.perf_counter() - began
+    return elapsed, children_cpu() + (cpu_seconds(receiver) if receiver else 0) - cpu
 
 
 async def move(source: common.Daemon, target: common.Daemon, session: aiohttp.ClientSession) -> tuple[float, int]:
@@ -68,32 +83,42 @@ async def main(bench: common.Bench) -> None:
     received = bench.tmp / "received"
     received.mkdir()
     port = common.free_port()
-    bench.spawn([sys.executable, str(Path(__file__).with_name("transfer_baseline.py")), str(port), str(received)])
+    receiver = psutil.Process(bench.spawn([sys.executable, str(Path(__file__).with_name("transfer_baseline.py")), str(port),
+                                           str(received)]).pid)
     base = f"http://127.0.0.1:{port}"
     await _wait_baseline(base)
     for node in nodes:
         await node.start()
     baseline_run(volume, base + "/upload/warm", streaming=False)  # reads the tree into the page cache (untimed)
     times: dict[str, list[float]] = {"lightd": [], "curl --data-binary": [], "curl -T": []}
+    cpus: dict[str, list[float]] = {"lightd": [], "curl --data-binary": []}
+    procs = [psutil.Process(node.pid) for node in nodes]
     async with aiohttp.ClientSession(headers=nodes[0].headers) as session:
         for i in range(rounds):
             source, target = nodes[i % 2], nodes[(i + 1) % 2]
             here = source.data_dir / "volumes" / volume.name
-            times["curl --data-binary"].append(baseline_run(here, base + "/upload/binary", streaming=False))
-            times["curl -T"].append(baseline_run(here, base + "/upload/streamed", streaming=True))
+            seconds, cpu = baseline_run(here, base + "/upload/binary", streaming=False, receiver=receiver)
+            times["curl --data-binary"].append(seconds)
+            cpus["curl --data-binary"].append(cpu)
+            times["curl -T"].append(baseline_run(here, base + "/upload/streamed", streaming=True)[0])
             sent = (received / "binary").stat().st_size
+            cpu = sum(cpu_seconds(proc) for proc in procs)
             seconds, moved = await move(source, target, session)
             times["lightd"].append(seconds)
+            cpus["lightd"].append(sum(cpu_seconds(proc) for proc in procs) - cpu)
             common.note(f"round {i + 1} ({source.name} -> {target.name}): lightd {seconds:.2f} s ({moved / 2**20:.0f} MiB "
                         f"sent), tar|zstd|curl --data-binary {times['curl --data-binary'][-1]:.2f} s ({sent / 2**20:.0f} "
-                        f"MiB), curl -T {times['curl -T'][-1]:.2f} s")
+                        f"MiB), curl -T {times['curl -T'][-1]:.2f} s; CPU seconds: lightd (both daemons) "
+                        f"{cpus['lightd'][-1]:.2f}, tar|zstd|curl + receiver {cpus['curl --data-binary'][-1]:.2f}; "
+                        f"load {' '.join(f'{x:.1f}' for x in psutil.getloadavg())}")
     best = {name: min(values) for name, values in times.items()}
     rate = {name: size / seconds / 2**20 for name, seconds in best.items()}
     ratio = best["curl --data-binary"] / best["lightd"]
     common.report("transfer", f"{files} files {size / 2**20:.0f} MiB: lightd {rate['lightd']:.0f} MiB/s ({best['lightd']:.2f} s) "
                   f"vs tar|zstd|curl --data-binary {rate['curl --data-binary']:.0f} MiB/s ({best['curl --data-binary']:.2f} s): "
                   f"ratio {ratio:.2f} (target >= 0.7) {common.verdict(ratio >= 0.7)}; streaming curl -T "
-                  f"{rate['curl -T']:.0f} MiB/s (ratio {best['curl -T'] / best['lightd']:.2f})")
+                  f"{rate['curl -T']:.0f} MiB/s (ratio {best['curl -T'] / best['lightd']:.2f}); CPU seconds per move "
+                  f"(min): lightd {min(cpus['lightd']):.2f} vs baseline {min(cpus['curl --data-binary']):.2f}")
 
 
 if __name__ == "__main__":

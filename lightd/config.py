@@ -81,6 +81,9 @@ class DockerConfig(Section):
     engine_poll_seconds: float = Field(default=5.0, gt=0)
     """How often the engine is checked while its event stream (which drives crash detection) is down; when it
     comes back, running servers are re-attached."""
+    recovery_concurrency: int = Field(default=16, ge=1, le=256)
+    """Servers compared with the engine (inspected, re-attached) at once after a daemon start or the engine's
+    return; the API serves meanwhile."""
     stats_source: Literal["auto", "docker"] = "auto"
     """Where container stats come from: "auto" reads each container's cgroup files (v1 or v2) in one batch per
     round and falls back to the engine's stats stream where they cannot be read; "docker" always uses the

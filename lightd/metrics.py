@@ -8,6 +8,7 @@ throttle drops, the event bus's overflow drops, the outbox, the engine's availab
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, get_args
@@ -107,6 +108,14 @@ class NodeCollector(Collector):
                                       "checks (each retried, or dropped when refused).", value=sync.delivery_failures)
         if keys.TIMERS in app:
             yield GaugeMetricFamily("lightd_timers_pending", "Timers on the timer wheel.", value=len(app[keys.TIMERS]))
+        if keys.TASKS in app:
+            yield GaugeMetricFamily("lightd_owned_tasks", "Background tasks held by the daemon's task owner.",
+                                    value=len(app[keys.TASKS]))
+        try:  # every task on the loop (request handlers included): flat over time when nothing leaks (bench/soak.py)
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # collected outside the loop (no running loop): nothing to count
+            return
+        yield GaugeMetricFamily("lightd_asyncio_tasks", "Tasks on the event loop.", value=tasks)
 
     def _servers(self, app: web.Application) -> Iterator[Metric]:
         servers = list(app[keys.SERVERS])

@@ -83,4 +83,6 @@ def _server_counts(servers: ServerManager) -> dict[str, Any]:
         "total": len(servers),
         "state": {state: states.get(state, 0) for state in get_args(RuntimeState)},
         "install_state": {state: installs.get(state, 0) for state in get_args(InstallState)},
+        "attached": sum(1 for server in servers if server.attached),
+        "recovery": servers.recovery.report(),
     }

@@ -68,6 +68,8 @@ async def test_metrics_of_a_running_node(aiohttp_client, make_config, container_
     assert value(families, "lightd_event_bus_dropped_total") is not None
     assert value(families, "lightd_stats_stream_fallbacks") == 0
     assert value(families, "lightd_timers_pending") >= 1
+    assert value(families, "lightd_owned_tasks") >= 1  # at least the timer wheel's and m1's console reader
+    assert value(families, "lightd_asyncio_tasks") >= 2  # those, and this request's handler
 
     routes = {s.labels["route"] for s in families["lightd_http_request_duration_seconds"]}
     assert "/containers/{container_id}" in routes and "(unmatched)" in routes

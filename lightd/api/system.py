@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from aiohttp import web
@@ -57,10 +58,25 @@ class InstallCounts(View):
     failed: int
 
 
+class RecoveryReport(View):
+    """Servers compared with the engine since the daemon started (consoles re-attached, exits seen)."""
+
+    pending: int
+    """Not compared yet: each shows its last announced state (one read or action on it compares it at once)."""
+    rounds: int
+    """Comparisons of every server done: at start-up, and each time the engine came back."""
+    last_round_seconds: float | None
+    """From its list of containers to its last server compared."""
+    last_round_ended_at: datetime | None
+
+
 class ServerCounts(View):
     total: int
     state: RuntimeCounts
     install_state: InstallCounts
+    attached: int
+    """Servers whose console stream is being read."""
+    recovery: RecoveryReport
 
 
 class PoolCounts(View):

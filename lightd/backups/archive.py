@@ -9,8 +9,10 @@ declared (the archive stays well formed); one that grows is cut at that size.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import queue
 import stat
 import tarfile
 import threading
@@ -31,6 +33,7 @@ from lightd.volumes.walk import ENTER, LEAF, TreeWalk
 EXTENSIONS = {"zstd": "tar.zst", "gzip": "tar.gz"}
 GZIP_LEVEL = 6
 OUTPUT_CHUNK = 1024 * 1024  # compressed bytes handed to the sink per write
+OUTPUT_QUEUE = 4  # compressed chunks waiting for the output thread
 
 
 class Interrupted(LightdError):
@@ -121,10 +124,67 @@ class _Digest:
         return len(data)
 
 
+class _OutputThread:
+    """The compressed stream handed to a thread of its own that hashes it and writes it to the sink
+    (`_Digest`), so the disk's write stalls and the hashing overlap with reading and compressing. At most
+    OUTPUT_QUEUE chunks wait (memory bound); the sink's error comes back to the writer at its next write."""
+
+    def __init__(self, digest: _Digest, stop: threading.Event) -> None:
+        self.digest = digest
+        self.stop = stop
+        self.error: BaseException | None = None
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=OUTPUT_QUEUE)
+        self._thread = threading.Thread(target=self._drain, name="backup-output", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.digest.write(data)
+                except BaseException as exc:  # noqa: BLE001 - handed to the producing thread
+                    self.error = exc
+            # after an error the queue is still emptied, so the producer never waits on a full one
+
+    def _put(self, item: bytes | None) -> None:
+        while True:
+            if self.error is not None:
+                raise self.error
+            if self.stop.is_set():
+                raise Interrupted("cancelled")
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def write(self, data: bytes) -> int:
+        self._put(data)
+        return len(data)
+
+    def close(self) -> None:
+        """Wait until everything queued is in the sink (its error raised here)."""
+        self._put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abandon(self) -> None:
+        """The producer failed: drop what is queued and wait for the write in progress (the caller closes the
+        sink next, which must not happen under a write)."""
+        self.error = self.error or Interrupted("cancelled")
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)  # when full, the thread drains it without writing and waits for more
+        while self._thread.is_alive():
+            with contextlib.suppress(queue.Full):
+                self._queue.put(None, timeout=0.1)
+            self._thread.join(timeout=0.1)
+
+
 class _TarTarget:
     """What tarfile writes to: its plain tar stream into the compressor."""
 
-    def __init__(self, settings: Settings, out: _Digest) -> None:
+    def __init__(self, settings: Settings, out: _Digest | _OutputThread) -> None:
         self.written = 0
         if settings.compression == "zstd":
             params = zstandard.ZstdCompressionParameters.from_level(settings.zstd_level, threads=settings.zstd_threads,
@@ -220,7 +280,19 @@ def write_archive(root_fd: int, rules: IgnoreRules, sink: Sink, settings: Settin
     progress = Progress(planned_bytes(root_fd, rules, settings.max_depth, stop), report, progress_interval)
     throttle = Throttle(settings.rate_bytes_s, stop)
     digest = _Digest(sink, settings.max_bytes)
-    target = _TarTarget(settings, digest)
+    output = _OutputThread(digest, stop)
+    try:
+        result = _archive(root_fd, rules, settings, _TarTarget(settings, output), throttle, progress)
+        output.close()
+    except BaseException:
+        output.abandon()
+        raise
+    result.size, result.sha256 = digest.size, digest.hash.hexdigest()
+    return result
+
+
+def _archive(root_fd: int, rules: IgnoreRules, settings: Settings, target: _TarTarget, throttle: Throttle,
+             progress: Progress) -> Result:
     result = Result()
     tar = tarfile.TarFile(fileobj=target, mode="w", format=tarfile.PAX_FORMAT)  # type: ignore[arg-type]
     tar.copybufsize = COPY_CHUNK
@@ -250,7 +322,6 @@ def write_archive(root_fd: int, rules: IgnoreRules, sink: Sink, settings: Settin
         result.skips.add("/", walk.partial)
     tar.close()
     target.finish()
-    result.size, result.sha256 = digest.size, digest.hash.hexdigest()
     return result
 
 

@@ -93,22 +93,37 @@ class CgroupStats:
 
         await asyncio.gather(*(target_of(i) for i in todo))
         reading = {i: self._targets[i] for i in wanted if i in self._targets}
-        read = await asyncio.to_thread(self._reader.sample_many, reading)
+        read, ended = await asyncio.to_thread(self._read_round, self._reader, reading)
         out: dict[str, StatsSample | None] = {i: None for i in wanted - self._unreadable}
         for internal_id, sample in read.items():
             out[internal_id] = sample
             if sample is not None:
                 self._failures.pop(internal_id, None)
                 continue
-            # Stopped since the inspect, restarted (a new pid) or unreadable: inspect again next round, and
-            # leave a container whose fresh reads keep failing to the engine's stream.
+            # Stopped since the inspect, restarted (a new pid) or unreadable: inspect again next round.
             del self._targets[internal_id]
+            if internal_id in ended:
+                # Its process is gone (a stop or restart under way; the engine may still report the old pid
+                # as running for a while): not a failure, or every restart of a busy node would leave one
+                # more server on a stream of its own for good.
+                continue
+            # Its process runs but its files cannot be read: a container whose fresh reads keep failing is
+            # left to the engine's stream.
             failures = self._failures[internal_id] = self._failures.get(internal_id, 0) + 1
             if failures >= FAILURES_BEFORE_FALLBACK:
                 log.warning("%s: cgroup files unreadable; falling back to the engine's stats stream", internal_id)
                 self._unreadable.add(internal_id)
                 del out[internal_id]
         return out
+
+    @staticmethod
+    def _read_round(reader: CgroupReader, reading: dict[str, CgroupTarget]) -> tuple[
+            dict[str, StatsSample | None], set[str]]:
+        """In the worker thread: the samples, and the containers not read whose init process has ended."""
+        read = reader.sample_many(reading)
+        proc = reader.layout.proc
+        ended = {i for i, sample in read.items() if sample is None and not (proc / str(reading[i].pid)).exists()}
+        return read, ended
 
     async def _inspect(self, internal_id: str) -> CgroupTarget | None:
         try:

@@ -12,6 +12,8 @@ from typing import Any
 import aiodocker
 import aiohttp
 from aiodocker.exceptions import DockerError
+from aiodocker.stream import Stream
+from yarl import URL
 
 from lightd.errors import Conflict, DockerUnavailable, EngineError, LightdError, NotFound, ValidationFailed
 
@@ -202,16 +204,26 @@ class DockerClient:
         return int(result.get("StatusCode", -1))
 
     def attach(self, name: str, *, logs: bool = False) -> Any:
-        """An aiodocker attach Stream (stdin, stdout, stderr); the caller inits and closes it."""
-        return self.raw.containers.container(name).attach(stdin=True, stdout=True, stderr=True, logs=logs)
+        """An aiodocker attach Stream (stdin, stdout, stderr) of a container made without a TTY (lightd makes
+        no other); the caller inits and closes it. Not aiodocker's `attach`: that inspects the container first
+        for its TTY flag, an engine call per attach (a start, each re-attach after a restart)."""
+        url = URL(f"containers/{name}/attach").with_query(
+            {"detachKeys": "", "logs": int(logs), "stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+
+        async def setup() -> tuple[URL, None, bool]:
+            return url, None, False  # no TTY: the stream is multiplexed
+
+        return Stream(self.raw, setup, None)
 
     async def tail_logs(self, name: str, lines: int) -> list[str]:
-        """The last `lines` output lines Docker kept for the container."""
-        chunks = await self._call(
-            f"logs {name}",
-            self.raw.containers.container(name).log(stdout=True, stderr=True, tail=lines),
-        )
-        return "".join(chunks).splitlines()
+        """The last `lines` output lines Docker kept for the container (no TTY: multiplexed; not aiodocker's
+        `log`, which inspects the container first for that flag)."""
+        async def read() -> bytes:
+            params = {"stdout": "1", "stderr": "1", "tail": str(lines)}
+            async with await self.engine_request("GET", f"containers/{name}/logs", params=params) as response:
+                return demultiplex(await response.read())
+
+        return (await self._call(f"logs {name}", read())).decode("utf-8", "replace").splitlines()
 
     def stats_stream(self, name: str) -> AsyncIterator[dict[str, Any]]:
         return self.raw.containers.container(name).stats(stream=True)
@@ -282,6 +294,16 @@ class EventStream:
     def close(self) -> None:
         """Drop the connection (a reader waiting on it sees the end of the stream)."""
         self._response.close()
+
+
+def demultiplex(data: bytes) -> bytes:
+    """The payload of Docker's multiplexed stream format: frames of an 8-byte header (stream, 0, 0, 0, size)."""
+    out, at = bytearray(), 0
+    while at + 8 <= len(data):
+        size = int.from_bytes(data[at + 4:at + 8], "big")
+        out += data[at + 8:at + 8 + size]
+        at += 8 + size
+    return bytes(out)
 
 
 def stream_response(stream: aiodocker.stream.Stream) -> aiohttp.ClientResponse | None:

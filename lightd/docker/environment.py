@@ -17,7 +17,7 @@ from lightd.docker.cgroup_stats import CgroupStats
 from lightd.docker.client import DockerClient, stream_response, translate
 from lightd.docker.monitor import EngineMonitor
 from lightd.docker.stats_document import sample_from_stats
-from lightd.errors import LightdError, NotFound
+from lightd.errors import Conflict, LightdError, NotFound
 from lightd.servers.environment import ContainerStatus, EngineEvent, LimitsUpdate, StatsSample
 from lightd.servers.models import ContainerSpec, Limits
 from lightd.servers.mounts import MountPins
@@ -41,6 +41,7 @@ update` changes in place and which are compared one by one): a start recreates a
 # Limit name -> the HostConfig field `docker update` changes, as in a create body.
 RESOURCE_FIELDS = {"memory": "Memory", "cpu": "NanoCpus", "pids": "PidsLimit"}
 RESOURCE_KEYS = ("Memory", "MemorySwap", "NanoCpus", "PidsLimit")
+RUNNING_STATES = ("running", "paused", "restarting")  # a listed container's `State` with a live process
 
 
 async def _complete(coro: Any) -> Any:
@@ -205,21 +206,23 @@ class DockerEnvironment:
         return config
 
     async def create(self, spec: ContainerSpec, volume_path: Path, data_path: Path) -> str:
-        name = self.name_of(spec.internal_id)
-        await self.client.remove_container(name)
-        return await _complete(self.client.create_container(name, self.server_config(spec, volume_path, data_path)))
+        name, config = self.name_of(spec.internal_id), self.server_config(spec, volume_path, data_path)
+        try:
+            return await _complete(self.client.create_container(name, config))
+        except Conflict:  # the name is taken: the old container goes (one engine call less for a new one)
+            await self.client.remove_container(name)
+            return await _complete(self.client.create_container(name, config))
 
-    async def is_current(self, spec: ContainerSpec, volume_path: Path, data_path: Path) -> bool:
+    async def is_current(self, spec: ContainerSpec, volume_path: Path, data_path: Path,
+                         status: ContainerStatus | None = None) -> bool:
         """False when the server's container was made from another spec or daemon config than `spec` and the
         config now give (PATCH, a config.json change): it must be recreated. True when there is none."""
-        doc = await self.client.inspect_container(self.name_of(spec.internal_id))
-        if doc is None:
+        if status is None or status.fingerprint is None:
+            status = await self.status(spec.internal_id)
+        if not status.exists:
             return True
         wanted = self.server_config(spec, volume_path, data_path)
-        labels = (doc.get("Config") or {}).get("Labels") or {}
-        host = doc.get("HostConfig") or {}
-        return labels.get(LABEL_CONFIG) == wanted["Labels"][LABEL_CONFIG] and all(
-            (host.get(key) or 0) == (wanted["HostConfig"].get(key) or 0) for key in RESOURCE_KEYS)
+        return status.fingerprint == _fingerprint(wanted["Labels"], wanted["HostConfig"])
 
     async def update_limits(self, internal_id: str, limits: Limits) -> LimitsUpdate:
         """Apply `limits` to the server's container now, running or not (`docker update`). A limit removed
@@ -259,7 +262,14 @@ class DockerEnvironment:
             exit_code=state.get("ExitCode"),
             oom_killed=bool(state.get("OOMKilled")),
             started_at=state.get("StartedAt"),
+            fingerprint=_fingerprint((doc.get("Config") or {}).get("Labels") or {}, doc.get("HostConfig") or {}),
         )
+
+    async def statuses(self) -> dict[str, ContainerStatus]:
+        docs = await self.client.list_containers({"lightd.prefix": self.config.container_prefix, LABEL_ROLE: "server"})
+        return {doc["Labels"][LABEL_ID]: ContainerStatus(exists=True, running=doc.get("State") in RUNNING_STATES,
+                                                         paused=doc.get("State") == "paused")
+                for doc in docs if (doc.get("Labels") or {}).get(LABEL_ID)}
 
     async def attach(self, internal_id: str) -> AttachedConsole:
         console = AttachedConsole(self.client.attach(self.name_of(internal_id)))
@@ -384,6 +394,11 @@ def server_environment(spec: ContainerSpec, home: str) -> dict[str, str]:
         env.setdefault("SERVER_PORT", str(spec.ports[0].port))
         env.setdefault("SERVER_IP", spec.ports[0].ip)
     return env
+
+
+def _fingerprint(labels: dict[str, Any], host: dict[str, Any]) -> tuple[Any, ...]:
+    """What `is_current` compares: the config digest and the resources `docker update` changes in place."""
+    return (labels.get(LABEL_CONFIG), *(host.get(key) or 0 for key in RESOURCE_KEYS))
 
 
 def _digest(config: dict[str, Any]) -> str:

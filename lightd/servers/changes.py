@@ -33,13 +33,14 @@ class ServerChanges:
     _env: Environment
 
     def get(self, internal_id: str) -> Server: ...  # ServerManager's
+    async def settled(self, internal_id: str, *, required: bool = True) -> Server: ...  # ServerManager's
     async def require_engine(self) -> None: ...  # ServerManager's
     def _apply_volume_rules(self, volume_id: str) -> None: ...  # ServerManager's
 
     # -- reinstall / rebind --------------------------------------------------------------------------
     async def reinstall(self, internal_id: str, request: ReinstallRequest) -> str:
         """Stop the server, drop its Docker container and run the install again; volume data stays."""
-        server = self.get(internal_id)
+        server = await self.settled(internal_id)
         server.states.check_installed()
         await self.require_engine()
         changes = request.model_dump(exclude_none=True)
@@ -70,7 +71,7 @@ class ServerChanges:
 
     async def rebind(self, internal_id: str, request: RebindRequest) -> str:
         """Move the server to new ports (validated and claimed now); the container is recreated."""
-        server = self.get(internal_id)
+        server = await self.settled(internal_id)
         server.states.check_installed()
         await self.require_engine()
         with server.lock.taken("rebind"):
@@ -103,7 +104,7 @@ class ServerChanges:
     async def patch(self, internal_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Change limits, environment, startup command, start pattern, stop, image or volume mounts without a
         reinstall: in force now where they can be, else at the next start; the answer says which."""
-        server = self.get(internal_id)
+        server = self.get(internal_id)  # not `settled`: no await before the lock (compat reads the spec, then patches)
         server.states.check_installed()
         server.lock.try_acquire("patch")
         try:

@@ -1,5 +1,5 @@
 """EngineWatch: crash detection and recovery driven by the engine's own event stream; the engine is polled
-only while that stream is down. `reconcile_server` compares one server with the engine."""
+only while that stream is down. Comparing servers with the engine is `servers/recovery.py`'s."""
 
 from __future__ import annotations
 
@@ -19,28 +19,11 @@ from lightd.servers.environment import (
     EventStreamUp,
 )
 from lightd.servers.pause import follow_engine_pause
-from lightd.servers.server import Server
 
 if TYPE_CHECKING:
     from lightd.servers.manager import ServerManager
 
 log = logging.getLogger(__name__)
-
-
-async def reconcile_server(server: Server, env: Environment) -> None:
-    """Compare the engine with the state last announced: re-attach a running container, handle an exit that
-    happened unseen; never start or stop anything. A server an action or its console stream deals with is left to it."""
-    if server.lock.locked or server.deleted or server.stream_ending or server.attached:
-        return
-    try:
-        status = await env.status(server.id)
-        server.container_missing = not status.exists and server.install_state == "ready"
-        if status.running:
-            await server.reattach(paused=status.paused)
-        elif server.state != "offline":
-            await server.exited_while_away(status.exit_code if status.exists else None, status.oom_killed)
-    except LightdError as exc:
-        log.warning("%s: reconcile failed: %s", server.id, exc)
 
 
 class EngineWatch:
@@ -57,14 +40,18 @@ class EngineWatch:
 
     async def run(self) -> None:
         """Follow the stream and poll while it is down, until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._follow(), name="engine-events")
-            group.create_task(self._poll(), name="engine-poll")
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._follow(), name="engine-events")
+                group.create_task(self._poll(), name="engine-poll")
+        finally:
+            self._manager.engine_events_up = False  # nothing follows the stream any more
 
     async def _reconcile(self) -> None:
+        # The round at start-up is the one the stream's first connection runs: connected first, the stream sees
+        # whatever happens after the round's list of containers (its events wait until the round is done).
         async with self._reconciling:
-            for server in self._manager:
-                await reconcile_server(server, self._env)
+            await self._manager.reconcile()
 
     async def _follow(self) -> None:
         # Read one event at a time: while one is handled the next waits in the connection (no queue grows).
@@ -72,11 +59,11 @@ class EngineWatch:
             async for event in events:
                 if isinstance(event, EventStreamUp):
                     # Whatever happened while the stream was down (or before it first connected) went unseen.
-                    self._stream_up = True
+                    self._stream_up = self._manager.engine_events_up = True
                     self._manager.engine_up = True
                     await self._reconcile()
                 elif isinstance(event, EventStreamDown):
-                    self._stream_up = False
+                    self._stream_up = self._manager.engine_events_up = False
                 else:
                     await self._on_container(event)
 
@@ -101,7 +88,7 @@ class EngineWatch:
                     log.warning("%s: could not check its container: %s", server.id, exc)
                 else:
                     server.container_missing = not status.exists and server.install_state == "ready"
-            await reconcile_server(server, self._env)
+            await self._manager.recovery.reconcile(server)
 
     async def _poll(self) -> None:
         """The fallback: while the stream is down, ask the engine; when it is back (or a server is detached), reconcile."""
@@ -109,7 +96,8 @@ class EngineWatch:
         while True:
             await asyncio.sleep(self._poll_seconds)
             up = self._stream_up or await self._env.available()
-            if up and (not manager.engine_up or any(server.detached for server in manager)):
+            # Servers left not compared (the engine failed to tell) are tried again at the poll's pace.
+            if up and (not manager.engine_up or manager.recovery.pending or any(s.detached for s in manager)):
                 log.info("Docker engine reachable; reconciling servers")
                 manager.engine_up = True
                 await self._reconcile()

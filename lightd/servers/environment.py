@@ -19,6 +19,7 @@ class ContainerStatus:
     exit_code: int | None = None
     oom_killed: bool = False
     started_at: str | None = None
+    fingerprint: tuple[Any, ...] | None = None  # what it was made from, for `is_current` (an inspect's only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,9 +146,11 @@ class Environment(EngineQueries, Protocol):
 
     async def create(self, spec: ContainerSpec, volume_path: Path, data_path: Path) -> str: ...
 
-    async def is_current(self, spec: ContainerSpec, volume_path: Path, data_path: Path) -> bool:
+    async def is_current(self, spec: ContainerSpec, volume_path: Path, data_path: Path,
+                         status: ContainerStatus | None = None) -> bool:
         """False when the server's container was made from something else than `spec` (it must be
-        recreated before it starts); True when it matches or does not exist."""
+        recreated before it starts); True when it matches or does not exist. `status`: what `status` said
+        of it just now (it spares asking again)."""
 
     async def update_limits(self, internal_id: str, limits: Limits) -> LimitsUpdate:
         """Apply `limits` to the server's container in place, running or not; NotFound without one."""
@@ -159,6 +162,10 @@ class Environment(EngineQueries, Protocol):
         """Remove installer containers and containers of servers not in `known`; the names removed."""
 
     async def status(self, internal_id: str) -> ContainerStatus: ...
+
+    async def statuses(self) -> dict[str, ContainerStatus]:
+        """Every server container by internal id, in one query (Docker's list): whether it runs or is paused;
+        a stopped one's `exit_code` is not known there (None: ask `status`)."""
 
     async def attach(self, internal_id: str) -> ConsoleStream: ...
 

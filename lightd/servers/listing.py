@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,8 +19,10 @@ from lightd.timestamps import parse_rfc3339
 
 if TYPE_CHECKING:
     from lightd.servers.manager import ServerManager
+    from lightd.servers.server import Server
 
 Key = tuple[float, str]
+_REVISION = operator.attrgetter("revision")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,15 @@ def container_page(manager: ServerManager, *, state: str | None = None, install_
         if (state is None or s.state == state) and (install_state is None or s.install_state == install_state)
     ]
     return paginate("containers", items, page)
+
+
+def listing_key(servers: Iterable[Server]) -> tuple[tuple[Server, ...], int]:
+    """What the cached whole list is valid for: the same server objects (none made or deleted, a deleted
+    one kept referenced so its identity is never reused) and the same sum of their revisions. Revisions only
+    grow (`Server.revision`), so any change to any of these servers moves the sum. Built at C speed (no
+    Python code per server): the check of every unpaged GET /containers."""
+    servers = tuple(servers)
+    return servers, sum(map(_REVISION, servers))
 
 
 def volume_users(manager: ServerManager) -> dict[str, list[str]]:

@@ -17,15 +17,16 @@ from lightd.errors import AlreadyExists, Conflict, DockerUnavailable, LightdErro
 from lightd.events import EventBus
 from lightd.ports import PortPool
 from lightd.servers.changes import ServerChanges
-from lightd.servers.engine_watch import reconcile_server
 from lightd.servers.environment import EngineQueries, Environment
 from lightd.servers.events import ServerDeleted
 from lightd.servers.install import install
 from lightd.servers.limits import check_node_limits, with_default_limits
+from lightd.servers.listing import listing_key
 from lightd.servers.models import ContainerSpec, container_view
 from lightd.servers.mounts import MountPins
 from lightd.servers.power import POWER_ACTIONS, run_kill, run_locked
 from lightd.servers.preflight import Preflight
+from lightd.servers.recovery import Recovery
 from lightd.servers.server import Server
 from lightd.servers.volume_mounts import check_volume_mounts
 from lightd.store import Store
@@ -34,6 +35,8 @@ from lightd.timers import TimerWheel
 from lightd.volumes.service import VolumeService
 
 log = logging.getLogger(__name__)
+SETTLE_TIMEOUT_SECONDS = 10.0
+"""How long a request waits for its server's first comparison with the engine after a daemon start."""
 
 
 class ServerManager(ServerChanges):
@@ -55,6 +58,8 @@ class ServerManager(ServerChanges):
         self.preflight = Preflight(volumes, mounts, config.docker.user, env, config.docker.interface)
         self._servers: dict[str, Server] = {}
         self.engine_up = False
+        self.engine_events_up = False  # EngineWatch's: the engine's event stream is connected
+        self.recovery = Recovery(env, tasks, config.docker.recovery_concurrency)
         self._creating: set[str] = set()
         self._listing: tuple[tuple[Any, ...], bytes] | None = None
         self.on_delete: list[Callable[[str], Awaitable[None]]] = []  # what else a server owns (its backups)
@@ -105,9 +110,18 @@ class ServerManager(ServerChanges):
             raise NotFound(f"container {internal_id} not found")
         return server
 
-    async def view(self, internal_id: str) -> dict[str, Any]:
-        """The public shape of one server (from memory: every change is written through `Server.persist`)."""
+    async def settled(self, internal_id: str, *, required: bool = True) -> Server:
+        """The server, compared with the engine since the daemon started (now, if its turn has not come yet);
+        with `required`, DockerUnavailable when the engine could not tell its state."""
         server = self.get(internal_id)
+        if not await self.recovery.settle(server, SETTLE_TIMEOUT_SECONDS) and required:
+            raise DockerUnavailable(f"container {internal_id}: its state could not be read from the engine yet")
+        return server
+
+    async def view(self, internal_id: str) -> dict[str, Any]:
+        """The public shape of one server (from memory: every change is written through `Server.persist`),
+        compared with the engine first when that has not happened since the daemon started."""
+        server = await self.settled(internal_id, required=False)
         return container_view(server.record, server.runtime())
 
     async def list(self) -> list[dict[str, Any]]:
@@ -119,7 +133,7 @@ class ServerManager(ServerChanges):
         """`{"containers": [...], "count": n, "total": n, "next_cursor": null}` (the whole list as one page of
         `container_page`) as JSON, re-encoded only when a server changed: every change
         goes through `Server.persist` (which moves `updated_at`) or shows in the state or the missing flag."""
-        key = tuple((s.id, s.record["updated_at"], s.state, s.container_missing) for s in self._servers.values())
+        key = listing_key(self._servers.values())
         if self._listing is None or self._listing[0] != key:
             containers = await self.list()
             self._listing = (key, orjson.dumps({"containers": containers, "count": len(containers),
@@ -132,6 +146,10 @@ class ServerManager(ServerChanges):
 
     # -- engine --------------------------------------------------------------------------------------
     async def require_engine(self) -> None:
+        """DockerUnavailable unless the engine answers. While its event stream is connected, that stream says
+        so (no ping per request: a call that fails later is a 503 all the same)."""
+        if self.engine_events_up:
+            return
         if not await self._env.available():
             self.engine_up = False
             raise DockerUnavailable("Docker engine unreachable")
@@ -230,6 +248,7 @@ class ServerManager(ServerChanges):
         it was made for this container (`owned_volume`)."""
         server = self.get(internal_id)
         await self.require_engine()
+        await self.settled(internal_id)
         server.deleted = True
         task = server.install_task
         if task is not None and not task.done():
@@ -250,6 +269,7 @@ class ServerManager(ServerChanges):
         await self.store.delete_tokens_of(internal_id)
         await self.store.delete_container(internal_id)
         self._servers.pop(internal_id, None)
+        self.recovery.forget(internal_id)
         self._apply_volume_rules(server.spec.volume_id)
         await self.mounts.unpin(internal_id)
         # Entrypoint, install script and install log (written by lightd only: the container sees them read-only).
@@ -279,7 +299,7 @@ class ServerManager(ServerChanges):
     async def _begin_power(self, internal_id: str, action: str, timeout: float | None) -> asyncio.Task[Any]:
         if action not in POWER_ACTIONS:
             raise ValidationFailed(f"action: must be one of {', '.join(POWER_ACTIONS)}", details={"field": "action"})
-        server = self.get(internal_id)
+        server = await self.settled(internal_id)
         if action == "kill":
             await self.require_engine()
             server.states.check_power(action)
@@ -294,18 +314,20 @@ class ServerManager(ServerChanges):
 
     async def send_command(self, internal_id: str, command: str) -> None:
         """Write a command line to the server's stdin."""
-        await self.get(internal_id).send_command(command)
+        await (await self.settled(internal_id)).send_command(command)
 
     async def exec(self, internal_id: str, cmd: list[str], stdin: bytes | None = None) -> tuple[int, str]:
         """Run `cmd` in the server's running container: its exit code and output."""
-        server = self.get(internal_id)
+        server = await self.settled(internal_id)
         if server.state != "running":
             raise Conflict(f"container {internal_id} is not running")
         return await self._env.exec(internal_id, cmd, stdin)
 
     # -- start-up and engine recovery ----------------------------------------------------------------
-    async def load(self) -> None:
-        """Build every server from the store; reconcile with the engine if it is up."""
+    async def open(self) -> None:
+        """Build every server from the store (the API can serve them at once: each shows its last announced
+        state) and remove what a dead daemon left. Comparing them with the engine is `reconcile`'s, in the
+        background: EngineWatch runs it when the engine's event stream connects."""
         for record in await self.store.list_containers():
             server = self._build(record)
             self._servers[server.id] = server
@@ -313,12 +335,19 @@ class ServerManager(ServerChanges):
             if record["install_state"] == "installing":
                 # The daemon stopped mid-install: the install cannot be trusted.
                 await server.set_install_state("failed", "install was interrupted by a daemon restart")
+        self.recovery.begin(self)
         if await self._env.available():
             self.engine_up = True
+            # Before the API serves: an installer of a create made now must not be taken for a leftover.
             await self._remove_leftovers()
-            await self.reconcile()
         else:
             log.warning("Docker engine unreachable at start-up; servers are re-attached when it is back")
+
+    async def load(self) -> None:
+        """`open`, then compare every server with the engine if it is up (for what runs no EngineWatch)."""
+        await self.open()
+        if self.engine_up:
+            await self.reconcile()
 
     async def _remove_leftovers(self) -> None:
         """Installer containers left by a daemon that died mid-install (they would go on running their
@@ -332,6 +361,6 @@ class ServerManager(ServerChanges):
             log.info("removed leftover container %s", name)
 
     async def reconcile(self) -> None:
-        """Compare every server with the engine (`reconcile_server`); crash detection after start-up is `EngineWatch`'s."""
-        for server in self:
-            await reconcile_server(server, self._env)
+        """Compare every server with the engine (`Recovery.run`: one list, then `docker.recovery_concurrency`
+        at a time); crash detection after start-up is `EngineWatch`'s."""
+        await self.recovery.run(self)

@@ -14,7 +14,7 @@ from lightd.templates.edits import edit_files, placeholder_values
 from lightd.volumes.service import VolumeService
 
 if TYPE_CHECKING:
-    from lightd.servers.environment import Environment
+    from lightd.servers.environment import ContainerStatus, Environment
     from lightd.servers.server import Server
 
 
@@ -43,10 +43,10 @@ class Preflight:
         """Give the volume to the server's user (the installer ran as root)."""
         await self.volumes.chown(server.spec.volume_id, self.uid, self.gid)
 
-    async def before_start(self, server: Server) -> None:
+    async def before_start(self, server: Server, status: ContainerStatus | None = None) -> None:
         """Refuse a start over the disk limit; re-own the volume and the volumes it mounts (Wings'
         check_permissions_on_boot: this also strips setuid/setgid bits); check and pin the mounts again;
-        recreate a container its spec no longer describes."""
+        recreate a container its spec no longer describes (`status`: the container as just inspected)."""
         over, used, limit = await self.volumes.over_disk_limit(server.spec.volume_id, fresh=True)
         if over:
             server.daemon_message(f"Not enough disk space: {used} bytes used of the {limit} byte limit; "
@@ -60,7 +60,7 @@ class Preflight:
             for problem in await self.volumes.in_own_sandbox(server.spec.volume_id, edit_files, server.spec.config_files, values):
                 server.daemon_message(f"Config file not edited: {problem}")
         await self.mounts.pin(server.id, server.spec.mount)
-        if not await self.env.is_current(server.spec, server.volume_path, server.data_path):
+        if not await self.env.is_current(server.spec, server.volume_path, server.data_path, status):
             # What a PATCH left for the next start (image, environment, startup command, a removed limit):
             # the container is stopped here, and its volume and entrypoint stay.
             server.daemon_message("Applying the server's changed settings: recreating its container")

@@ -23,7 +23,7 @@ from lightd.servers.preflight import Preflight
 from lightd.servers.state import ACCEPTS_COMMANDS, FAILED, OFFLINE, PAUSED, RUNNING, STARTING, STOPPING, ServerStates
 from lightd.store import Store
 from lightd.tasks import TaskOwner
-from lightd.timers import TimerWheel
+from lightd.timers import Timer, TimerWheel
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +62,17 @@ class Server:
         self.lock = PowerLock(self.id)
         self.history = ConsoleHistory(config.console.history_lines, config.console.history_bytes)
         self.throttle = OutputThrottle(config.console.throttle_lines, config.console.throttle_window_ms)
-        self.container_missing = False
+        # Moves with every change the public view shows (state, stored record, missing flag): what the
+        # cached listing (servers/listing.py: listing_key) is checked against.
+        self.revision = 0
+        self._container_missing = False
         self.started_at: float | None = None
         self.last_crash_at: float | None = record.get("last_crash_at")
         self.latest_stats: StatsSample | None = None
         self.deleted = False
         self.install_task: asyncio.Task[Any] | None = None
         self._pattern: StartPattern | None = None
+        self._start_timer: Timer | None = None
         self.use_spec(self.spec)
         self._console: ConsoleStream | None = None
         self._abandoned: ConsoleStream | None = None  # attached for a start the engine refused
@@ -93,6 +97,17 @@ class Server:
         """The install state: installing, ready or failed."""
         return self.states.install
 
+    @property
+    def container_missing(self) -> bool:
+        """Installed, but the engine has no container for it (shown in the view)."""
+        return self._container_missing
+
+    @container_missing.setter
+    def container_missing(self, missing: bool) -> None:
+        if missing != self._container_missing:
+            self._container_missing = missing
+            self.revision += 1
+
     # -- publishing ----------------------------------------------------------------------------------
     def publish(self, event: ServerEvent) -> None:
         self.events.publish("event", self.id, event)
@@ -110,6 +125,9 @@ class Server:
     async def set_state(self, state: str) -> None:
         """Move the runtime state (see `state.TRANSITIONS`), persist it and announce it."""
         if self.states.move(state):
+            if state != STARTING:
+                self._cancel_start_timeout()
+            self.revision += 1  # the view shows the new state before the store has it
             await self.persist(state=state)
             self.publish(StateChanged(state))
 
@@ -125,6 +143,7 @@ class Server:
         """Write fields of this server's record to the store and to the in-memory copy reads are served from."""
         await self.store.update_container(self.id, **fields)
         self.record.update(fields, updated_at=time.time())
+        self.revision += 1
 
     def runtime(self) -> dict[str, Any]:
         return {"state": self.state, "docker_name": self.env.name_of(self.id), "container_missing": self.container_missing}
@@ -148,7 +167,7 @@ class Server:
         if status.running:
             await self.reattach(paused=status.paused)
             return
-        await self.preflight.before_start(self)
+        await self.preflight.before_start(self, status)  # the inspect above, not a second one
         if not status.exists:
             await self.write_entrypoint()
             await self.env.create(self.spec, self.volume_path, self.data_path)
@@ -193,8 +212,16 @@ class Server:
     def _arm_start_timeout(self, seconds: float) -> None:
         """A wheel timer (not a task) reports this start (its `started_at`) unmatched after `seconds`."""
         started = self.started_at
-        self.timers.call_later(
+        self._cancel_start_timeout()
+        self._start_timer = self.timers.call_later(
             seconds, lambda: self._start_timed_out(seconds, started), name=f"start-timeout:{self.id}")
+
+    def _cancel_start_timeout(self) -> None:
+        """The start is over (running, stopped, exited): its timer goes, or each restart of a server with a
+        long start timeout would leave one more on the wheel until it expired."""
+        if self._start_timer is not None:
+            self._start_timer.cancel()
+            self._start_timer = None
 
     def _start_timed_out(self, seconds: float, started: float | None) -> None:
         if self.state == STARTING and self.started_at == started:

@@ -169,7 +169,10 @@ class StatsSampler:
     async def _round(self) -> None:
         """One round: every server up (but those on a stream) sampled in one batch, then published."""
         # Asked with no server up too: the environment learns its source at once (GET /system says it).
-        ids = [i for i in self._up if i not in self._streams]
+        # Not those the engine has not confirmed since the daemon started: after a restart they wait for the
+        # recovery round (it re-attaches them meanwhile; inspecting them all here would double its engine calls).
+        pending = self.servers.recovery.pending
+        ids = [i for i in self._up if i not in self._streams and i not in pending]
         self.rounds += 1
         try:
             samples = await self.env.sample_stats(ids)

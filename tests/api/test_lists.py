@@ -3,8 +3,11 @@ and one answer to an unknown query parameter on every native route."""
 
 from __future__ import annotations
 
+import asyncio
 import urllib.parse
 from typing import Any
+
+import orjson
 
 from lightd import keys
 from tests.conftest import Api
@@ -138,6 +141,71 @@ async def test_unpaged_containers_answer_is_the_cached_one(dapi, dclient):
     async with dapi.client.get("/containers", headers=dapi.headers) as resp:
         raw = await resp.read()
     assert raw == await manager.listing_json()
+
+
+async def fresh_list(api: Api) -> list[dict[str, Any]]:
+    """The cached unpaged answer, checked against the uncached paged one (the same servers, same order)."""
+    status, cached = await api.get("/containers")
+    assert status == 200, cached
+    status, paged = await api.get("/containers", params={"limit": "1000"})
+    assert status == 200, paged
+    assert cached == paged, "the cached GET /containers differs from a fresh build"
+    return cached["containers"]
+
+
+async def test_unpaged_containers_answer_is_never_stale(dapi, dclient):
+    from lightd.servers.listing import listing_key
+
+    manager = dclient.app[keys.SERVERS]
+    await create_server(dapi, "stale-a")
+    by_id = {c["internal_id"]: c for c in await fresh_list(dapi)}
+    assert by_id["stale-a"]["state"] == "offline"
+    keys_seen = [listing_key(manager)]
+
+    def key_moved() -> None:
+        keys_seen.append(listing_key(manager))
+        assert keys_seen[-1] != keys_seen[-2]
+
+    # a PATCH (the stored spec and updated_at change)
+    status, body = await dapi.call("PATCH", "/containers/stale-a", json={"startup_command": "sleep 2000"})
+    assert status == 200, body
+    key_moved()
+    assert {c["internal_id"]: c for c in await fresh_list(dapi)}["stale-a"]["startup_command"] == "sleep 2000"
+    # state changes: the very next list shows what GET /containers/:id shows
+    assert (await dapi.post("/containers/stale-a/start"))[0] == 202
+    await wait_state(dapi, "stale-a", "running")
+    key_moved()
+    assert {c["internal_id"]: c for c in await fresh_list(dapi)}["stale-a"]["state"] == "running"
+    # a flag set in memory only (the engine lost the container), as engine_watch and recovery set it
+    server = manager.get("stale-a")
+    server.container_missing = True
+    key_moved()
+    assert {c["internal_id"]: c for c in await fresh_list(dapi)}["stale-a"]["container_missing"] is True
+    server.container_missing = False
+    key_moved()
+    assert {c["internal_id"]: c for c in await fresh_list(dapi)}["stale-a"]["container_missing"] is False
+    # a state moved in memory, its store write still pending, is already listed (no engine call involved:
+    # only the bookkeeping moves, and moves back)
+    moving = asyncio.ensure_future(server.set_state("paused"))
+    await asyncio.sleep(0)  # set_state has moved the state and waits for its store write
+    # what the route answers, with no turn of the loop that could let the store write finish first
+    listed = orjson.loads(await manager.listing_json())["containers"]
+    assert not moving.done() and listed[0]["state"] == "paused"
+    await moving
+    key_moved()
+    await server.set_state("running")
+    key_moved()
+    assert {c["internal_id"]: c for c in await fresh_list(dapi)}["stale-a"]["state"] == "running"
+    assert (await dapi.post("/containers/stale-a/kill"))[0] == 202
+    await wait_state(dapi, "stale-a", "offline")
+    assert {c["internal_id"]: c for c in await fresh_list(dapi)}["stale-a"]["state"] == "offline"
+    # servers made and deleted
+    await create_server(dapi, "stale-b")
+    key_moved()
+    assert [c["internal_id"] for c in await fresh_list(dapi)] == ["stale-a", "stale-b"]
+    assert (await dapi.delete("/containers/stale-a"))[0] == 200
+    key_moved()
+    assert [c["internal_id"] for c in await fresh_list(dapi)] == ["stale-b"]
 
 
 # -- GET /volumes ---------------------------------------------------------------------------------------

@@ -177,6 +177,22 @@ async def test_batch_rounds_and_the_fallback_to_the_stream(tmp_path):
     assert stats._targets == {} and stats._unreadable == set()
 
 
+async def test_a_restart_is_not_a_failure_to_read(tmp_path):
+    """The engine still reports an ended process as running (a restart under way on a busy node): reads that
+    fail because that process is gone never move the container to the engine's stream (bench/soak.py saw
+    servers restarted every minute end up, one by one, with a stream and a task each for good)."""
+    root, proc = v1_tree(tmp_path / "cg", tmp_path / "proc"), tmp_path / "proc"
+    engine = RecordedEngine("cgroupfs", "1")
+    stats = CgroupStats(engine, lambda i: f"p-{i}", root=root, proc=proc)  # type: ignore[arg-type]
+    engine.running["p-a"] = PID + 1  # no /proc/<pid>: the process has ended
+    for _ in range(4):
+        assert await stats.sample(["a"]) == {"a": None}
+    assert stats._unreadable == set() and stats._failures == {}
+    engine.running["p-a"] = PID  # the new process
+    sample = (await stats.sample(["a"]))["a"]
+    assert sample is not None and sample.memory_bytes > 0
+
+
 async def test_docker_mode_and_unusable_hosts_read_nothing(tmp_path):
     engine = RecordedEngine("cgroupfs", "1")
     assert await CgroupStats(engine, str, mode="docker").sample(["a"]) == {}  # type: ignore[arg-type]

@@ -152,7 +152,8 @@ class FakeEnvironment:
         self.containers[spec.internal_id] = FakeContainer(spec)
         return self.name_of(spec.internal_id)
 
-    async def is_current(self, spec: ContainerSpec, volume_path: Path, data_path: Path) -> bool:
+    async def is_current(self, spec: ContainerSpec, volume_path: Path, data_path: Path,
+                         status: ContainerStatus | None = None) -> bool:
         await self.step("is_current")
         container = self.containers.get(spec.internal_id)
         return container is None or container.spec == spec
@@ -185,6 +186,10 @@ class FakeEnvironment:
         return ContainerStatus(exists=True, running=container.running, paused=container.paused,
                                exit_code=container.exit_code, oom_killed=container.oom_killed,
                                started_at=container.started_at)
+
+    async def statuses(self) -> dict[str, ContainerStatus]:
+        await self.step("statuses")
+        return {i: ContainerStatus(exists=True, running=c.running, paused=c.paused) for i, c in self.containers.items()}
 
     async def attach(self, internal_id: str) -> FakeConsole:
         await self.step("attach")

@@ -55,6 +55,8 @@ async def watch(rig: Rig, fake: FakeEngineEvents) -> Any:
 
 async def detach(rig: Rig, server: Server) -> None:
     """The console stream is gone and nothing re-attached (what an engine blip leaves)."""
+    # After the round the stream's connection runs (the load's was the first): that round would re-attach it.
+    await until(lambda: rig.manager.recovery.rounds >= 2)
     [task] = [t for t in asyncio.all_tasks() if t.get_name() == f"unit:console:{server.id}"]
     task.cancel()
     await asyncio.wait([task])

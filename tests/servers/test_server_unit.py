@@ -145,6 +145,22 @@ async def test_start_recreates_a_container_its_spec_no_longer_describes(rig: Rig
     assert server.state == "running"
 
 
+async def test_restarts_leave_no_start_timeout_timers(rig: Rig, fake: FakeEnvironment):
+    """A start's timeout timer goes when the start is over: restarts of a server with a long start timeout
+    do not pile timers up on the wheel (bench/soak.py restarts every server every minute)."""
+    server = await rig.server(start_pattern="Ready", start_timeout_seconds=3600)
+    pending = len(rig.manager.timers)
+    for _ in range(5):
+        await rig.manager.power_and_wait("srv", "restart" if server.state == "running" else "start")
+        assert server.state == "starting" and len(rig.manager.timers) == pending + 1
+        fake.print("srv", "Ready")
+        await until(lambda: server.state == "running")
+        assert len(rig.manager.timers) == pending
+    await rig.manager.power_and_wait("srv", "restart")
+    await rig.manager.power_and_wait("srv", "stop")  # stopped while starting: its timer goes too
+    assert server.state == "offline" and len(rig.manager.timers) == pending
+
+
 async def test_start_recreates_a_missing_container(rig: Rig, fake: FakeEnvironment):
     server = await rig.server()
     del fake.containers["srv"]
