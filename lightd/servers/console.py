@@ -1,5 +1,5 @@
-"""Console output: bytes to lines, the bounded history of a server, the output throttle, and the start
-pattern that tells a server is up."""
+"""Console output: bytes to lines, the bounded history of a server, the output throttle, the lines on their
+way out (`ConsoleOutput`), and the start pattern that tells a server is up (with its `StartTimeout`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,16 @@ import asyncio
 import re
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import re2
+
+if TYPE_CHECKING:
+    from lightd.events import EventBus
+    from lightd.timers import Timer, TimerWheel
+
+THROTTLE_NOTICE = "Server is outputting console data too quickly -- throttling..."
 
 ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 
@@ -211,3 +218,50 @@ class StartPattern:
                 work = 0
                 await asyncio.sleep(0)
         return -1
+
+
+class ConsoleOutput:
+    """A server's output lines on their way to its sockets: the throttle admits the first lines of a chunk
+    that fit its budget; those go to the history and out as one `console` event. When it cuts, `notice`
+    tells the console (at most once per throttle window)."""
+
+    def __init__(self, server_id: str, events: EventBus, history: ConsoleHistory, throttle: OutputThrottle,
+                 notice: Callable[[str], None]) -> None:
+        self.server_id = server_id
+        self.events = events
+        self.history = history
+        self.throttle = throttle
+        self.notice = notice
+
+    def publish(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        total = len(lines)
+        admitted = self.throttle.admit_many(total)
+        if admitted:
+            if admitted < total:
+                lines = lines[:admitted]
+            self.history.extend(lines)
+            self.events.publish("console", self.server_id, lines)
+        if admitted < total and self.throttle.take_notice():
+            self.notice(THROTTLE_NOTICE)
+
+
+class StartTimeout:
+    """The one wheel timer (not a task) of a server's start: `fire` runs if the start is still unmatched after
+    `seconds`. Re-armed by each start and cancelled when the start is over, so restarts leave nothing on the
+    wheel."""
+
+    def __init__(self, timers: TimerWheel, name: str) -> None:
+        self.timers = timers
+        self.name = name
+        self._timer: Timer | None = None
+
+    def arm(self, seconds: float, fire: Callable[[], None]) -> None:
+        self.cancel()
+        self._timer = self.timers.call_later(seconds, fire, name=self.name)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -11,7 +11,10 @@ from typing import Any
 from lightd.config import Config
 from lightd.errors import Conflict, DockerUnavailable, LightdError
 from lightd.events import EventBus
-from lightd.servers.console import ConsoleHistory, LineSplitter, OutputThrottle, StartPattern
+from lightd.servers.console import (
+    ConsoleHistory, ConsoleOutput, LineSplitter, OutputThrottle, StartPattern, StartTimeout,
+)
+from lightd.servers.entrypoint import write_entrypoint
 from lightd.servers.environment import ConsoleStream, Environment, StatsSample
 from lightd.servers.events import (
     ActionFailed, ConsoleDetached, InstallFailed, InstallStateChanged, ServerCrashed, ServerEvent, ServerExited,
@@ -23,16 +26,9 @@ from lightd.servers.preflight import Preflight
 from lightd.servers.state import ACCEPTS_COMMANDS, FAILED, OFFLINE, PAUSED, RUNNING, STARTING, STOPPING, ServerStates
 from lightd.store import Store
 from lightd.tasks import TaskOwner
-from lightd.timers import Timer, TimerWheel
+from lightd.timers import TimerWheel
 
 log = logging.getLogger(__name__)
-
-THROTTLE_NOTICE = "Server is outputting console data too quickly -- throttling..."
-ENTRYPOINT = """#!/bin/sh
-# Written by lightd: runs the server's startup command from its volume.
-cd /home/container || exit 1
-exec /bin/sh -c "$STARTUP"
-"""
 
 
 class Server:
@@ -62,6 +58,7 @@ class Server:
         self.lock = PowerLock(self.id)
         self.history = ConsoleHistory(config.console.history_lines, config.console.history_bytes)
         self.throttle = OutputThrottle(config.console.throttle_lines, config.console.throttle_window_ms)
+        self.output = ConsoleOutput(self.id, events, self.history, self.throttle, self.daemon_message)
         # Moves with every change the public view shows (state, stored record, missing flag): what the
         # cached listing (servers/listing.py: listing_key) is checked against.
         self.revision = 0
@@ -72,7 +69,7 @@ class Server:
         self.deleted = False
         self.install_task: asyncio.Task[Any] | None = None
         self._pattern: StartPattern | None = None
-        self._start_timer: Timer | None = None
+        self._start_timeout = StartTimeout(timers, f"start-timeout:{self.id}")
         self.use_spec(self.spec)
         self._console: ConsoleStream | None = None
         self._abandoned: ConsoleStream | None = None  # attached for a start the engine refused
@@ -126,7 +123,7 @@ class Server:
         """Move the runtime state (see `state.TRANSITIONS`), persist it and announce it."""
         if self.states.move(state):
             if state != STARTING:
-                self._cancel_start_timeout()
+                self._start_timeout.cancel()  # the start is over: its timer goes
             self.revision += 1  # the view shows the new state before the store has it
             await self.persist(state=state)
             self.publish(StateChanged(state))
@@ -155,10 +152,7 @@ class Server:
 
     # -- power ---------------------------------------------------------------------------------------
     async def write_entrypoint(self) -> None:
-        def write() -> None:
-            self.data_path.mkdir(parents=True, exist_ok=True)
-            (self.data_path / "entrypoint.sh").write_text(ENTRYPOINT)
-        await asyncio.to_thread(write)
+        await asyncio.to_thread(write_entrypoint, self.data_path)
 
     async def start(self) -> None:
         """Attach to the output, then start; `running` on the first line matching the start pattern."""
@@ -210,18 +204,9 @@ class Server:
         await self.set_state(OFFLINE)
 
     def _arm_start_timeout(self, seconds: float) -> None:
-        """A wheel timer (not a task) reports this start (its `started_at`) unmatched after `seconds`."""
+        """Report this start (its `started_at`) if still unmatched after `seconds`."""
         started = self.started_at
-        self._cancel_start_timeout()
-        self._start_timer = self.timers.call_later(
-            seconds, lambda: self._start_timed_out(seconds, started), name=f"start-timeout:{self.id}")
-
-    def _cancel_start_timeout(self) -> None:
-        """The start is over (running, stopped, exited): its timer goes, or each restart of a server with a
-        long start timeout would leave one more on the wheel until it expired."""
-        if self._start_timer is not None:
-            self._start_timer.cancel()
-            self._start_timer = None
+        self._start_timeout.arm(seconds, lambda: self._start_timed_out(seconds, started))
 
     def _start_timed_out(self, seconds: float, started: float | None) -> None:
         if self.state == STARTING and self.started_at == started:
@@ -364,23 +349,10 @@ class Server:
             index = await self._pattern.first_match(lines)  # may yield: the state is checked again
             if index >= 0 and self.state == STARTING:
                 # The lines before the match go out first, then `running`, then the rest.
-                self._publish_lines(lines[:index])
+                self.output.publish(lines[:index])
                 await self.set_state(RUNNING)
                 lines = lines[index:]
-        self._publish_lines(lines)
-
-    def _publish_lines(self, lines: list[str]) -> None:
-        if not lines:
-            return
-        total = len(lines)
-        admitted = self.throttle.admit_many(total)
-        if admitted:
-            if admitted < total:
-                lines = lines[:admitted]
-            self.history.extend(lines)
-            self.events.publish("console", self.id, lines)
-        if admitted < total and self.throttle.take_notice():
-            self.daemon_message(THROTTLE_NOTICE)
+        self.output.publish(lines)
 
     async def _on_stream_end(self) -> None:
         try:

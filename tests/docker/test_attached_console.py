@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from lightd.config import DockerConfig
-from lightd.docker.environment import AttachedConsole, DockerEnvironment
+from lightd.docker.attached_console import AttachedConsole
+from lightd.docker.environment import DockerEnvironment
 from lightd.errors import DockerUnavailable
 from lightd.servers.mounts import MountPins
 
