@@ -101,7 +101,7 @@ async def raw_burst(bench: Bench, ids: list[str]) -> float:
     from lightd.docker.environment import DockerEnvironment
     from lightd.servers.models import ContainerSpec
     from lightd.servers.mounts import MountPins
-    from lightd.servers.server import ENTRYPOINT
+    from lightd.servers.entrypoint import ENTRYPOINT
 
     env = DockerEnvironment(None, DockerConfig(container_prefix=bench.prefix), MountPins(bench.tmp / "mounts", []))  # type: ignore[arg-type]
     configs = {}

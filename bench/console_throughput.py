@@ -270,7 +270,7 @@ async def main(bench: Bench) -> None:
     from lightd.docker.environment import DockerEnvironment
     from lightd.servers.mounts import MountPins
     from lightd.servers.models import ContainerSpec
-    from lightd.servers.server import ENTRYPOINT
+    from lightd.servers.entrypoint import ENTRYPOINT
 
     env = DockerEnvironment(None, DockerConfig(container_prefix=bench.prefix), MountPins(bench.tmp / "mounts", []))  # type: ignore[arg-type]
     docker = aiodocker.Docker()

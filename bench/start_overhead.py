@@ -102,7 +102,7 @@ async def main(bench: Bench) -> None:
     from lightd.docker.environment import DockerEnvironment
     from lightd.servers.mounts import MountPins
     from lightd.servers.models import ContainerSpec
-    from lightd.servers.server import ENTRYPOINT
+    from lightd.servers.entrypoint import ENTRYPOINT
 
     raw_id = "rawstart"
     raw_volume = bench.tmp / "raw" / "volume"
