@@ -32,7 +32,6 @@ the access log, the middleware or the response write on the stack, and the top f
 from __future__ import annotations
 
 import asyncio
-import collections
 import os
 import re
 import shutil
@@ -47,7 +46,7 @@ import psutil
 from common import (
     Api,
     Bench,
-    bounded_gather,
+    count_running,
     free_port,
     median,
     note,
@@ -56,8 +55,10 @@ from common import (
     ratio,
     report,
     seed_store,
+    start_servers,
     verdict,
     wait_http,
+    wait_running,
 )
 
 TARGET_P99_MS = 20.0
@@ -136,81 +137,17 @@ PROFILE_PARTS = [  # a sample goes to the part of its innermost frame matching o
 
 
 def profile(pid: int, seconds: int, out_path: str) -> dict[str, Any] | None:
-    """py-spy record of the daemon (raw, non-blocking, 200 Hz): busy samples, the share of each
-    PROFILE_PARTS entry (the rest: aiohttp's server, the event loop), and the top leaf and innermost-lightd
-    frames."""
-    if shutil.which("py-spy") is None:
-        note("py-spy not installed: no profile (pip install py-spy)")
-        return None
-    cmd = ["py-spy", "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200",
-           "--nonblocking", "--format", "raw", "--output", out_path]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    if result.returncode != 0:
-        note(f"py-spy failed: {result.stderr[-500:]}")
-        return None
-    parts: collections.Counter[str] = collections.Counter()
-    leaves: collections.Counter[str] = collections.Counter()
-    own: collections.Counter[str] = collections.Counter()
-    total = 0
-    with open(out_path) as handle:
-        for line in handle:
-            stack, _, count_text = line.rstrip("\n").rpartition(" ")
-            if not count_text.isdigit():
-                continue
-            count = int(count_text)
-            total += count
-            frames = stack.split(";")
-            parts[next((name for frame in reversed(frames) for name, pattern in PROFILE_PARTS
-                        if pattern.search(frame)), "other (aiohttp server, event loop)")] += count
-            leaves[frames[-1]] += count
-            mine = [f for f in frames if "lightd/" in f and "/bench/" not in f]
-            own[mine[-1] if mine else "(no lightd frame)"] += count
-    return {"total": total, "seconds": seconds, "parts": parts, "leaves": leaves, "own": own}
+    """py-spy record of the daemon (common.profile): busy samples by PROFILE_PARTS entry (the innermost one
+    a stack shows; the rest: aiohttp's server, the event loop), and the top leaf and innermost-lightd frames."""
+    def part(frames: list[str]) -> str:
+        return next((name for frame in reversed(frames) for name, pattern in PROFILE_PARTS if pattern.search(frame)),
+                    "other (aiohttp server, event loop)")
+
+    return common.profile(pid, seconds, out_path, part)
 
 
 def fmt(r: dict[str, float]) -> str:
     return f"{r['rps']:.0f} req/s, p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, {r['cpu_ms']:.3f} ms CPU/req"
-
-
-async def count_running(api: Api) -> tuple[int, int]:
-    """(servers listed, servers `running`) from one GET /containers."""
-    status, body = await api.call("GET", "/containers", timeout=aiohttp.ClientTimeout(total=30))
-    if status != 200:
-        raise RuntimeError(f"GET /containers: {status} {body}")
-    return body["count"], sum(1 for c in body["containers"] if c["state"] == "running")
-
-
-async def start_servers(api: Api, ids: list[str], timeout: float, stall: float = 60.0) -> tuple[int, list[str]]:
-    """Start `ids` through the API, 8 at a time; wait until all run, or no progress for `stall` s, or
-    `timeout`. Returns (how many run, the start errors)."""
-    async def start(internal_id: str) -> str | None:
-        try:
-            await api.power(internal_id, "start")
-            return None
-        except Exception as exc:  # noqa: BLE001 - reported: a failure to scale is a result
-            return f"{internal_id}: {exc}"
-
-    errors = [e for e in await bounded_gather(8, (start(i) for i in ids)) if e]
-    return await wait_running(api, len(ids), timeout, stall), errors
-
-
-async def wait_running(api: Api, want: int, timeout: float, stall: float = 60.0) -> int:
-    """Poll GET /containers until `want` servers run, or no progress for `stall` s, or `timeout`."""
-    deadline = time.monotonic() + timeout
-    best, best_at, running = -1, time.monotonic(), 0
-    while time.monotonic() < deadline:
-        try:
-            _, running = await count_running(api)
-        except (TimeoutError, aiohttp.ClientError, RuntimeError) as exc:
-            note(f"  GET /containers while waiting: {exc!r}")
-        if running >= want:
-            break
-        if running > best:
-            best, best_at = running, time.monotonic()
-        elif time.monotonic() - best_at > stall:
-            break
-        await asyncio.sleep(1)
-    return running
 
 
 def load1() -> float:
@@ -347,14 +284,11 @@ async def main(bench: Bench) -> None:
            f"{len(one_bytes)} bytes; {os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if prof and prof["total"]:
         total = prof["total"]
-        parts = ", ".join(f"{name} {count / total * 100:.0f}%" for name, count in prof["parts"].most_common())
-        report("api_latency profile GET /containers",
-               f"py-spy {total} samples in {prof['seconds']} s (~{total / (prof['seconds'] * 200) * 100:.0f}% busy); "
-               f"by innermost part: {parts}")
+        report("api_latency profile GET /containers", common.profile_line(prof) + " (by innermost part)")
         report("api_latency profile top frames",
-               "; ".join(f"{name} {count / total * 100:.0f}%" for name, count in prof["leaves"].most_common(8)))
+               "; ".join(f"{name} {count / total * 100:.0f}%" for name, count in prof["by_leaf"].most_common(8)))
         report("api_latency profile innermost lightd frames",
-               "; ".join(f"{name} {count / total * 100:.0f}%" for name, count in prof["own"].most_common(8)))
+               "; ".join(f"{name} {count / total * 100:.0f}%" for name, count in prof["by_lightd"].most_common(8)))
 
 
 if __name__ == "__main__":

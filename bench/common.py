@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import math
@@ -295,6 +296,52 @@ def run(name: str, main: Callable[[Bench], Any]) -> None:
         bench.cleanup()
 
 
+def pyspy_samples(pid: int, seconds: int, out_path: str) -> list[tuple[list[str], int]] | None:
+    """`py-spy record` of a process (raw, non-blocking, 200 Hz) for `seconds`: each sampled stack (its frames,
+    outermost first) with its count; None when py-spy is missing or fails (noted)."""
+    if shutil.which("py-spy") is None:
+        note("py-spy not installed: no profile (pip install py-spy)")
+        return None
+    cmd = ["py-spy", "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200",
+           "--nonblocking", "--format", "raw", "--output", out_path]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    if result.returncode != 0:
+        note(f"py-spy failed: {result.stderr[-500:]}")
+        return None
+    samples = []
+    with open(out_path) as handle:
+        for line in handle:
+            stack, _, count_text = line.rstrip("\n").rpartition(" ")
+            if count_text.isdigit():
+                samples.append((stack.split(";"), int(count_text)))
+    return samples
+
+
+def profile(pid: int, seconds: int, out_path: str, category: Callable[[list[str]], str]) -> dict[str, Any] | None:
+    """A py-spy profile of the daemon tallied three ways: by `category(frames)`, by leaf frame, and by the
+    innermost frame of lightd's own code. None without py-spy."""
+    samples = pyspy_samples(pid, seconds, out_path)
+    if samples is None:
+        return None
+    tallies: dict[str, Any] = {"total": 0, "seconds": seconds}
+    for key in ("by_category", "by_leaf", "by_lightd"):
+        tallies[key] = collections.Counter()
+    for frames, count in samples:
+        tallies["total"] += count
+        tallies["by_category"][category(frames)] += count
+        tallies["by_leaf"][frames[-1]] += count
+        own = [f for f in frames if "lightd/" in f and "/bench/" not in f]
+        tallies["by_lightd"][own[-1] if own else "(no lightd frame)"] += count
+    return tallies
+
+
+def profile_line(prof: dict[str, Any]) -> str:
+    """`py-spy N samples in S s (~B% busy): <category> P%, ...` of a `profile` result."""
+    total = prof["total"]
+    parts = ", ".join(f"{name} {count / total * 100:.0f}%" for name, count in prof["by_category"].most_common())
+    return f"py-spy {total} busy samples in {prof['seconds']} s (~{total / (prof['seconds'] * 200) * 100:.1f}% busy): {parts}"
+
+
 # -- store seeding and API helpers -------------------------------------------------------------------------
 async def seed_store(daemon: Daemon, servers: list[tuple[str, str]], install_state: str = "ready",
                      spec_extra: dict[str, Any] | None = None) -> None:
@@ -355,3 +402,44 @@ async def bounded_gather(limit: int, coros: Iterable[Any]) -> list[Any]:
             return await coro
 
     return await asyncio.gather(*(one(c) for c in coros))
+
+
+async def count_running(api: Api) -> tuple[int, int]:
+    """(servers listed, servers `running`) from one GET /containers."""
+    status, body = await api.call("GET", "/containers", timeout=aiohttp.ClientTimeout(total=30))
+    if status != 200:
+        raise RuntimeError(f"GET /containers: {status} {body}")
+    return body["count"], sum(1 for c in body["containers"] if c["state"] == "running")
+
+
+async def start_servers(api: Api, ids: list[str], timeout: float, stall: float = 60.0, at_once: int = 8) -> tuple[int, list[str]]:
+    """Start `ids` through the API, `at_once` at a time; wait until all run, or no progress for `stall` s, or
+    `timeout`. Returns (how many run, the start errors)."""
+    async def start(internal_id: str) -> str | None:
+        try:
+            await api.power(internal_id, "start")
+            return None
+        except Exception as exc:  # noqa: BLE001 - reported: a failure to scale is a result
+            return f"{internal_id}: {exc}"
+
+    errors = [e for e in await bounded_gather(at_once, (start(i) for i in ids)) if e]
+    return await wait_running(api, len(ids), timeout, stall), errors
+
+
+async def wait_running(api: Api, want: int, timeout: float, stall: float = 60.0) -> int:
+    """Poll GET /containers until `want` servers run, or no progress for `stall` s, or `timeout`."""
+    deadline = time.monotonic() + timeout
+    best, best_at, running = -1, time.monotonic(), 0
+    while time.monotonic() < deadline:
+        try:
+            _, running = await count_running(api)
+        except (TimeoutError, aiohttp.ClientError, RuntimeError) as exc:
+            note(f"  GET /containers while waiting: {exc!r}")
+        if running >= want:
+            break
+        if running > best:
+            best, best_at = running, time.monotonic()
+        elif time.monotonic() - best_at > stall:
+            break
+        await asyncio.sleep(1)
+    return running

@@ -31,13 +31,13 @@ import asyncio
 import collections
 import os
 import re
-import shutil
-import subprocess
 import time
 from typing import Any
 
 import common  # noqa: F401 - puts the repo root on sys.path
-from common import Api, Bench, bounded_gather, note, parse_args, ratio, report, seed_store, verdict
+from common import (
+    Api, Bench, note, parse_args, ratio, report, seed_store, verdict,
+)
 
 import aiohttp
 import psutil
@@ -129,67 +129,13 @@ CATEGORIES = [
 
 
 def profile(pid: int, seconds: int, out_path: str) -> dict[str, Any] | None:
-    """py-spy record (raw, non-blocking); samples grouped by lightd code path and by leaf function."""
-    if shutil.which("py-spy") is None:
-        note("py-spy not installed: no profile (pip install py-spy)")
-        return None
-    cmd = ["py-spy", "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200",
-           "--nonblocking", "--format", "raw", "--output", out_path]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
-    if result.returncode != 0:
-        note(f"py-spy failed: {result.stderr[-500:]}")
-        return None
-    by_category: collections.Counter[str] = collections.Counter()
-    by_leaf: collections.Counter[str] = collections.Counter()
-    by_lightd: collections.Counter[str] = collections.Counter()
-    total = 0
-    with open(out_path) as handle:
-        for line in handle:
-            stack, _, count_text = line.rstrip("\n").rpartition(" ")
-            if not count_text.isdigit():
-                continue
-            count = int(count_text)
-            total += count
-            for name, pattern in CATEGORIES:
-                if pattern.search(stack):
-                    by_category[name] += count
-                    break
-            else:
-                by_category["other (HTTP server, event loop, aiohttp internals)"] += count
-            frames = stack.split(";")
-            by_leaf[frames[-1]] += count
-            own = [f for f in frames if "lightd/" in f and "/bench/" not in f]
-            by_lightd[own[-1] if own else "(no lightd frame)"] += count
-    return {"total": total, "seconds": seconds, "by_category": by_category, "by_leaf": by_leaf, "by_lightd": by_lightd}
+    """py-spy record (common.profile); samples grouped by lightd code path (CATEGORIES) and by leaf function."""
+    def category(frames: list[str]) -> str:
+        stack = ";".join(frames)
+        return next((name for name, pattern in CATEGORIES if pattern.search(stack)),
+                    "other (HTTP server, event loop, aiohttp internals)")
 
-
-async def start_all(api: Api, ids: list[str], timeout: float, stall: float = 30.0) -> tuple[int, list[str]]:
-    """Start every server (4 at a time); wait until all run, or no progress for `stall` s, or `timeout`.
-    Returns (how many run, the start errors)."""
-    async def start(i: str) -> str | None:
-        try:
-            await api.power(i, "start")
-            return None
-        except Exception as exc:  # noqa: BLE001 - reported, not raised: a failure to scale is a result
-            return str(exc)
-
-    errors = [e for e in await bounded_gather(4, (start(i) for i in ids)) if e]
-    deadline = time.monotonic() + timeout
-    best, best_at, running = -1, time.monotonic(), 0
-    while time.monotonic() < deadline:
-        try:
-            status, body = await api.call("GET", "/containers", timeout=aiohttp.ClientTimeout(total=30))
-            running = sum(1 for c in body["containers"] if c["state"] == "running")
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            errors.append(f"GET /containers: {exc!r}")
-        if running == len(ids):
-            break
-        if running > best:
-            best, best_at = running, time.monotonic()
-        elif time.monotonic() - best_at > stall:
-            break
-        await asyncio.sleep(1)
-    return running, errors
+    return common.profile(pid, seconds, out_path, category)
 
 
 async def wait_running(daemon: Any, n: int, timeout: float) -> int:
@@ -258,7 +204,7 @@ async def main(bench: Bench) -> None:
     async with aiohttp.ClientSession() as session:
         api = Api(session, daemon)
         t0 = time.monotonic()
-        running, errors = await start_all(api, ids, timeout=60 + 3 * n)
+        running, errors = await common.start_servers(api, ids, timeout=60 + 3 * n, stall=30, at_once=4)
         note(f"  {running}/{n} running after {time.monotonic() - t0:.0f} s")
         if running < n:
             first = errors[0] if errors else "no error answer: the starts never completed"
@@ -331,9 +277,7 @@ async def main(bench: Bench) -> None:
            f"{os.cpu_count()} CPUs (other sessions share this machine)")
     if prof and prof["total"]:
         total = prof["total"]
-        busy = total / (prof["seconds"] * 200) * 100
-        parts = ", ".join(f"{name} {count / total * 100:.0f}%" for name, count in prof["by_category"].most_common())
-        report("idle_cost profile", f"py-spy {total} busy samples in {prof['seconds']} s (~{busy:.1f}% busy): {parts}")
+        report("idle_cost profile", common.profile_line(prof))
         leaves = "; ".join(f"{name} {count / total * 100:.0f}%" for name, count in prof["by_leaf"].most_common(6))
         report("idle_cost profile top frames", leaves)
 
