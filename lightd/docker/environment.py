@@ -182,7 +182,7 @@ class DockerEnvironment:
                          status: ContainerStatus | None = None) -> bool:
         """False when the server's container was made from another spec or daemon config than `spec` and the
         config now give (PATCH, a config.json change): it must be recreated. True when there is none."""
-        if status is None or status.fingerprint is None:
+        if status is None or (status.exists and status.fingerprint is None):  # a listed one: inspect it
             status = await self.status(spec.internal_id)
         if not status.exists:
             return True

@@ -34,7 +34,6 @@ class EngineWatch:
         self._manager = manager
         self._env = env
         self._poll_seconds = poll_seconds
-        self._stream_up = False
         # One reconcile at a time: two at once could both handle one exit (two crashes, two restarts).
         self._reconciling = asyncio.Lock()
 
@@ -59,11 +58,11 @@ class EngineWatch:
             async for event in events:
                 if isinstance(event, EventStreamUp):
                     # Whatever happened while the stream was down (or before it first connected) went unseen.
-                    self._stream_up = self._manager.engine_events_up = True
+                    self._manager.engine_events_up = True
                     self._manager.engine_up = True
                     await self._reconcile()
                 elif isinstance(event, EventStreamDown):
-                    self._stream_up = self._manager.engine_events_up = False
+                    self._manager.engine_events_up = False
                 else:
                     await self._on_container(event)
 
@@ -95,7 +94,7 @@ class EngineWatch:
         manager = self._manager
         while True:
             await asyncio.sleep(self._poll_seconds)
-            up = self._stream_up or await self._env.available()
+            up = manager.engine_events_up or await self._env.available()
             # Servers left not compared (the engine failed to tell) are tried again at the poll's pace.
             if up and (not manager.engine_up or manager.recovery.pending or any(s.detached for s in manager)):
                 log.info("Docker engine reachable; reconciling servers")
