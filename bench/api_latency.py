@@ -1,6 +1,7 @@
 """api_latency: lightd's REST latency and throughput with N servers (M of them running), against a bare aiohttp app.
 
-    python bench/api_latency.py [--quick] [--duration S] [--connections N] [--servers N] [--running M] [--profile]
+    python bench/api_latency.py [--quick] [--duration S] [--connections N] [--servers N] [--running M]
+        [--profile [list|list_gzip|get]]
 
 N server records (default 200; issue 17's figure: --servers 1000 --running 500) and their volumes are
 inserted straight into the daemon's SQLite store before it starts (lightd.store.Store; install_state
@@ -25,13 +26,15 @@ asserted. A single-client figure (one connection, sequential requests) shows the
 without queueing. The daemon's CPU during each run is shown (100 % = one core saturated: it is one process),
 with its CPU time per answer (ms CPU/req: the figure least moved by other sessions' load on a shared
 machine), and the machine's 1-minute load average after each run. With --profile, one more (unmeasured)
-`GET /containers` run is sampled by py-spy (`pip install py-spy`): the share of samples with the listing,
+run of `GET /containers` (`list`, the default; `list_gzip`: with `Accept-Encoding: gzip`) or `GET
+/containers/:id` (`get`) is sampled by py-spy (`pip install py-spy`): the share of samples with the listing,
 the access log, the middleware or the response write on the stack, and the top frames.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -169,7 +172,7 @@ async def main(bench: Bench) -> None:
 
     # One daemon: measured as configured (INFO), then restarted with log_level WARNING. The same data dir,
     # so the running containers stay up across the restart and are re-attached.
-    daemon = bench.daemon(tag="lightd")
+    daemon = bench.daemon(json.loads(args.overrides) if args.overrides else None, tag="lightd")
     await seed_store(daemon, [(i, "sleep 100000") for i in ids])
     await daemon.start()
     note(f"daemon up: {daemon.url} (INFO); {n} servers")
@@ -249,9 +252,12 @@ async def main(bench: Bench) -> None:
     if args.profile:
         # A separate, unmeasured run: py-spy's sampling costs the daemon CPU of its own.
         seconds = max(2, int(duration) - 2)
-        note(f"wrk list (quiet) again with py-spy record {seconds} s")
+        gzip_profiled = args.profile == "list_gzip"
+        note(f"wrk {args.profile} (quiet) again with py-spy record {seconds} s")
         _, prof = await asyncio.gather(
-            run_wrk(daemon.url + "/containers", daemon.headers, conns, duration, daemon.pid),
+            run_wrk(daemon.url + ("/containers" if args.profile != "get" else f"/containers/{one}"),
+                    {**daemon.headers, **({"Accept-Encoding": "gzip"} if gzip_profiled else {})}, conns, duration,
+                    daemon.pid),
             asyncio.to_thread(profile, daemon.pid, seconds, str(bench.tmp / "list.pyspy.txt")))
 
     hello_r, static_r = results["hello"], results["static"]
@@ -284,7 +290,7 @@ async def main(bench: Bench) -> None:
            f"{len(one_bytes)} bytes; {os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if prof and prof["total"]:
         total = prof["total"]
-        report("api_latency profile GET /containers", common.profile_line(prof) + " (by innermost part)")
+        report(f"api_latency profile {args.profile}", common.profile_line(prof) + " (by innermost part)")
         report("api_latency profile top frames",
                "; ".join(f"{name} {count / total * 100:.0f}%" for name, count in prof["by_leaf"].most_common(8)))
         report("api_latency profile innermost lightd frames",
@@ -295,11 +301,13 @@ if __name__ == "__main__":
     def _extra(parser: Any) -> None:
         parser.add_argument("--duration", type=float, default=0, help="seconds per wrk run (default 10, --quick 3)")
         parser.add_argument("--connections", type=int, default=50)
+        parser.add_argument("--overrides", default="",
+                            help='JSON merged into the daemon\'s config, for experiments: \'{"console": {"stats_interval_seconds": 60}}\'')
         parser.add_argument("--servers", type=int, default=200)
         parser.add_argument("--running", type=int, default=0,
                             help="start this many of the servers on the engine first (issue 17: 500 of 1000)")
-        parser.add_argument("--profile", action="store_true",
-                            help="one more (unmeasured) GET /containers run with py-spy on the daemon")
+        parser.add_argument("--profile", nargs="?", const="list", choices=["list", "list_gzip", "get"],
+                            help="one more (unmeasured) run of a route (default list) with py-spy on the daemon")
 
     ARGS = parse_args(__doc__, _extra)
     common.run("api_latency", main)

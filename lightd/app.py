@@ -32,6 +32,7 @@ from lightd.console_sockets import ConsoleSockets
 from lightd.docker.client import DockerClient
 from lightd.docker.environment import DockerEnvironment
 from lightd.events import EventBus
+from lightd.http_cache import CachedAnswer
 from lightd.log_context import request_context_middleware
 from lightd.metrics import NodeMetrics, latency_middleware
 from lightd.ports import PortPool
@@ -206,6 +207,7 @@ def create_app(config: Config, *, config_path: Path | None = None,
     if environment is not None:
         app[keys.ENVIRONMENT] = environment
     app[keys.METRICS] = NodeMetrics(app)
+    app[keys.CONTAINER_LISTING] = CachedAnswer()
     cors.install(app, config.api.cors_origins)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_core_ctx)

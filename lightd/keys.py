@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from lightd.console_sockets import ConsoleSockets
     from lightd.cors import CorsPolicy
     from lightd.events import EventBus
+    from lightd.http_cache import CachedAnswer
     from lightd.metrics import NodeMetrics
     from lightd.ports import PortPool
     from lightd.servers.environment import Environment
@@ -49,6 +50,8 @@ ENVIRONMENT = web.AppKey("environment", "Environment")
 SYNC = web.AppKey("sync", "RemoteSync")
 METRICS = web.AppKey("metrics", "NodeMetrics")
 """The application's own Prometheus registry and HTTP histogram (lightd/metrics.py; GET /metrics)."""
+CONTAINER_LISTING = web.AppKey("container_listing", "CachedAnswer")
+"""The unpaged GET /containers answer: its ETag and gzip encoding, made once per listing."""
 STATS = web.AppKey("stats", "StatsSampler")
 CONSOLE_SOCKETS = web.AppKey("console_sockets", "ConsoleSockets")
 TEMPLATES = web.AppKey("templates", "TemplateService")

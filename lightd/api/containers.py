@@ -175,8 +175,9 @@ async def list_containers(request: web.Request) -> web.Response:
     """Servers, oldest first (then by id); filtered by state, paged with limit and next_cursor."""
     manager = request.config_dict[keys.SERVERS]
     if not request.query:
-        # The whole list, from an encoding cached until a server changes (the hot path of a polling panel).
-        return web.Response(body=await manager.listing_json(), content_type="application/json")
+        # The whole list, from an encoding cached until a server changes (the hot path of a polling panel),
+        # with its ETag and gzip encoding made once per change too.
+        return await request.config_dict[keys.CONTAINER_LISTING].response(request, await manager.listing_json())
     q = read_query(request, ContainerListQuery)
     return json_response(container_page(manager, state=q.state, install_state=q.install_state,
                                         page=PageRequest(q.limit, q.cursor)))

@@ -117,7 +117,8 @@ class CgroupReader:
         self._files: dict[CgroupTarget, ContainerFiles] = {}
 
     def sample_many(self, targets: dict[str, CgroupTarget]) -> dict[str, StatsSample | None]:
-        """One round (blocking): a sample per key read; None for a container that could not be read."""
+        """Reads (blocking) of one round or part of one: a sample per key read; None for a container that
+        could not be read."""
         out: dict[str, StatsSample | None] = {}
         for key, target in targets.items():
             try:
@@ -128,11 +129,14 @@ class CgroupReader:
                 continue
             out[key] = self._sample(self._previous.get(key), now)
             self._previous[key] = now
+        return out
+
+    def keep_only(self, targets: dict[str, CgroupTarget]) -> None:
+        """Forget the counters and paths of every container but these (those of a round, before its reads)."""
         for key in set(self._previous) - set(targets):
             del self._previous[key]
         live = set(targets.values())
         self._files = {t: f for t, f in self._files.items() if t in live}
-        return out
 
     def files_of(self, target: CgroupTarget) -> ContainerFiles:
         """The paths of one container's files, as strings (made once per container: a round reads 500)."""

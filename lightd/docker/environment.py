@@ -314,8 +314,8 @@ class DockerEnvironment:
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"stats {internal_id}") from exc
 
-    async def sample_stats(self, internal_ids: Collection[str]) -> dict[str, StatsSample | None]:
-        return await self.cgroup_stats.sample(internal_ids)
+    async def sample_stats(self, internal_ids: Collection[str], *, spread: float = 0.0) -> dict[str, StatsSample | None]:
+        return await self.cgroup_stats.sample(internal_ids, spread)
 
     def stats_source(self) -> str:
         return self.cgroup_stats.source()

@@ -190,10 +190,11 @@ class Environment(EngineQueries, Protocol):
     def stats(self, internal_id: str) -> AsyncIterator[StatsSample]:
         """The engine's own stream of samples of one container (the fallback of `sample_stats`)."""
 
-    async def sample_stats(self, internal_ids: Collection[str]) -> dict[str, StatsSample | None]:
+    async def sample_stats(self, internal_ids: Collection[str], *, spread: float = 0.0) -> dict[str, StatsSample | None]:
         """One round of samples of running containers, read in one batch from the cheap source (cgroup
         files): a sample per id read, None for a container not running; an id left out cannot be read that
-        way and is sampled from `stats` instead."""
+        way and is sampled from `stats` instead. Reads of many containers may be spread over `spread`
+        seconds (in parts, so that no part holds the CPU long)."""
 
     def stats_source(self) -> str:
         """What `sample_stats` reads ("cgroup_v1", "cgroup_v2"), or "docker_stats" when it reads nothing."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import operator
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +20,6 @@ if TYPE_CHECKING:
     from lightd.servers.server import Server
 
 Key = tuple[float, str]
-_REVISION = operator.attrgetter("revision")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +82,18 @@ def container_page(manager: ServerManager, *, state: str | None = None, install_
     return paginate("containers", items, page)
 
 
-def listing_key(servers: Iterable[Server]) -> tuple[tuple[Server, ...], int]:
-    """What the cached whole list is valid for: the same server objects (none made or deleted, a deleted
-    one kept referenced so its identity is never reused) and the same sum of their revisions. Revisions only
-    grow (`Server.revision`), so any change to any of these servers moves the sum. Built at C speed (no
-    Python code per server): the check of every unpaged GET /containers."""
-    servers = tuple(servers)
-    return servers, sum(map(_REVISION, servers))
+class ChangeCount:
+    """Moves with every change any server's public view shows (a Server's state, stored record or missing
+    flag) and with every server added or removed (ServerManager): what the cached whole list is checked
+    against, one comparison per GET whatever the number of servers."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def bump(self) -> None:
+        self.value += 1
 
 
 def volume_users(manager: ServerManager) -> dict[str, list[str]]:

@@ -21,7 +21,7 @@ from lightd.servers.environment import EngineQueries, Environment
 from lightd.servers.events import ServerDeleted
 from lightd.servers.install import install
 from lightd.servers.limits import check_node_limits, with_default_limits
-from lightd.servers.listing import listing_key
+from lightd.servers.listing import ChangeCount
 from lightd.servers.models import ContainerSpec, container_view
 from lightd.servers.mounts import MountPins
 from lightd.servers.power import POWER_ACTIONS, run_kill, run_locked
@@ -61,7 +61,8 @@ class ServerManager(ServerChanges):
         self.engine_events_up = False  # EngineWatch's: the engine's event stream is connected
         self.recovery = Recovery(env, tasks, config.docker.recovery_concurrency)
         self._creating: set[str] = set()
-        self._listing: tuple[tuple[Any, ...], bytes] | None = None
+        self.changes = ChangeCount()  # moves with every change the listing shows, servers added or removed too
+        self._listing: tuple[int, bytes] | None = None
         self.on_delete: list[Callable[[str], Awaitable[None]]] = []  # what else a server owns (its backups)
 
     def _data_path(self, internal_id: str) -> Path:
@@ -72,7 +73,7 @@ class ServerManager(ServerChanges):
             record, env=self._env, store=self.store, events=self.events, tasks=self.tasks, timers=self.timers,
             config=self.config,
             volume_path=self.volumes.path_of(record["volume_id"]), data_path=self._data_path(record["internal_id"]),
-            preflight=self.preflight,
+            preflight=self.preflight, changes=self.changes,
         )
 
     def _apply_volume_rules(self, volume_id: str) -> None:
@@ -132,8 +133,9 @@ class ServerManager(ServerChanges):
     async def listing_json(self) -> bytes:
         """`{"containers": [...], "count": n, "total": n, "next_cursor": null}` (the whole list as one page of
         `container_page`) as JSON, re-encoded only when a server changed: every change
-        goes through `Server.persist` (which moves `updated_at`) or shows in the state or the missing flag."""
-        key = listing_key(self._servers.values())
+        goes through `Server.persist` (which moves `updated_at`) or shows in the state or the missing flag,
+        and each moves `changes`."""
+        key = self.changes.value
         if self._listing is None or self._listing[0] != key:
             containers = await self.list()
             self._listing = (key, orjson.dumps({"containers": containers, "count": len(containers),
@@ -193,6 +195,7 @@ class ServerManager(ServerChanges):
             raise
         server = self._build(await self.store.get_container(spec.internal_id))
         self._servers[spec.internal_id] = server
+        self.changes.bump()
         self._apply_volume_rules(spec.volume_id)
         return server
 
@@ -269,6 +272,7 @@ class ServerManager(ServerChanges):
         await self.store.delete_tokens_of(internal_id)
         await self.store.delete_container(internal_id)
         self._servers.pop(internal_id, None)
+        self.changes.bump()
         self.recovery.forget(internal_id)
         self._apply_volume_rules(server.spec.volume_id)
         await self.mounts.unpin(internal_id)
@@ -331,6 +335,7 @@ class ServerManager(ServerChanges):
         for record in await self.store.list_containers():
             server = self._build(record)
             self._servers[server.id] = server
+            self.changes.bump()
             self._apply_volume_rules(server.spec.volume_id)
             if record["install_state"] == "installing":
                 # The daemon stopped mid-install: the install cannot be trusted.

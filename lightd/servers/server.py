@@ -15,6 +15,7 @@ from lightd.servers.console import (
     ConsoleHistory, ConsoleOutput, LineSplitter, OutputThrottle, StartPattern, StartTimeout,
 )
 from lightd.servers.entrypoint import write_entrypoint
+from lightd.servers.listing import ChangeCount
 from lightd.servers.environment import ConsoleStream, Environment, StatsSample
 from lightd.servers.events import (
     ActionFailed, ConsoleDetached, InstallFailed, InstallStateChanged, ServerCrashed, ServerEvent, ServerExited,
@@ -37,6 +38,7 @@ class Server:
     def __init__(
         self, record: dict[str, Any], *, env: Environment, store: Store, events: EventBus, tasks: TaskOwner,
         timers: TimerWheel, config: Config, volume_path: Path, data_path: Path, preflight: Preflight,
+        changes: ChangeCount,
     ) -> None:
         self.id: str = record["internal_id"]
         self.record = record
@@ -59,9 +61,8 @@ class Server:
         self.history = ConsoleHistory(config.console.history_lines, config.console.history_bytes)
         self.throttle = OutputThrottle(config.console.throttle_lines, config.console.throttle_window_ms)
         self.output = ConsoleOutput(self.id, events, self.history, self.throttle, self.daemon_message)
-        # Moves with every change the public view shows (state, stored record, missing flag): what the
-        # cached listing (servers/listing.py: listing_key) is checked against.
-        self.revision = 0
+        # The node's count of changes to what the listing shows (servers/listing.py: ChangeCount).
+        self.changes = changes
         self._container_missing = False
         self.started_at: float | None = None
         self.last_crash_at: float | None = record.get("last_crash_at")
@@ -103,7 +104,7 @@ class Server:
     def container_missing(self, missing: bool) -> None:
         if missing != self._container_missing:
             self._container_missing = missing
-            self.revision += 1
+            self.changes.bump()
 
     # -- publishing ----------------------------------------------------------------------------------
     def publish(self, event: ServerEvent) -> None:
@@ -124,7 +125,7 @@ class Server:
         if self.states.move(state):
             if state != STARTING:
                 self._start_timeout.cancel()  # the start is over: its timer goes
-            self.revision += 1  # the view shows the new state before the store has it
+            self.changes.bump()  # the view shows the new state before the store has it
             await self.persist(state=state)
             self.publish(StateChanged(state))
 
@@ -140,7 +141,7 @@ class Server:
         """Write fields of this server's record to the store and to the in-memory copy reads are served from."""
         await self.store.update_container(self.id, **fields)
         self.record.update(fields, updated_at=time.time())
-        self.revision += 1
+        self.changes.bump()
 
     def runtime(self) -> dict[str, Any]:
         return {"state": self.state, "docker_name": self.env.name_of(self.id), "container_missing": self.container_missing}

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 ZERO = StatsSample(memory_bytes=0, memory_limit_bytes=0, cpu_absolute=0.0, rx_bytes=0, tx_bytes=0)
 RETRY_SECONDS = 1.0
+SPREAD_SHARE = 0.5
+"""A round's reads of many servers are spread over this share of the interval (the rest is its margin)."""
 WALKS_PER_ROUND = 8
 """Disk-usage walks one stats round waits for (the rest use their last figure until a later round)."""
 NOT_RUNNING_POLL_SECONDS = 0.25
@@ -175,7 +177,7 @@ class StatsSampler:
         ids = [i for i in self._up if i not in self._streams and i not in pending]
         self.rounds += 1
         try:
-            samples = await self.env.sample_stats(ids)
+            samples = await self.env.sample_stats(ids, spread=self.interval * SPREAD_SHARE)
         except LightdError as exc:
             log.debug("stats round failed: %s", exc)
             return

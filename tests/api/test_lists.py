@@ -154,16 +154,14 @@ async def fresh_list(api: Api) -> list[dict[str, Any]]:
 
 
 async def test_unpaged_containers_answer_is_never_stale(dapi, dclient):
-    from lightd.servers.listing import listing_key
-
     manager = dclient.app[keys.SERVERS]
     await create_server(dapi, "stale-a")
     by_id = {c["internal_id"]: c for c in await fresh_list(dapi)}
     assert by_id["stale-a"]["state"] == "offline"
-    keys_seen = [listing_key(manager)]
+    keys_seen = [manager.changes.value]
 
     def key_moved() -> None:
-        keys_seen.append(listing_key(manager))
+        keys_seen.append(manager.changes.value)
         assert keys_seen[-1] != keys_seen[-2]
 
     # a PATCH (the stored spec and updated_at change)
@@ -234,3 +232,67 @@ def test_cursor_is_opaque_url_safe_text():
     cursor = encode_cursor("containers", (1700000000.123456, "srv-1"))
     assert urllib.parse.quote(cursor, safe="") == cursor
     assert decode_cursor("containers", cursor) == (1700000000.123456, "srv-1")
+
+
+# -- the cached whole list: ETag, 304, gzip -------------------------------------------------------------
+async def raw_get(api: Api, path: str, **headers: str) -> tuple[int, Any, bytes]:
+    """An answer as sent (not decompressed)."""
+    async with api.client.get(path, headers={**api.headers, **headers}, auto_decompress=False) as resp:
+        return resp.status, resp.headers.copy(), await resp.read()
+
+
+async def test_unpaged_containers_answer_is_gzipped_for_clients_that_take_it_and_304_when_unchanged(api):
+    import gzip
+
+    for n in range(12):  # over GZIP_MIN_BYTES
+        await create_server(api, f"gz-{n}")
+    status, plain_headers, plain = await raw_get(api, "/containers", **{"Accept-Encoding": "identity"})
+    assert status == 200 and "Content-Encoding" not in plain_headers
+    assert plain_headers["Vary"] == "Accept-Encoding" and plain_headers["ETag"].startswith('"')
+    assert len(orjson.loads(plain)["containers"]) == 12
+
+    for taking in ("gzip", "deflate, gzip;q=0.5", "br, *", "GZIP"):
+        status, headers, body = await raw_get(api, "/containers", **{"Accept-Encoding": taking})
+        assert status == 200 and headers["Content-Encoding"] == "gzip", taking
+        assert gzip.decompress(body) == plain and len(body) < len(plain) and headers["ETag"] == plain_headers["ETag"]
+    for refusing in ("gzip;q=0", "identity", "br", "gzip;q=bogus", "gzip;q=0.000"):
+        status, headers, body = await raw_get(api, "/containers", **{"Accept-Encoding": refusing})
+        assert status == 200 and "Content-Encoding" not in headers and body == plain, refusing
+
+    # the client has this answer: 304, no body (weak, listed and `*` forms too)
+    etag = plain_headers["ETag"]
+    for condition in (etag, f'"other", {etag}', f"W/{etag}", "*"):
+        status, headers, body = await raw_get(api, "/containers", **{"If-None-Match": condition})
+        assert status == 304 and body == b"" and headers["ETag"] == etag, condition
+    status, _, body = await raw_get(api, "/containers", **{"If-None-Match": '"stale"', "Accept-Encoding": "identity"})
+    assert status == 200 and body == plain
+
+    # a change: a new ETag, and neither the old one nor the old gzip body is served again
+    status, _ = await api.call("PATCH", "/containers/gz-3", json={"startup_command": "sleep 4242"})
+    assert status == 200
+    status, headers, body = await raw_get(api, "/containers", **{"If-None-Match": etag, "Accept-Encoding": "gzip"})
+    assert status == 200 and headers["ETag"] != etag
+    listed = {c["internal_id"]: c for c in orjson.loads(gzip.decompress(body))["containers"]}
+    assert listed["gz-3"]["startup_command"] == "sleep 4242"
+    # paged and filtered lists are built per request (no ETag), as before
+    status, headers, _ = await raw_get(api, "/containers?limit=5")
+    assert status == 200 and "ETag" not in headers
+
+
+async def test_concurrent_first_gzip_askers_share_one_compression(api, monkeypatch):
+    from lightd import http_cache
+
+    for n in range(12):
+        await create_server(api, f"gzc-{n}")
+    made = []
+    real = http_cache._gzip
+
+    def counting(data: bytes) -> bytes:
+        made.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(http_cache, "_gzip", counting)
+    monkeypatch.setattr(http_cache, "GZIP_IN_THREAD_BYTES", 1)  # the thread path: askers wait on the lock
+    answers = await asyncio.gather(*(raw_get(api, "/containers", **{"Accept-Encoding": "gzip"}) for _ in range(8)))
+    assert {a[0] for a in answers} == {200} and len({a[2] for a in answers}) == 1
+    assert len(made) == 1

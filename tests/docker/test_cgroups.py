@@ -193,6 +193,38 @@ async def test_a_restart_is_not_a_failure_to_read(tmp_path):
     assert sample is not None and sample.memory_bytes > 0
 
 
+async def test_a_round_of_many_containers_is_read_in_parts_spread_over_the_time_given(tmp_path, monkeypatch):
+    """500 servers are some 3,500 file reads a round: in parts of READ_CHUNK with pauses between, so that no
+    burst takes a core from the event loop (GET /containers' p99 at 500 running, issue 17)."""
+    from lightd.docker import cgroup_stats
+
+    root, proc = v1_tree(tmp_path / "cg", tmp_path / "proc"), tmp_path / "proc"
+    engine = RecordedEngine("cgroupfs", "1")
+    stats = CgroupStats(engine, lambda i: f"p-{i}", root=root, proc=proc)  # type: ignore[arg-type]
+    ids = [f"s{n}" for n in range(100)]
+    for i in ids:
+        engine.running[f"p-{i}"] = PID
+    parts: list[tuple[float, int]] = []
+    real = CgroupStats._read_round
+
+    def recording(reader: CgroupReader, reading: dict[str, CgroupTarget]) -> Any:
+        parts.append((time.monotonic(), len(reading)))
+        return real(reader, reading)
+
+    monkeypatch.setattr(cgroup_stats.CgroupStats, "_read_round", staticmethod(recording))
+    samples = await stats.sample(ids, spread=0.4)
+    assert sorted(samples) == sorted(ids) and all(s is not None and s.memory_bytes > 0 for s in samples.values())
+    chunk = cgroup_stats.READ_CHUNK
+    assert [n for _, n in parts] == [chunk, chunk, chunk, 100 - 3 * chunk]
+    gaps = [b[0] - a[0] for a, b in zip(parts, parts[1:])]
+    assert all(gap >= 0.09 for gap in gaps), gaps  # 0.4 s over 4 parts
+    # no spread asked (or few containers): one part, no pause
+    parts.clear()
+    assert len(await stats.sample(ids)) == 100 and [n for _, n in parts] == [chunk, chunk, chunk, 100 - 3 * chunk]
+    parts.clear()
+    assert len(await stats.sample(ids[:5], spread=0.4)) == 5 and [n for _, n in parts] == [5]
+
+
 async def test_docker_mode_and_unusable_hosts_read_nothing(tmp_path):
     engine = RecordedEngine("cgroupfs", "1")
     assert await CgroupStats(engine, str, mode="docker").sample(["a"]) == {}  # type: ignore[arg-type]

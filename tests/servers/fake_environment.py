@@ -245,7 +245,7 @@ class FakeEnvironment:
         self._get(internal_id)
         yield StatsSample(memory_bytes=0, memory_limit_bytes=0, cpu_absolute=0.0, rx_bytes=0, tx_bytes=0)
 
-    async def sample_stats(self, internal_ids: Collection[str]) -> dict[str, StatsSample | None]:
+    async def sample_stats(self, internal_ids: Collection[str], *, spread: float = 0.0) -> dict[str, StatsSample | None]:
         """Zeros for every running container, None for the others; a missing one is left out (the stream)."""
         await self.step("sample_stats")
         zero = StatsSample(memory_bytes=0, memory_limit_bytes=0, cpu_absolute=0.0, rx_bytes=0, tx_bytes=0)
