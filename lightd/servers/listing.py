@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,6 @@ from lightd.timestamps import parse_rfc3339
 
 if TYPE_CHECKING:
     from lightd.servers.manager import ServerManager
-    from lightd.servers.server import Server
 
 Key = tuple[float, str]
 
