@@ -47,13 +47,16 @@ def accepts_gzip(accept_encoding: str) -> bool:
 
 
 class EncodedBody:
-    """One body with its strong ETag, and its gzip encoding once a client asked for it."""
+    """One body with its strong ETags (one per representation: as it is, and gzip-encoded, as Apache and
+    nginx tell them apart) and its gzip encoding once a client asked for it."""
 
-    __slots__ = ("raw", "etag", "_gzip", "_gzip_lock")
+    __slots__ = ("raw", "etag", "gzip_etag", "_gzip", "_gzip_lock")
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
-        self.etag = '"' + hashlib.blake2b(raw, digest_size=12).hexdigest() + '"'
+        digest = hashlib.blake2b(raw, digest_size=12).hexdigest()
+        self.etag = f'"{digest}"'
+        self.gzip_etag = f'"{digest}-gzip"'
         self._gzip: bytes | None = None
         self._gzip_lock = asyncio.Lock()  # concurrent first askers wait for one compression
 
@@ -84,11 +87,14 @@ class CachedAnswer:
                        content_type: str = "application/json") -> web.Response:
         """200 with the body (gzip-encoded when the client takes it), or 304 when the client has it."""
         body = self.of(raw)
-        headers: dict[str, str] = {"ETag": body.etag, "Vary": "Accept-Encoding"}
         request_headers: Mapping[str, str] = request.headers
-        if etag_matches(request_headers.get("If-None-Match", ""), body.etag):
+        gzipped = len(raw) >= GZIP_MIN_BYTES and accepts_gzip(request_headers.get("Accept-Encoding", ""))
+        headers: dict[str, str] = {"ETag": body.gzip_etag if gzipped else body.etag, "Vary": "Accept-Encoding"}
+        # Either representation's tag says the client holds the current content.
+        if_none_match = request_headers.get("If-None-Match", "")
+        if if_none_match and (etag_matches(if_none_match, body.etag) or etag_matches(if_none_match, body.gzip_etag)):
             return web.Response(status=304, headers=headers)
-        if len(raw) >= GZIP_MIN_BYTES and accepts_gzip(request_headers.get("Accept-Encoding", "")):
+        if gzipped:
             headers["Content-Encoding"] = "gzip"
             return web.Response(body=await body.gzipped(), content_type=content_type, headers=headers)
         return web.Response(body=raw, content_type=content_type, headers=headers)
