@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -281,7 +282,7 @@ def parse_config(raw: Any) -> Config:
         raise ConfigError(f"invalid config: {describe_validation_error(exc)}") from None
 
 
-def load_config(path: Path) -> Config:
+def _read_raw(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -289,20 +290,31 @@ def load_config(path: Path) -> Config:
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from None
     try:
-        raw = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+
+
+def _parse_at(path: Path, raw: Any) -> Config:
     try:
         return parse_config(raw)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
 
+def load_config(path: Path) -> Config:
+    return _parse_at(path, _read_raw(path))
+
+
 def write_config(path: Path, config: Config) -> None:
     """Write atomically with mode 0600: the file holds the node token."""
+    _write_raw(path, config.model_dump(mode="json"))
+
+
+def _write_raw(path: Path, raw: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    data = json.dumps(config.model_dump(mode="json"), indent=2) + "\n"
+    data = json.dumps(raw, indent=2) + "\n"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(data)
@@ -311,9 +323,23 @@ def write_config(path: Path, config: Config) -> None:
 
 
 def load_or_create_config(path: Path) -> tuple[Config, bool]:
-    """Load the config; with none at `path`, write a fresh one (new random token). Returns (config, created)."""
+    """Load the config; with none at `path`, write a fresh one (new random token). Returns (config, created).
+    A config written by hand without a `token` gets a fresh one written into it (its other keys kept as they
+    are): a token made anew at every load would let no client in, and `--token what` would print another."""
     if path.exists():
-        return load_config(path), False
+        raw = _read_raw(path)
+        if not isinstance(raw, dict) or "token" in raw:
+            return _parse_at(path, raw), False
+        raw["token"] = generate_token()
+        config = _parse_at(path, raw)  # the rest checked before anything is written
+        try:
+            _write_raw(path, raw)
+        except OSError as exc:
+            raise ConfigError(f"{path}: no token, and a fresh one cannot be written into it ({exc.strerror}): "
+                              f'add "token": "lightd_<at least 13 more characters>"') from None
+        logging.getLogger("lightd").warning("lightd: %s had no token: wrote a fresh one into it (`lightd --token "
+                                            "what` prints it)", path)
+        return config, False
     config = Config()
     write_config(path, config)
     return config, True

@@ -44,6 +44,40 @@ def test_first_start_writes_config_with_fresh_token(tmp_path):
     assert run_cli("--token", "what", env={"LIGHTD_CONFIG": str(path)}, cwd=tmp_path).stdout.strip() == token
 
 
+def test_a_hand_written_config_without_a_token_gets_one_written_into_it(tmp_path):
+    """Before: every load made a token of its own, so the daemon ran with one nobody knew and `--token what`
+    printed another each time."""
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"data_dir": str(tmp_path / "data"), "api": {"port": 8123}}))
+    path.chmod(0o644)
+    result = run_cli("--config", str(path), "--token", "what")
+    token = result.stdout.strip()
+    assert result.returncode == 0 and token.startswith("lightd_") and "had no token" in result.stderr
+    written = json.loads(path.read_text())
+    assert written == {"data_dir": str(tmp_path / "data"), "api": {"port": 8123}, "token": token}  # the rest kept
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    again = run_cli("--config", str(path), "--token", "what")
+    assert again.stdout.strip() == token and "had no token" not in again.stderr
+    assert load_config(path).token == token
+
+
+def test_a_config_without_a_token_that_cannot_be_written_is_refused(tmp_path, monkeypatch):
+    import errno
+
+    from lightd import config as config_module
+
+    def read_only(path: Path, raw: dict) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"data_dir": str(tmp_path / "data")}))
+    monkeypatch.setattr(config_module, "_write_raw", read_only)
+    with pytest.raises(ConfigError, match="no token, and a fresh one cannot be written"):
+        config_module.load_or_create_config(path)
+    assert json.loads(path.read_text()) == {"data_dir": str(tmp_path / "data")}
+    assert main(["--config", str(path), "--token", "what"]) == 2
+
+
 def test_token_rotate_reset_and_set(tmp_path):
     path = str(tmp_path / "c.json")
     first = run_cli("--config", path, "--token", "what").stdout.strip()
