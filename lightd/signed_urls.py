@@ -22,8 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import jwt
-
 from lightd.errors import SignedUrlExpired, SignedUrlInvalid, SignedUrlMismatch, SignedUrlUsed, ValidationFailed
 from lightd.namespaced_store import NamespacedStore
 from lightd.store import Store
@@ -138,6 +136,8 @@ class SignedUrls:
         claims = {"iss": ISSUER, "jti": jti, "iat": int(now), "exp": expires_at, "purpose": target.purpose,
                   "volume_id": target.volume_id, "path": target.path, "container_id": target.container_id,
                   "backup_id": target.backup_id}
+        import jwt  # here, not at the top: jwt and cryptography are 30 ms of the daemon's start-up
+
         return SignedUrl(jwt.encode(claims, self._key, algorithm=ALGORITHM), jti, expires_at, target)
 
     async def check(self, token: str | None, asked: Target) -> Grant:
@@ -164,6 +164,8 @@ class SignedUrls:
     def _verify(self, token: str | None) -> dict[str, Any]:
         if not token or len(token) > MAX_TOKEN_CHARS:
             raise SignedUrlInvalid("missing or malformed signed URL token")
+        import jwt  # here, not at the top: jwt and cryptography are 30 ms of the daemon's start-up
+
         try:
             claims = jwt.decode(token, self._key, algorithms=[ALGORITHM], issuer=ISSUER, leeway=0,
                                 options={"require": ["exp", "iat", "jti", "iss"]})

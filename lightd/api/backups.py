@@ -18,7 +18,7 @@ PATH = "/containers/{container_id}/backups"
 
 
 class BackupRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     adapter: Literal["local", "s3"] = "local"
     ignore: list[Annotated[str, Field(max_length=1024)]] = Field(default_factory=list, max_length=1000)
     """gitignore-style patterns of what to leave out (with those of the volume's `.lightdignore`)."""
@@ -28,7 +28,7 @@ class BackupRequest(BaseModel):
 
 
 class RestoreRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     truncate: bool = Field(default=False, strict=True)
     """Empty the volume first (else the backup's files are written over what is there, the rest kept)."""
 

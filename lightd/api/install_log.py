@@ -14,7 +14,7 @@ routes = web.RouteTableDef()
 
 
 class InstallLogQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     tail: int | None = Field(default=None, ge=1, le=100_000)
     """Only the last this many lines (default: the whole log, at most console.install_log_bytes)."""
 

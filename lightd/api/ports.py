@@ -18,7 +18,7 @@ routes = web.RouteTableDef()
 
 
 class PortFilter(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     ip: str | None = None
     protocol: Literal["tcp", "udp"] | None = None
     in_use: bool | None = None
@@ -30,19 +30,19 @@ class PortFilter(BaseModel):
 
 
 class ProtocolQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     protocol: Literal["tcp", "udp"] | None = None
 
 
 class UseBody(BaseModel):
     """Upstream Lightd's body for PUT .../use: `{"in_use": false}` releases the port (as /release does)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     in_use: bool = Field(default=True, strict=True)
 
 
 class BulkDelete(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     ports: list[PortSpec] = Field(min_length=1, max_length=10_000)
 
 

@@ -7,7 +7,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+from lightd.api.field_docstrings import describe_fields
 
 H = TypeVar("H", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
 Response = type[BaseModel] | dict[str, Any]
@@ -17,9 +21,19 @@ Response = type[BaseModel] | dict[str, Any]
 class View(BaseModel):
     """Base of the response models: every field is always in the answer (none has a default; null where the
     type says so) and no other field is (`additionalProperties: false`, so a field added to an answer and not
-    here fails the document tests); fields' docstrings describe them."""
+    here fails the document tests); fields' docstrings describe them. Their validators, schemas and
+    descriptions are made at first use (the OpenAPI document's), not at import: ~70 models, 45 ms of the
+    daemon's start-up."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler, /) -> JsonSchemaValue:
+        # Fields' docstrings become their descriptions here, as `use_attribute_docstrings` would make them at
+        # import (api/field_docstrings.py says why not).
+        schema = handler(core_schema)
+        describe_fields(cls, handler.resolve_ref_schema(schema))
+        return schema
 
 
 def documented(*, body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,

@@ -28,7 +28,7 @@ ARCHIVE_SUFFIX = {"zstd": "tar.zst", "gzip": "tar.gz"}
 
 
 class SignedUrlRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     purpose: SignedPurpose
     volume_id: str | None = Field(default=None, min_length=1, max_length=64)
     """The volume (file purposes); or give container_id, whose volume is used."""
@@ -68,7 +68,7 @@ class SignedUrlCreated(View):
 
 
 class FileQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     volume_id: str
     path: str
     token: str
@@ -78,7 +78,7 @@ class FileQuery(BaseModel):
 
 
 class UploadQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     volume_id: str
     directory: str = ""
     token: str
@@ -88,7 +88,7 @@ class UploadQuery(BaseModel):
 
 
 class BackupQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     container_id: str
     backup_id: str
     token: str

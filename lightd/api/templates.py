@@ -18,7 +18,7 @@ PATH = "/templates/{template_id}"
 
 
 class TemplateAddQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     id: str | None = Field(default=None, min_length=1, max_length=63)
     """The new template's id (default: the body's `id`, or an egg's name made into one, e.g. "paper")."""
 

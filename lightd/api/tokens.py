@@ -43,7 +43,7 @@ def _ttl_bounds(schema: dict[str, Any]) -> None:
 
 
 class TokenRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     container: str | None = Field(default=None, min_length=1, max_length=64)
     """Scope the token to one container (its routes and its console socket)."""
     purpose: Purpose = Field(default="all", description="What the token may open: all, the REST API only, "

@@ -25,7 +25,7 @@ PATH = "/containers/{container_id}/transfer"
 
 
 class TransferRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     target_url: str = Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$", max_length=2048)
     """The target node's API base, e.g. `http://10.0.0.2:8070`."""
     target_token: str = Field(min_length=20, max_length=512)

@@ -21,7 +21,7 @@ routes = web.RouteTableDef()
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class ContentQuery(_Model):

@@ -16,7 +16,7 @@ routes = web.RouteTableDef()
 
 
 class PullRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     url: str = Field(min_length=1, max_length=8192)
     """An http or https URL. Its host (and every redirect's) must resolve to an address outside loopback,
     private, link-local, CGNAT, multicast and metadata networks, unless volumes.pull_allowed_networks admits it."""

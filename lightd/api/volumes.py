@@ -20,7 +20,7 @@ ArchiveFormat = Literal["zip", "tar", "tar.gz", "tar.bz2"]
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class WriteFile(_Body):

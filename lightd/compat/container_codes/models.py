@@ -84,7 +84,7 @@ def command_line(command: list[str] | str | None) -> str | None:
 class _Model(BaseModel):
     # Fields the seed or the real project's types name but lightd has no use for are accepted and ignored
     # (clients send them); a field of a wrong type is a 400 naming it.
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
 class Resources(_Model):

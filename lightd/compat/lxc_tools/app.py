@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -36,6 +37,9 @@ from lightd.compat.lxc_tools.routes import routes
 from lightd.errors import BadRequest, Forbidden, Unauthorized
 from lightd.http_errors import ErrorAnswer, Failure, Origin, error_middleware
 from lightd.tasks import TaskOwner
+
+if TYPE_CHECKING:
+    import socketio
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +84,12 @@ def lxc_error_body(request: web.Request, failure: Failure) -> ErrorAnswer:
 
 
 class LxcTools:
-    """The LXC Tools front end of one daemon: one Socket.IO server, attached to both applications (mounted
+    """The LXC Tools front end of one daemon: one Socket.IO server, served by both applications (mounted
     and on its own port), fed by one bus subscriber."""
 
     def __init__(self, services: CompatServices) -> None:
         self.services = services
-        self.sio = create_socketio()
+        self.sio: socketio.AsyncServer | None = None  # made at the first Socket.IO request (socket_server)
         self.tasks = TaskOwner("lxc_tools")
         self._sio_stopped = False
 
@@ -94,7 +98,7 @@ class LxcTools:
         """The feed, from after the daemon's services start to before they close."""
         subscription = self.services.events.subscribe(kinds={"event", BUS_KIND}, maxsize=SUBSCRIPTION_SIZE)
         try:
-            self.tasks.spawn(emit_updates(self.sio, self.services, subscription), name="socketio-updates")
+            self.tasks.spawn(emit_updates(lambda: self.sio, self.services, subscription), name="socketio-updates")
             yield
         finally:
             subscription.close()
@@ -106,6 +110,8 @@ class LxcTools:
         # is stopping. The server's own shutdown runs once (a second call fails). Bounded: engine.io's
         # disconnect of a polling session waits for its client to collect the close, which a client that
         # stopped polling never does; its connection is dropped with the runner's then.
+        if self.sio is None:
+            return  # never made: no client ever connected
         try:
             async with asyncio.timeout(SHUTDOWN_TIMEOUT):
                 if self.sio.eio.sockets:  # disconnect() of no client at all fails
@@ -116,12 +122,25 @@ class LxcTools:
         except TimeoutError:
             log.warning("lxc_tools: Socket.IO clients did not close within %.0fs; dropping them", SHUTDOWN_TIMEOUT)
 
+    def socket_server(self) -> socketio.AsyncServer:
+        """The Socket.IO server, made at its first request: python-socketio is 60 ms of the daemon's start-up,
+        and most daemons never serve this API."""
+        if self.sio is None:
+            self.sio = create_socketio()
+        return self.sio
+
+    async def _socketio_request(self, request: web.Request) -> web.StreamResponse:
+        response: web.StreamResponse = await self.socket_server().eio.handle_request(request)
+        return response
+
     def create_app(self) -> web.Application:
         """An aiohttp application serving the LXC Tools API over this front end."""
         app = web.Application(middlewares=[error_middleware(lxc_error_body, name="lxc_tools")], client_max_size=BODY_MAX)
         app.add_routes(routes)
-        # The route is relative to this application: /socket.io/ on its own port,
-        # /compat/lxc-tools/socket.io/ when mounted on the main port.
-        self.sio.attach(app, socketio_path="socket.io")
+        # The routes python-socketio's attach() adds (GET, POST, OPTIONS), relative to this application:
+        # /socket.io/ on its own port, /compat/lxc-tools/socket.io/ when mounted on the main port.
+        app.router.add_get("/socket.io/", self._socketio_request)
+        app.router.add_post("/socket.io/", self._socketio_request)
+        app.router.add_route("OPTIONS", "/socket.io/", self._socketio_request)
         app.on_shutdown.append(self._close_sockets)
         return app

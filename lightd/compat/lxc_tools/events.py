@@ -14,16 +14,18 @@ Rooms are decorative, as in the real server: `container_update` goes to every co
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-import socketio
+from typing import TYPE_CHECKING, Any
 
 from lightd.compat.base import CompatServices
 from lightd.cors import engineio_origin_check
 from lightd.events import Event
 from lightd.servers.events import InstallFailed, InstallStateChanged, ServerDeleted
+
+if TYPE_CHECKING:
+    import socketio
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ def publish_update(services: CompatServices, update_type: str, name: str | None,
 
 def create_socketio() -> socketio.AsyncServer:
     """The Socket.IO server with the real project's client events (connect, join_room, leave_room)."""
+    import socketio  # here, not at the top: python-socketio (and requests, which it imports) is 60 ms of start-up
+
     # Origins: compat.lxc_tools.cors_origins, checked by lightd.cors as for every socket (a refused page's
     # request gets engine.io's 400); lightd.cors also writes the CORS headers, engine.io's credentials flag off.
     sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins=engineio_origin_check, cors_credentials=False,
@@ -129,13 +133,16 @@ class UpdateTranslator:
         return {"type": update_type, "data": data, "timestamp": naive_utc(event.ts)}
 
 
-async def emit_updates(sio: socketio.AsyncServer, services: CompatServices, subscription: Any) -> None:
-    """Forward every translated bus event to the Socket.IO clients until the subscription closes."""
+async def emit_updates(current: Callable[[], socketio.AsyncServer | None], services: CompatServices,
+                       subscription: Any) -> None:
+    """Forward every translated bus event to the Socket.IO clients until the subscription closes (`current()`
+    is None until the first Socket.IO request makes the server: no client to send to)."""
     translator = UpdateTranslator(services)
     async for event in subscription:
         try:
             update = translator.translate(event)
-            if update is not None:
+            sio = current()
+            if update is not None and sio is not None:
                 await sio.emit("container_update", update)
         except Exception:  # noqa: BLE001 - one bad event or emit must not end the feed
             log.exception("lxc_tools: could not forward a %s event of %s", event.kind, event.server)

@@ -18,14 +18,14 @@ _BOOL = TypeAdapter(bool)
 
 
 class Network(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     bridge: str = Field(default="vmbr0", max_length=64)
     ip: str = Field(default="dhcp", max_length=64)
     ip6: str = Field(default="dhcp", max_length=64)
 
 
 class Features(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     nesting: StrictBool = False
     keyctl: StrictBool = False
 
@@ -33,7 +33,7 @@ class Features(BaseModel):
 class CreateRequest(BaseModel):
     """`POST /api/containers`. Unknown fields are ignored, as a JSON client of the real API expects."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     hostname: str | None = Field(default=None, max_length=63)
     template: str = Field(min_length=1, max_length=255, validation_alias=AliasChoices("template", "ostemplate"))
     cores: StrictInt = Field(default=2, ge=1, le=1024)
