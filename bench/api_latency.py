@@ -15,7 +15,8 @@ answers, and the listing carries their live state. The rest stay offline (no Doc
 - `GET /containers` (all N) and `GET /containers/:id` (a running one when M > 0) on the daemon as configured
   by default (log_level INFO: one access-log line per request); `GET /containers` once more with
   `Accept-Encoding: gzip` (as browsers and `curl --compressed` ask; the line says whether it was answered
-  compressed and how many bytes were sent);
+  compressed and how many bytes were sent), and with that answer's ETag in `If-None-Match` (a poller's
+  revalidation: a 304 with no body while nothing changes);
 - the same two routes after the daemon is restarted with `log_level: WARNING` (no access log; it re-attaches
   the M running servers first), to show what the access log costs;
 - the baseline: bench/hello_app.py (aiohttp + uvloop, no middleware) answering `/hello` (17 bytes) and
@@ -201,6 +202,11 @@ async def main(bench: Bench) -> None:
                                auto_decompress=False) as resp:
             gzip_bytes = len(await resp.read())
             gzip_encoding = resp.headers.get("Content-Encoding", "identity")
+            etag = resp.headers.get("ETag", "")
+        # What a poller that sends the ETag back gets while nothing changed.
+        revalidate = {**daemon.headers, "Accept-Encoding": "gzip", "If-None-Match": etag}
+        async with session.get(daemon.url + "/containers", headers=revalidate) as resp:
+            revalidated_status = resp.status
     body_file = bench.tmp / "list.json"
     body_file.write_bytes(list_bytes)
     hello_port = free_port()
@@ -224,6 +230,7 @@ async def main(bench: Bench) -> None:
         ("static", hello_url + "/static", {}, hello.pid),
         ("list", daemon.url + "/containers", daemon.headers, daemon.pid),
         ("list_gzip", daemon.url + "/containers", {**daemon.headers, "Accept-Encoding": "gzip"}, daemon.pid),
+        ("list_304", daemon.url + "/containers", revalidate, daemon.pid),
         ("get", daemon.url + f"/containers/{one}", daemon.headers, daemon.pid),
     ])
     async with aiohttp.ClientSession() as session:
@@ -278,6 +285,10 @@ async def main(bench: Bench) -> None:
     report("api_latency GET /containers gzip",
            f"with Accept-Encoding: gzip (answered {gzip_encoding}, {gzip_bytes} bytes): lightd {fmt(g)}; "
            f"target p99 < {TARGET_P99_MS:.0f} ms {verdict(g['p99'] < TARGET_P99_MS)} (load {g['load1']:.2f})")
+    r304 = results["list_304"]
+    report("api_latency GET /containers If-None-Match",
+           f"with the ETag sent back (answered {revalidated_status}, no body): lightd {fmt(r304)}; "
+           f"target p99 < {TARGET_P99_MS:.0f} ms {verdict(r304['p99'] < TARGET_P99_MS)} (load {r304['load1']:.2f})")
     report("api_latency baseline hello",
            f"aiohttp hello {fmt(hello_r)}; lightd GET /containers/:id / hello req/s ratio {ratio(results['get']['rps'], hello_r['rps']):.2f}")
     report("api_latency single-client",
