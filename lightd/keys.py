@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from lightd.console_sockets import ConsoleSockets
     from lightd.cors import CorsPolicy
     from lightd.events import EventBus
+    from lightd.api.openapi import OpenApiDocument
     from lightd.http_cache import CachedAnswer
     from lightd.metrics import NodeMetrics
     from lightd.ports import PortPool
@@ -52,6 +53,8 @@ METRICS = web.AppKey("metrics", "NodeMetrics")
 """The application's own Prometheus registry and HTTP histogram (lightd/metrics.py; GET /metrics)."""
 CONTAINER_LISTING = web.AppKey("container_listing", "CachedAnswer")
 """The unpaged GET /containers answer: its ETag and gzip encoding, made once per listing."""
+OPENAPI = web.AppKey("openapi", "OpenApiDocument")
+"""GET /openapi.json's document, built once."""
 STATS = web.AppKey("stats", "StatsSampler")
 CONSOLE_SOCKETS = web.AppKey("console_sockets", "ConsoleSockets")
 TEMPLATES = web.AppKey("templates", "TemplateService")

@@ -113,3 +113,27 @@ def test_schemathesis_finds_no_server_error(live_daemon: Daemon, tmp_path: Any) 
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "passed" in result.stdout.lower()
+
+
+async def test_document_is_built_once_and_served_with_an_etag(client, monkeypatch):
+    """The route needs no token and building the document takes ~60 ms of the event loop: built per request,
+    one client asking in a loop would stall every console of the node."""
+    from lightd.api import openapi
+
+    built = []
+    real = openapi.build_document
+
+    def counting(app):
+        built.append(app)
+        return real(app)
+
+    monkeypatch.setattr(openapi, "build_document", counting)
+    answers = []
+    for _ in range(5):
+        async with client.get("/openapi.json") as resp:
+            assert resp.status == 200
+            answers.append((await resp.json(), resp.headers["ETag"]))
+    assert len(built) == 1 and all(a == answers[0] for a in answers)
+    assert answers[0][0] == real(client.app)
+    async with client.get("/openapi.json", headers={"If-None-Match": answers[0][1]}) as resp:
+        assert resp.status == 304 and await resp.read() == b""
