@@ -300,12 +300,9 @@ async def main(bench: Bench) -> None:
            f"restart; starts took {started:.0f} s); GET /containers {len(list_bytes)} bytes, GET /containers/:id "
            f"{len(one_bytes)} bytes; {os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if prof and prof["total"]:
-        total = prof["total"]
         report(f"api_latency profile {args.profile}", common.profile_line(prof) + " (by innermost part)")
-        report("api_latency profile top frames",
-               "; ".join(f"{name} {count / total * 100:.0f}%" for name, count in prof["by_leaf"].most_common(8)))
-        report("api_latency profile innermost lightd frames",
-               "; ".join(f"{name} {count / total * 100:.0f}%" for name, count in prof["by_lightd"].most_common(8)))
+        report("api_latency profile top frames", common.profile_shares(prof, "by_leaf", 8))
+        report("api_latency profile innermost lightd frames", common.profile_shares(prof, "by_lightd", 8))
 
 
 if __name__ == "__main__":

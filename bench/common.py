@@ -335,10 +335,17 @@ def profile(pid: int, seconds: int, out_path: str, category: Callable[[list[str]
     return tallies
 
 
+def profile_shares(prof: dict[str, Any], tally: str, top: int | None = None, sep: str = "; ") -> str:
+    """`<name> P%` of the `top` most sampled entries of one tally of a `profile` result (`by_category`,
+    `by_leaf`, `by_lightd`), in shares of its busy samples."""
+    total = prof["total"]
+    return sep.join(f"{name} {count / total * 100:.0f}%" for name, count in prof[tally].most_common(top))
+
+
 def profile_line(prof: dict[str, Any]) -> str:
     """`py-spy N samples in S s (~B% busy): <category> P%, ...` of a `profile` result."""
     total = prof["total"]
-    parts = ", ".join(f"{name} {count / total * 100:.0f}%" for name, count in prof["by_category"].most_common())
+    parts = profile_shares(prof, "by_category", sep=", ")
     return f"py-spy {total} busy samples in {prof['seconds']} s (~{total / (prof['seconds'] * 200) * 100:.1f}% busy): {parts}"
 
 

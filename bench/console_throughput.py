@@ -425,10 +425,9 @@ async def main(bench: Bench) -> None:
                f"GET /containers p50 {p50f:.1f} ms, p99 {p99f:.1f} ms during the flood (n={len(flood_times)}) vs idle "
                f"p50 {p50i:.1f} ms, p99 {p99i:.1f} ms (n={len(idle_times)}); p99 ratio {ratio(p99f, p99i):.1f}")
         if prof and prof["total"]:
-            total = prof["total"]
             report("console_throughput flood profile",
-                   f"py-spy {prof['seconds']} s into the flood, innermost lightd frame: " + "; ".join(
-                       f"{name} {count / total * 100:.0f}%" for name, count in prof["by_lightd"].most_common(5)))
+                   f"py-spy {prof['seconds']} s into the flood, innermost lightd frame: "
+                   + common.profile_shares(prof, "by_lightd", 5))
     finally:
         await docker.close()
 

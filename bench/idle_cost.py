@@ -276,10 +276,8 @@ async def main(bench: Bench) -> None:
            f"{min(a['load1'] for p in pairs for a in p):.2f}–{max(a['load1'] for p in pairs for a in p):.2f} in phase 3; "
            f"{os.cpu_count()} CPUs (other sessions share this machine)")
     if prof and prof["total"]:
-        total = prof["total"]
         report("idle_cost profile", common.profile_line(prof))
-        leaves = "; ".join(f"{name} {count / total * 100:.0f}%" for name, count in prof["by_leaf"].most_common(6))
-        report("idle_cost profile top frames", leaves)
+        report("idle_cost profile top frames", common.profile_shares(prof, "by_leaf", 6))
 
 
 if __name__ == "__main__":
