@@ -208,7 +208,7 @@ def create_app(config: Config, *, config_path: Path | None = None,
         app[keys.ENVIRONMENT] = environment
     app[keys.METRICS] = NodeMetrics(app)
     app[keys.CONTAINER_LISTING] = CachedAnswer()
-    app[keys.OPENAPI] = openapi.OpenApiDocument(app)
+    app[keys.OPENAPI] = openapi.OpenApiDocument()
     cors.install(app, config.api.cors_origins)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_core_ctx)

@@ -39,17 +39,8 @@ class NodeMetrics:
             "lightd_http_request_duration_seconds", "Time to answer an HTTP request, by route pattern.",
             ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )
-        self._latency_by_route: dict[tuple[str, str], Any] = {}  # the histogram's children, looked up once
         self.outbox: dict[str, int] = {"depth": 0, "dropped": 0}
         self.registry.register(NodeCollector(app, self))
-
-    def observe_latency(self, method: str, route: str, seconds: float) -> None:
-        """One answer's time in the histogram (labels bounded by the route table and the methods aiohttp
-        accepts)."""
-        child = self._latency_by_route.get((method, route))
-        if child is None:
-            child = self._latency_by_route[(method, route)] = self.http_latency.labels(method, route)
-        child.observe(seconds)
 
     async def refresh(self, app: web.Application) -> None:
         """Read what only an await gives (the outbox's rows in SQLite) before a scrape."""
@@ -79,7 +70,7 @@ async def latency_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         metrics = request.config_dict.get(keys.METRICS)
         if metrics is not None:
-            metrics.observe_latency(request.method, route_label(request), time.perf_counter() - started)
+            metrics.http_latency.labels(request.method, route_label(request)).observe(time.perf_counter() - started)
 
 
 class NodeCollector(Collector):

@@ -184,16 +184,15 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 class OpenApiDocument:
-    """The document of one application, built at its first request (the route table is frozen by then) and
-    served from then on, with its ETag and gzip encoding. Building it takes ~60 ms of the event loop, and the
-    route needs no token: built per request, one client asking in a loop would stall every console."""
+    """The document of the application serving it, built at its first request (the route table is frozen by
+    then) and served from then on, with its ETag and gzip encoding. Building it takes ~60 ms of the event loop,
+    and the route needs no token: built per request, one client asking in a loop would stall every console."""
 
-    def __init__(self, app: web.Application) -> None:
-        self._app = app
+    def __init__(self) -> None:
         self._body: bytes | None = None
         self._answer = CachedAnswer()
 
     async def response(self, request: web.Request) -> web.Response:
         if self._body is None:
-            self._body = orjson.dumps(build_document(self._app))
+            self._body = orjson.dumps(build_document(request.app))
         return await self._answer.response(request, self._body)
