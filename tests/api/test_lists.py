@@ -241,47 +241,47 @@ async def raw_get(api: Api, path: str, **headers: str) -> tuple[int, Any, bytes]
         return resp.status, resp.headers.copy(), await resp.read()
 
 
-async def test_unpaged_containers_answer_is_gzipped_for_clients_that_take_it_and_304_when_unchanged(api):
+async def test_unpaged_containers_answer_is_gzipped_for_clients_that_take_it_and_304_when_unchanged(dapi):
     import gzip
 
     for n in range(12):  # over GZIP_MIN_BYTES
-        await create_server(api, f"gz-{n}")
-    status, plain_headers, plain = await raw_get(api, "/containers", **{"Accept-Encoding": "identity"})
+        await create_server(dapi, f"gz-{n}")
+    status, plain_headers, plain = await raw_get(dapi, "/containers", **{"Accept-Encoding": "identity"})
     assert status == 200 and "Content-Encoding" not in plain_headers
     assert plain_headers["Vary"] == "Accept-Encoding" and plain_headers["ETag"].startswith('"')
     assert len(orjson.loads(plain)["containers"]) == 12
 
     for taking in ("gzip", "deflate, gzip;q=0.5", "br, *", "GZIP"):
-        status, headers, body = await raw_get(api, "/containers", **{"Accept-Encoding": taking})
+        status, headers, body = await raw_get(dapi, "/containers", **{"Accept-Encoding": taking})
         assert status == 200 and headers["Content-Encoding"] == "gzip", taking
         assert gzip.decompress(body) == plain and len(body) < len(plain)
         assert headers["ETag"] == plain_headers["ETag"][:-1] + '-gzip"'  # another representation, another tag
     for refusing in ("gzip;q=0", "identity", "br", "gzip;q=bogus", "gzip;q=0.000", "gzip;q=0, *", "*;q=0"):
-        status, headers, body = await raw_get(api, "/containers", **{"Accept-Encoding": refusing})
+        status, headers, body = await raw_get(dapi, "/containers", **{"Accept-Encoding": refusing})
         assert status == 200 and "Content-Encoding" not in headers and body == plain, refusing
 
     # the client has this answer: 304, no body (weak, listed and `*` forms too)
     etag = plain_headers["ETag"]
     gzip_etag = etag[:-1] + '-gzip"'
     for condition in (etag, f'"other", {etag}', f"W/{etag}", "*", gzip_etag):
-        status, headers, body = await raw_get(api, "/containers", **{"If-None-Match": condition,
+        status, headers, body = await raw_get(dapi, "/containers", **{"If-None-Match": condition,
                                                                      "Accept-Encoding": "identity"})
         assert status == 304 and body == b"" and headers["ETag"] == etag, condition
-        status, headers, body = await raw_get(api, "/containers", **{"If-None-Match": condition,
+        status, headers, body = await raw_get(dapi, "/containers", **{"If-None-Match": condition,
                                                                      "Accept-Encoding": "gzip"})
         assert status == 304 and body == b"" and headers["ETag"] == gzip_etag, condition
-    status, _, body = await raw_get(api, "/containers", **{"If-None-Match": '"stale"', "Accept-Encoding": "identity"})
+    status, _, body = await raw_get(dapi, "/containers", **{"If-None-Match": '"stale"', "Accept-Encoding": "identity"})
     assert status == 200 and body == plain
 
     # a change: a new ETag, and neither the old one nor the old gzip body is served again
-    status, _ = await api.call("PATCH", "/containers/gz-3", json={"startup_command": "sleep 4242"})
+    status, _ = await dapi.call("PATCH", "/containers/gz-3", json={"startup_command": "sleep 4242"})
     assert status == 200
-    status, headers, body = await raw_get(api, "/containers", **{"If-None-Match": etag, "Accept-Encoding": "gzip"})
+    status, headers, body = await raw_get(dapi, "/containers", **{"If-None-Match": etag, "Accept-Encoding": "gzip"})
     assert status == 200 and headers["ETag"] not in (etag, gzip_etag)
     listed = {c["internal_id"]: c for c in orjson.loads(gzip.decompress(body))["containers"]}
     assert listed["gz-3"]["startup_command"] == "sleep 4242"
     # paged and filtered lists are built per request (no ETag), as before
-    status, headers, _ = await raw_get(api, "/containers?limit=5")
+    status, headers, _ = await raw_get(dapi, "/containers?limit=5")
     assert status == 200 and "ETag" not in headers
 
 
