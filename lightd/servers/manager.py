@@ -308,8 +308,9 @@ class ServerManager(ServerChanges):
             await self.require_engine()
             server.states.check_power(action)
             return self.tasks.spawn(run_kill(server), name=f"kill:{internal_id}")
-        server.states.check_power(action)
         await self.require_engine()
+        await server.lock.wait_free()
+        server.states.check_power(action)  # the state the action in progress ended in
         with server.lock.taken(action):
             if action in ("stop", "restart"):
                 # `stopping` shows at once: a client polling right after the answer sees the action begun.

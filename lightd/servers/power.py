@@ -20,6 +20,13 @@ log = logging.getLogger(__name__)
 
 POWER_ACTIONS = ("start", "stop", "restart", "kill", "pause", "unpause")
 
+LOCK_WAIT_SECONDS = 2.0
+"""How long an action asked for over an API waits for the one in progress to end before it is refused (409).
+What an action ends in shows a moment before its lock is free: a start's `running` is read on the console
+while the engine's answer to the start is still on its way, and a stop's `offline` is stored before the stop
+returns. A panel that acts on what it sees must not be refused for that moment (Wings' "wait a bounded
+time"); an action that is really under way (a pull, an install, a restore) is still refused."""
+
 
 class PowerLock:
     """Held for the whole of a start, stop, restart, pause, unpause, reinstall or rebind. Kill does not take it.
@@ -40,10 +47,11 @@ class PowerLock:
         self.action = action
         self._free.clear()
 
-    async def wait_free(self, timeout: float) -> None:
-        """Wait at most `timeout` seconds for the action in progress to end (for an API whose foreign original
-        queues a change behind it instead of refusing it). It takes nothing: read what the change is based on
-        after this, then take the lock without awaiting in between."""
+    async def wait_free(self, timeout: float = LOCK_WAIT_SECONDS) -> None:
+        """Wait at most `timeout` seconds for the action in progress to end (every action asked for over an
+        API waits `LOCK_WAIT_SECONDS`; a front end whose foreign original queues a change behind the one in
+        progress waits longer). It takes nothing: check the state and read what the change is based on after
+        this, then take the lock without awaiting in between."""
         if self.action is None:
             return
         try:

@@ -1,0 +1,78 @@
+"""What a panel sees is what it can act on: an action asked for the moment a state shows is not refused
+because the action that reached that state still holds the server's lock (its tail: the engine's answer to a
+start arriving after the console already said `running`). An action really under way is still refused, after
+a bounded wait, with a 409. Against the real engine; the engine's answer is only held back, never faked."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from lightd import keys
+from lightd.servers.power import LOCK_WAIT_SECONDS
+from tests.servers.helpers import create_server, wait_state
+
+# `up` is printed at once: the start pattern matches before the engine's answer to the start is read.
+READY_AT_ONCE = 'echo up; while read line; do [ "$line" = stop ] && exit 0; done'
+
+
+def hold_back_start_answers(app: Any, monkeypatch: Any, *, before: float = 0.0, after: float = 0.0) -> None:
+    """The engine starts the container as asked; lightd reads its answer `before` + `after` seconds late."""
+    env = app[keys.SERVERS]._env  # noqa: SLF001 - the test slows the one engine call it is about
+    real_start = env.start
+
+    async def slow_start(internal_id: str) -> None:
+        await asyncio.sleep(before)
+        await real_start(internal_id)
+        await asyncio.sleep(after)
+
+    monkeypatch.setattr(env, "start", slow_start)
+
+
+async def test_a_stop_asked_for_as_soon_as_running_shows_is_not_refused(dapi, dclient, monkeypatch):
+    await create_server(dapi, "tail", startup_command=READY_AT_ONCE, start_pattern="up",
+                        stop={"type": "command", "value": "stop"})
+    # The start's lock outlives `running` by a second: the CI race (a stop, a patch or a pause sent right
+    # after `running` showed, refused as "another power action (start) is in progress"), made certain.
+    hold_back_start_answers(dclient.app, monkeypatch, after=1.0)
+    server = dclient.app[keys.SERVERS].get("tail")
+    assert (await dapi.post("/containers/tail/start"))[0] == 202
+    await wait_state(dapi, "tail", "running", timeout=30)
+    assert server.lock.action == "start"  # the window is open: the state shows, the lock is held
+    status, body = await dapi.post("/containers/tail/stop")
+    assert status == 202, body
+    await wait_state(dapi, "tail", "offline", timeout=30)
+
+
+async def test_a_pause_and_a_patch_asked_for_in_that_window_go_through(dapi, dclient, monkeypatch):
+    await create_server(dapi, "tailp", startup_command=READY_AT_ONCE, start_pattern="up")
+    hold_back_start_answers(dclient.app, monkeypatch, after=1.0)
+    server = dclient.app[keys.SERVERS].get("tailp")
+    assert (await dapi.post("/containers/tailp/start"))[0] == 202
+    await wait_state(dapi, "tailp", "running", timeout=30)
+    assert server.lock.action == "start"
+    status, body = await dapi.call("PATCH", "/containers/tailp", json={"environment": {"A": "1"}})
+    assert status == 200, body
+    assert (await dapi.post("/containers/tailp/pause"))[0] == 202
+    await wait_state(dapi, "tailp", "paused", timeout=30)
+    assert (await dapi.post("/containers/tailp/kill"))[0] == 202
+    await wait_state(dapi, "tailp", "offline", timeout=30)
+
+
+async def test_an_action_really_under_way_is_still_refused_after_the_wait(dapi, dclient, monkeypatch):
+    await create_server(dapi, "slow", startup_command=READY_AT_ONCE, start_pattern="up")
+    # The engine's answer to the start is held back well past the wait: the start is under way.
+    hold_back_start_answers(dclient.app, monkeypatch, before=LOCK_WAIT_SECONDS * 4)
+    server = dclient.app[keys.SERVERS].get("slow")
+    assert (await dapi.post("/containers/slow/start"))[0] == 202
+    assert server.lock.action == "start"
+    for action in ("stop", "restart", "pause"):
+        status, body = await dapi.post(f"/containers/slow/{action}")
+        assert status == 409 and body["code"] == "power_action_in_progress", (action, body)
+        assert "(start)" in body["error"], body
+    status, body = await dapi.call("PATCH", "/containers/slow", json={"environment": {"A": "1"}})
+    assert status == 409 and body["code"] == "power_action_in_progress", body
+    # Refused, not dropped and not queued: the start goes on to run, and nothing else happened.
+    await wait_state(dapi, "slow", "running", timeout=60)
+    assert (await dapi.post("/containers/slow/kill"))[0] == 202
+    await wait_state(dapi, "slow", "offline", timeout=30)
