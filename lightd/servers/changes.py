@@ -41,9 +41,11 @@ class ServerChanges:
     async def reinstall(self, internal_id: str, request: ReinstallRequest) -> str:
         """Stop the server, drop its Docker container and run the install again; volume data stays."""
         server = await self.settled(internal_id)
-        await self.require_engine()
-        await server.lock.wait_free()
         server.states.check_installed()
+        await self.require_engine()
+        if server.lock.locked:
+            await server.lock.wait_free()
+            server.states.check_installed()
         changes = request.model_dump(exclude_none=True)
         spec = ContainerSpec.model_validate({**server.spec.model_dump(mode="json"), **changes})
         with server.lock.taken("reinstall"):
@@ -73,9 +75,11 @@ class ServerChanges:
     async def rebind(self, internal_id: str, request: RebindRequest) -> str:
         """Move the server to new ports (validated and claimed now); the container is recreated."""
         server = await self.settled(internal_id)
-        await self.require_engine()
-        await server.lock.wait_free()
         server.states.check_installed()
+        await self.require_engine()
+        if server.lock.locked:
+            await server.lock.wait_free()
+            server.states.check_installed()
         with server.lock.taken("rebind"):
             old_keys = {p.key for p in server.spec.ports}
             await self.ports.claim([p for p in request.ports if p.key not in old_keys], internal_id)
@@ -107,6 +111,7 @@ class ServerChanges:
         """Change limits, environment, startup command, start pattern, stop, image or volume mounts without a
         reinstall: in force now where they can be, else at the next start; the answer says which."""
         # Not `settled`, and no await before the lock when it is free: a front end reads the spec, then patches.
+        self.get(internal_id).states.check_installed()  # refused at once when its state forbids it
         await self.get(internal_id).lock.wait_free()
         server = self.get(internal_id)
         server.states.check_installed()

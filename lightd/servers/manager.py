@@ -308,9 +308,11 @@ class ServerManager(ServerChanges):
             await self.require_engine()
             server.states.check_power(action)
             return self.tasks.spawn(run_kill(server), name=f"kill:{internal_id}")
+        server.states.check_power(action)  # a state that forbids it (transferring, stopping, ...) is refused at once
         await self.require_engine()
-        await server.lock.wait_free()
-        server.states.check_power(action)  # the state the action in progress ended in
+        if server.lock.locked:
+            await server.lock.wait_free()
+            server.states.check_power(action)  # against what the action in progress ended in
         with server.lock.taken(action):
             if action in ("stop", "restart"):
                 # `stopping` shows at once: a client polling right after the answer sees the action begun.

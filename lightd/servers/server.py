@@ -76,6 +76,9 @@ class Server:
         self._abandoned: ConsoleStream | None = None  # attached for a start the engine refused
         self.stream_ending = False  # between the end of a console stream and the handling of the exit
         self._expect_exit = False
+        # The engine's answer to a start is on its way; a kill then is carried out when it arrives.
+        self._start_pending = False
+        self._kill_on_start = False
         self._exited = asyncio.Event()
         self._exited.set()
         self._write_lock = asyncio.Lock()
@@ -173,17 +176,33 @@ class Server:
         self.throttle.reset()
         await self.set_state(STARTING)
         self._watch(console)
+        self._kill_on_start = False
+        self._start_pending = True
         try:
             await self.env.start(self.id)
         except LightdError as exc:
             if not (isinstance(exc, DockerUnavailable) and await self._runs_anyway()):
                 await self._abandon_start(console)
                 raise  # reported once, by the action that started it (`report_failure`)
+        finally:
+            self._start_pending = False
         self.started_at = time.time()
+        if self._kill_on_start:
+            await self._kill_after_start()
+            return
         if self._pattern is None and self.state == STARTING:
             await self.set_state(RUNNING)
         elif self.spec.start_timeout_seconds and self.state == STARTING:
             self._arm_start_timeout(self.spec.start_timeout_seconds)
+
+    async def _kill_after_start(self) -> None:
+        """A kill came while the engine's answer to the start was on its way (a kill then finds nothing
+        running): carried out now that the container runs."""
+        self._kill_on_start = False
+        try:
+            await self.env.signal(self.id, "SIGKILL")
+        except LightdError as exc:
+            log.warning("%s: the kill asked for during the start failed: %s", self.id, exc)
 
     async def _runs_anyway(self) -> bool:
         """The engine's answer to a start was lost: whether it started the container all the same."""
@@ -242,11 +261,14 @@ class Server:
         if self.state == OFFLINE and self._exited.is_set():
             raise Conflict(f"server {self.id} is not running")
         expected, self._expect_exit = self._expect_exit, True
-        try:
-            await self.env.signal(self.id, "SIGKILL")
-        except Exception:
-            self._expect_exit = expected  # it runs on: an exit is what it was before the kill
-            raise
+        if self._start_pending:
+            self._kill_on_start = True  # the start carries it out as soon as the engine has answered
+        else:
+            try:
+                await self.env.signal(self.id, "SIGKILL")
+            except Exception:
+                self._expect_exit = expected  # it runs on: an exit is what it was before the kill
+                raise
         if not await self.wait_exit(30):
             log.warning("%s: no exit seen 30s after SIGKILL", self.id)
 

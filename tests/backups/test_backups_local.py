@@ -109,8 +109,7 @@ async def test_restore_refused_while_running_and_restoring_blocks_power(dapi, dc
     service = dclient.app[keys.BACKUPS]
     service.config = service.config.model_copy(update={"max_running": 1})
     service._slots = type(service._slots)(1)  # noqa: SLF001 - the test narrows the node to one job
-    # 3 MiB at 0.25 MiB/s: about 12 s, past the bounded waits of the refused actions below (2 s each).
-    service.config = service.config.model_copy(update={"write_limit_mib_s": 0.25})
+    service.config = service.config.model_copy(update={"write_limit_mib_s": 0.5})
     other = await server_with_files(dapi, "bk-slow", {"big.bin": os.urandom(3 * 1024 * 1024)})
     assert other.exists()
     _, slow = await dapi.post("/containers/bk-slow/backups", json={})

@@ -123,8 +123,7 @@ async def test_stop_timeout_falls_back_to_kill(dapi, dclient):
     events = EventLog(dclient.app, "stubborn")
     await dapi.post("/containers/stubborn/start")
     await events.wait("console", lambda line: line == "up")
-    # The stop outlasts the bounded wait of the start below (2 s): that start is refused, not queued.
-    status, _ = await dapi.post("/containers/stubborn/stop", params={"timeout": "4"})
+    status, _ = await dapi.post("/containers/stubborn/stop", params={"timeout": "1"})
     assert status == 202
     # concurrent power actions are refused while the stop holds the lock
     assert (await dapi.post("/containers/stubborn/start"))[0] == 409

@@ -1,7 +1,7 @@
 """What a panel sees is what it can act on: an action asked for the moment a state shows is not refused
 because the action that reached that state still holds the server's lock (its tail: the engine's answer to a
 start arriving after the console already said `running`). An action really under way is still refused, after
-a bounded wait, with a 409. Against the real engine; the engine's answer is only held back, never faked."""
+a bounded wait, with a 409; one the state forbids is refused at once. Against the real engine; the engine's answer is only held back, never faked."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from lightd import keys
 from lightd.servers.power import LOCK_WAIT_SECONDS
-from tests.servers.helpers import create_server, wait_state
+from tests.servers.helpers import EventLog, create_server, wait_state
 
 # `up` is printed at once: the start pattern matches before the engine's answer to the start is read.
 READY_AT_ONCE = 'echo up; while read line; do [ "$line" = stop ] && exit 0; done'
@@ -65,6 +65,7 @@ async def test_an_action_really_under_way_is_still_refused_after_the_wait(dapi, 
     hold_back_start_answers(dclient.app, monkeypatch, before=LOCK_WAIT_SECONDS * 4)
     server = dclient.app[keys.SERVERS].get("slow")
     assert (await dapi.post("/containers/slow/start"))[0] == 202
+    await wait_state(dapi, "slow", "starting", timeout=30)  # every one below is allowed from `starting`
     assert server.lock.action == "start"
     for action in ("stop", "restart", "pause"):
         status, body = await dapi.post(f"/containers/slow/{action}")
@@ -76,3 +77,24 @@ async def test_an_action_really_under_way_is_still_refused_after_the_wait(dapi, 
     await wait_state(dapi, "slow", "running", timeout=60)
     assert (await dapi.post("/containers/slow/kill"))[0] == 202
     await wait_state(dapi, "slow", "offline", timeout=30)
+
+
+async def test_a_refusal_the_state_makes_comes_at_once_and_a_kill_still_goes_through(dapi, dclient, monkeypatch):
+    await create_server(dapi, "early", startup_command=READY_AT_ONCE, start_pattern="up")
+    hold_back_start_answers(dclient.app, monkeypatch, before=LOCK_WAIT_SECONDS * 4)
+    server = dclient.app[keys.SERVERS].get("early")
+    assert (await dapi.post("/containers/early/start"))[0] == 202
+    await wait_state(dapi, "early", "starting", timeout=30)
+    assert server.lock.action == "start"
+    # A second start is refused for the state it sees (`starting`), not after waiting for the lock.
+    status, body = await dapi.post("/containers/early/start")
+    assert status == 409 and body["code"] == "conflict" and "already starting" in body["error"], body
+    assert (await dapi.post("/containers/early/unpause"))[0] == 409
+    assert server.lock.action == "start"  # still under way: neither waited it out
+    # A kill always goes through, even before the engine has answered the start (a SIGKILL then would find
+    # nothing running): it is carried out as soon as the container runs, and it is no crash.
+    events = EventLog(dclient.app, "early")
+    assert (await dapi.post("/containers/early/kill"))[0] == 202
+    await wait_state(dapi, "early", "offline", timeout=60)
+    assert "crashed" not in events.types() and events.types()[-1] == "offline", events.types()
+    assert server.lock.action is None
