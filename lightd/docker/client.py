@@ -40,6 +40,11 @@ def translate(exc: BaseException, what: str) -> LightdError:
     return EngineError(f"{what}: {exc}")
 
 
+# A removal another call began is waited for at most this long (200 × 0.05 s = 10 s).
+REMOVAL_POLLS = 200
+REMOVAL_POLL_SECONDS = 0.05
+
+
 class DockerClient:
     """Async access to one Docker engine."""
 
@@ -190,11 +195,24 @@ class DockerClient:
         await self._call(f"unpause {name}", self.raw.containers.container(name).unpause())
 
     async def remove_container(self, name: str) -> None:
-        """Force-remove; a container that does not exist is not an error."""
+        """Force-remove; a container that does not exist is not an error, nor one whose removal another call
+        began (a delete racing an install's own clean-up): that one is waited for until it is gone."""
         try:
             await self._call(f"remove {name}", self.raw.containers.container(name).delete(force=True, v=False))
         except NotFound:
             pass
+        except Conflict as exc:
+            if "already in progress" not in str(exc):
+                raise
+            await self._wait_removed(name, exc)
+
+    async def _wait_removed(self, name: str, refusal: Conflict) -> None:
+        """Wait (bounded) for a removal under way to end; the engine's refusal if it does not."""
+        for _ in range(REMOVAL_POLLS):
+            if await self.inspect_container(name) is None:
+                return
+            await asyncio.sleep(REMOVAL_POLL_SECONDS)
+        raise refusal
 
     async def wait_container(self, name: str) -> int:
         """Block until the container is not running; its exit code."""

@@ -54,3 +54,34 @@ async def test_tail_logs_and_attach_against_the_engine(container_prefix: str):
     finally:
         await client.remove_container(name)
         await client.close()
+
+
+@pytest.mark.docker
+async def test_a_removal_another_call_began_is_waited_for_not_refused(container_prefix: str, monkeypatch):
+    """A delete racing an install's own clean-up: both force-remove the installer, and the engine refuses the
+    second with "removal of container … is already in progress" (seen in CI). That is waited out."""
+    client = DockerClient(DockerConfig().socket)
+    waited: list[str] = []
+    real_wait = client._wait_removed  # noqa: SLF001 - counted, to know the race was really run
+
+    async def counted(name: str, refusal: Exception) -> None:
+        waited.append(str(refusal))
+        await real_wait(name, refusal)
+
+    monkeypatch.setattr(client, "_wait_removed", counted)
+    try:
+        for round_ in range(10):  # bounded: the engine refuses the second removal in most rounds
+            name = f"{container_prefix}twice{round_}"
+            # It ignores SIGTERM and runs on: the forced removal must kill it first, which takes a while.
+            await client.create_container(name, {"Image": TEST_IMAGE, "Cmd": ["sh", "-c", "trap '' TERM; sleep 1000"],
+                                                  "Labels": {"lightd.prefix": container_prefix}})
+            await client.start_container(name)
+            await asyncio.gather(*(client.remove_container(name) for _ in range(3)))
+            assert await client.inspect_container(name) is None
+            if waited:
+                break
+        assert waited and "already in progress" in waited[0], waited
+    finally:
+        for round_ in range(10):
+            await client.remove_container(f"{container_prefix}twice{round_}")
+        await client.close()

@@ -32,12 +32,14 @@ def hold_back_start_answers(app: Any, monkeypatch: Any, *, before: float = 0.0, 
 async def test_a_stop_asked_for_as_soon_as_running_shows_is_not_refused(dapi, dclient, monkeypatch):
     await create_server(dapi, "tail", startup_command=READY_AT_ONCE, start_pattern="up",
                         stop={"type": "command", "value": "stop"})
-    # The start's lock outlives `running` by a second: the CI race (a stop, a patch or a pause sent right
-    # after `running` showed, refused as "another power action (start) is in progress"), made certain.
-    hold_back_start_answers(dclient.app, monkeypatch, after=1.0)
+    # The start's lock outlives `running` by 1.5 s (less than the 2 s wait): the CI race (a stop, a patch or
+    # a pause sent right after `running` showed, refused as "another power action (start) is in progress"),
+    # made certain.
+    hold_back_start_answers(dclient.app, monkeypatch, after=1.5)
     server = dclient.app[keys.SERVERS].get("tail")
+    events = EventLog(dclient.app, "tail")
     assert (await dapi.post("/containers/tail/start"))[0] == 202
-    await wait_state(dapi, "tail", "running", timeout=30)
+    await events.wait_type("running", timeout=30)  # as a panel's socket sees it, at once
     assert server.lock.action == "start"  # the window is open: the state shows, the lock is held
     status, body = await dapi.post("/containers/tail/stop")
     assert status == 202, body
@@ -46,10 +48,11 @@ async def test_a_stop_asked_for_as_soon_as_running_shows_is_not_refused(dapi, dc
 
 async def test_a_pause_and_a_patch_asked_for_in_that_window_go_through(dapi, dclient, monkeypatch):
     await create_server(dapi, "tailp", startup_command=READY_AT_ONCE, start_pattern="up")
-    hold_back_start_answers(dclient.app, monkeypatch, after=1.0)
+    hold_back_start_answers(dclient.app, monkeypatch, after=1.5)
     server = dclient.app[keys.SERVERS].get("tailp")
+    events = EventLog(dclient.app, "tailp")
     assert (await dapi.post("/containers/tailp/start"))[0] == 202
-    await wait_state(dapi, "tailp", "running", timeout=30)
+    await events.wait_type("running", timeout=30)  # as a panel's socket sees it, at once
     assert server.lock.action == "start"
     status, body = await dapi.call("PATCH", "/containers/tailp", json={"environment": {"A": "1"}})
     assert status == 200, body
