@@ -29,31 +29,33 @@ def hold_back_start_answers(app: Any, monkeypatch: Any, *, before: float = 0.0, 
     monkeypatch.setattr(env, "start", slow_start)
 
 
+async def start_held_back(dapi: Any, dclient: Any, monkeypatch: Any, internal_id: str, *, shows: str,
+                          before: float = 0.0, after: float = 0.0, **fields: Any) -> Any:
+    """Create and start a server whose start answer is held back; return it once its state `shows` (as a
+    panel's socket sees it, on the event bus) with the start still holding its lock."""
+    await create_server(dapi, internal_id, startup_command=READY_AT_ONCE, start_pattern="up", **fields)
+    hold_back_start_answers(dclient.app, monkeypatch, before=before, after=after)
+    server = dclient.app[keys.SERVERS].get(internal_id)
+    events = EventLog(dclient.app, internal_id)
+    assert (await dapi.post(f"/containers/{internal_id}/start"))[0] == 202
+    await events.wait_type(shows, timeout=30)
+    assert server.lock.action == "start"  # the state shows, the lock is held
+    return server
+
+
 async def test_a_stop_asked_for_as_soon_as_running_shows_is_not_refused(dapi, dclient, monkeypatch):
-    await create_server(dapi, "tail", startup_command=READY_AT_ONCE, start_pattern="up",
-                        stop={"type": "command", "value": "stop"})
     # The start's lock outlives `running` by 1.5 s (less than the 2 s wait): the CI race (a stop, a patch or
     # a pause sent right after `running` showed, refused as "another power action (start) is in progress"),
     # made certain.
-    hold_back_start_answers(dclient.app, monkeypatch, after=1.5)
-    server = dclient.app[keys.SERVERS].get("tail")
-    events = EventLog(dclient.app, "tail")
-    assert (await dapi.post("/containers/tail/start"))[0] == 202
-    await events.wait_type("running", timeout=30)  # as a panel's socket sees it, at once
-    assert server.lock.action == "start"  # the window is open: the state shows, the lock is held
+    await start_held_back(dapi, dclient, monkeypatch, "tail", shows="running", after=1.5,
+                          stop={"type": "command", "value": "stop"})
     status, body = await dapi.post("/containers/tail/stop")
     assert status == 202, body
     await wait_state(dapi, "tail", "offline", timeout=30)
 
 
 async def test_a_pause_and_a_patch_asked_for_in_that_window_go_through(dapi, dclient, monkeypatch):
-    await create_server(dapi, "tailp", startup_command=READY_AT_ONCE, start_pattern="up")
-    hold_back_start_answers(dclient.app, monkeypatch, after=1.5)
-    server = dclient.app[keys.SERVERS].get("tailp")
-    events = EventLog(dclient.app, "tailp")
-    assert (await dapi.post("/containers/tailp/start"))[0] == 202
-    await events.wait_type("running", timeout=30)  # as a panel's socket sees it, at once
-    assert server.lock.action == "start"
+    await start_held_back(dapi, dclient, monkeypatch, "tailp", shows="running", after=1.5)
     status, body = await dapi.call("PATCH", "/containers/tailp", json={"environment": {"A": "1"}})
     assert status == 200, body
     assert (await dapi.post("/containers/tailp/pause"))[0] == 202
@@ -63,13 +65,9 @@ async def test_a_pause_and_a_patch_asked_for_in_that_window_go_through(dapi, dcl
 
 
 async def test_an_action_really_under_way_is_still_refused_after_the_wait(dapi, dclient, monkeypatch):
-    await create_server(dapi, "slow", startup_command=READY_AT_ONCE, start_pattern="up")
-    # The engine's answer to the start is held back well past the wait: the start is under way.
-    hold_back_start_answers(dclient.app, monkeypatch, before=LOCK_WAIT_SECONDS * 4)
-    server = dclient.app[keys.SERVERS].get("slow")
-    assert (await dapi.post("/containers/slow/start"))[0] == 202
-    await wait_state(dapi, "slow", "starting", timeout=30)  # every one below is allowed from `starting`
-    assert server.lock.action == "start"
+    # The engine's answer to the start is held back well past the wait: the start is under way, and every
+    # action below is one `starting` allows.
+    await start_held_back(dapi, dclient, monkeypatch, "slow", shows="starting", before=LOCK_WAIT_SECONDS * 4)
     for action in ("stop", "restart", "pause"):
         status, body = await dapi.post(f"/containers/slow/{action}")
         assert status == 409 and body["code"] == "power_action_in_progress", (action, body)
@@ -83,12 +81,8 @@ async def test_an_action_really_under_way_is_still_refused_after_the_wait(dapi, 
 
 
 async def test_a_refusal_the_state_makes_comes_at_once_and_a_kill_still_goes_through(dapi, dclient, monkeypatch):
-    await create_server(dapi, "early", startup_command=READY_AT_ONCE, start_pattern="up")
-    hold_back_start_answers(dclient.app, monkeypatch, before=LOCK_WAIT_SECONDS * 4)
-    server = dclient.app[keys.SERVERS].get("early")
-    assert (await dapi.post("/containers/early/start"))[0] == 202
-    await wait_state(dapi, "early", "starting", timeout=30)
-    assert server.lock.action == "start"
+    server = await start_held_back(dapi, dclient, monkeypatch, "early", shows="starting",
+                                   before=LOCK_WAIT_SECONDS * 4)
     # A second start is refused for the state it sees (`starting`), not after waiting for the lock.
     status, body = await dapi.post("/containers/early/start")
     assert status == 409 and body["code"] == "conflict" and "already starting" in body["error"], body
