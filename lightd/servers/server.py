@@ -257,7 +257,8 @@ class Server:
         return True
 
     async def kill(self) -> None:
-        """SIGKILL now; always allowed, whatever action holds the lock."""
+        """SIGKILL now (while the engine's answer to a start is on its way, as soon as it arrives); always
+        allowed, whatever action holds the lock."""
         if self.state == OFFLINE and self._exited.is_set():
             raise Conflict(f"server {self.id} is not running")
         expected, self._expect_exit = self._expect_exit, True
