@@ -1,7 +1,8 @@
 """What a panel sees is what it can act on: an action asked for the moment a state shows is not refused
 because the action that reached that state still holds the server's lock (its tail: the engine's answer to a
 start arriving after the console already said `running`). An action really under way is still refused, after
-a bounded wait, with a 409; one the state forbids is refused at once. Against the real engine; the engine's answer is only held back, never faked."""
+a bounded wait, with a 409; one the state forbids is refused at once. Against the real engine; the start
+call is only delayed, never faked."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ READY_AT_ONCE = 'echo up; while read line; do [ "$line" = stop ] && exit 0; done
 
 
 def hold_back_start_answers(app: Any, monkeypatch: Any, *, before: float = 0.0, after: float = 0.0) -> None:
-    """The engine starts the container as asked; lightd reads its answer `before` + `after` seconds late."""
+    """The start is sent to the engine `before` seconds late and its answer read `after` seconds late; the
+    engine starts the container as asked. Lightd is `starting` throughout."""
     env = app[keys.SERVERS]._env  # noqa: SLF001 - the test slows the one engine call it is about
     real_start = env.start
 
