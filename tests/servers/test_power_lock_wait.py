@@ -19,7 +19,7 @@ READY_AT_ONCE = 'echo up; while read line; do [ "$line" = stop ] && exit 0; done
 
 def hold_back_start_answers(app: Any, monkeypatch: Any, *, before: float = 0.0, after: float = 0.0) -> None:
     """The start is sent to the engine `before` seconds late and its answer read `after` seconds late; the
-    engine starts the container as asked. Lightd is `starting` throughout."""
+    engine starts the container as asked."""
     env = app[keys.SERVERS]._env  # noqa: SLF001 - the test slows the one engine call it is about
     real_start = env.start
 
