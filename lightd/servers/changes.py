@@ -14,7 +14,7 @@ from lightd.servers.install import install
 from lightd.servers.limits import check_node_limits, with_default_limits
 from lightd.servers.models import ContainerSpec, RebindRequest, ReinstallRequest, container_view
 from lightd.servers.patch import apply_to_container, merged_spec
-from lightd.servers.power import stop_server
+from lightd.servers.power import stop_server, wait_for_lock
 from lightd.servers.volume_mounts import check_volume_mounts
 from lightd.tasks import TaskOwner
 from lightd.volumes.service import VolumeService
@@ -43,9 +43,7 @@ class ServerChanges:
         server = await self.settled(internal_id)
         server.states.check_installed()
         await self.require_engine()
-        if server.lock.locked:
-            await server.lock.wait_free()
-            server.states.check_installed()
+        await wait_for_lock(server, server.states.check_installed)
         changes = request.model_dump(exclude_none=True)
         spec = ContainerSpec.model_validate({**server.spec.model_dump(mode="json"), **changes})
         with server.lock.taken("reinstall"):
@@ -77,9 +75,7 @@ class ServerChanges:
         server = await self.settled(internal_id)
         server.states.check_installed()
         await self.require_engine()
-        if server.lock.locked:
-            await server.lock.wait_free()
-            server.states.check_installed()
+        await wait_for_lock(server, server.states.check_installed)
         with server.lock.taken("rebind"):
             old_keys = {p.key for p in server.spec.ports}
             await self.ports.claim([p for p in request.ports if p.key not in old_keys], internal_id)
@@ -111,10 +107,9 @@ class ServerChanges:
         """Change limits, environment, startup command, start pattern, stop, image or volume mounts without a
         reinstall: in force now where they can be, else at the next start; the answer says which."""
         # Not `settled`, and no await before the lock when it is free: a front end reads the spec, then patches.
-        self.get(internal_id).states.check_installed()  # refused at once when its state forbids it
-        await self.get(internal_id).lock.wait_free()
         server = self.get(internal_id)
-        server.states.check_installed()
+        server.states.check_installed()  # refused at once when its state forbids it
+        await wait_for_lock(server, server.states.check_installed)
         server.lock.try_acquire("patch")
         try:
             spec = with_default_limits(merged_spec(server.spec, changes), self.config.docker)

@@ -24,7 +24,7 @@ from lightd.servers.limits import check_node_limits, with_default_limits
 from lightd.servers.listing import ChangeCount
 from lightd.servers.models import ContainerSpec, container_view
 from lightd.servers.mounts import MountPins
-from lightd.servers.power import POWER_ACTIONS, run_kill, run_locked
+from lightd.servers.power import POWER_ACTIONS, run_kill, run_locked, wait_for_lock
 from lightd.servers.preflight import Preflight
 from lightd.servers.recovery import Recovery
 from lightd.servers.server import Server
@@ -310,9 +310,7 @@ class ServerManager(ServerChanges):
             return self.tasks.spawn(run_kill(server), name=f"kill:{internal_id}")
         server.states.check_power(action)  # a state that forbids it (transferring, stopping, ...) is refused at once
         await self.require_engine()
-        if server.lock.locked:
-            await server.lock.wait_free()
-            server.states.check_power(action)  # against what the action in progress ended in
+        await wait_for_lock(server, lambda: server.states.check_power(action))
         with server.lock.taken(action):
             if action in ("stop", "restart"):
                 # `stopping` shows at once: a client polling right after the answer sees the action begun.

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from lightd.errors import DockerUnavailable, LightdError, PowerActionInProgress
+from lightd.errors import DockerUnavailable, LightdError, NotFound, PowerActionInProgress
 from lightd.servers.pause import PAUSE_ACTIONS, thaw_for_stop
 from lightd.servers.state import OFFLINE
 
@@ -49,9 +49,9 @@ class PowerLock:
 
     async def wait_free(self, timeout: float = LOCK_WAIT_SECONDS) -> None:
         """Wait at most `timeout` seconds for the action in progress to end (every action asked for over an
-        API waits `LOCK_WAIT_SECONDS`; a front end whose foreign original queues a change behind the one in
-        progress waits longer). It takes nothing: check the state and read what the change is based on after
-        this, then take the lock without awaiting in between."""
+        API waits `LOCK_WAIT_SECONDS`, through `wait_for_lock`; a front end whose foreign original queues a
+        change behind the one in progress waits longer). It takes nothing: check the state and read what the
+        change is based on after this, then take the lock without awaiting in between."""
         if self.action is None:
             return
         try:
@@ -79,6 +79,19 @@ class PowerLock:
     @property
     def locked(self) -> bool:
         return self.action is not None
+
+
+async def wait_for_lock(server: Server, check: Callable[[], None]) -> None:
+    """An action that found another holding `server`'s lock waits (bounded: `LOCK_WAIT_SECONDS`) for it to
+    end, then is checked again against what that ended in: `check` (the state) and whether the server was
+    deleted meanwhile (a delete takes no lock). It returns without yielding when the lock is free: take it
+    next, with no await in between."""
+    if not server.lock.locked:
+        return
+    await server.lock.wait_free()
+    if server.deleted:
+        raise NotFound(f"container {server.id} not found")
+    check()
 
 
 async def stop_server(server: Server, timeout: float | None = None) -> None:

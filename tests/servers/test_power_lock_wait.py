@@ -7,6 +7,7 @@ call is only delayed, never faked."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from typing import Any
 
 from lightd import keys
@@ -97,3 +98,22 @@ async def test_a_refusal_the_state_makes_comes_at_once_and_a_kill_still_goes_thr
     await wait_state(dapi, "early", "offline", timeout=60)
     assert "crashed" not in events.types() and events.types()[-1] == "offline", events.types()
     assert server.lock.action is None
+
+
+async def test_a_server_deleted_during_the_wait_is_not_started_again(dapi, dclient, container_prefix):
+    """The 2 s wait is an await between the checks and the lock: a delete (which takes no lock) can land in
+    it. The waiting start must not then create a container for a server that no longer exists."""
+    await create_server(dapi, "gone")
+    server = dclient.app[keys.SERVERS].get("gone")
+    server.lock.try_acquire("test")  # stands for the tail of any action, held across the delete
+    start = asyncio.ensure_future(dapi.post("/containers/gone/start"))
+    await asyncio.sleep(0.3)  # the start is waiting for the lock
+    assert not start.done()
+    assert (await dapi.delete("/containers/gone"))[0] == 200
+    server.lock.release()
+    status, body = await start
+    assert status == 404 and body["code"] == "not_found", body
+    await asyncio.sleep(1)  # a start spawned anyway would have made its container by now
+    names = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}", "--filter",
+                            f"label=lightd.prefix={container_prefix}"], capture_output=True, text=True).stdout.split()
+    assert not [n for n in names if n.startswith(f"{container_prefix}gone")], names
